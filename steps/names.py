@@ -1,0 +1,101 @@
+"""Every name the steps and the workflow definitions share, defined once.
+
+The Hera templates (workflows/) and the step CLIs (steps/) both import these, so a
+parameter or artifact renamed here is renamed in the manifest and in the step at once.
+This module must stay import-light: workflows/ imports it at compile time.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Step(StrEnum):
+    """`python -m steps <name>`: one entry per command a workflow container runs."""
+
+    SYNTH = "synth"
+    AUDIT = "audit"
+    PROVENANCE = "provenance"
+    TRACKER = "tracker"
+    TRAIN = "train"
+    MODEL_CHECK = "model-check"
+    QUANTIZE = "quantize"
+    EVALUATE = "evaluate"
+    DEPLOY = "deploy"
+
+
+class Param(StrEnum):
+    """Output parameters: a step writes each to `<out>/parameters/<name>` (one text value)."""
+
+    PASSED = "passed"
+    ROWS = "rows"
+    CRITICAL_FAILURES = "critical_failures"
+    WARNINGS = "warnings"
+    DATASET_DIGEST = "dataset_digest"
+    DATASET_URI = "dataset_uri"
+    MODEL_DIGEST = "model_digest"
+    BEST_ITERATION = "best_iteration"
+    VALID_AUC = "valid_auc"
+    ONNX_DIGEST = "onnx_digest"
+    PARITY_MAX_DIFF = "parity_max_diff"
+    AUC = "auc"
+    GATE = "gate"
+    DEPLOYED_DIGEST = "deployed_digest"
+    ENDPOINT = "endpoint"
+
+
+@dataclass(frozen=True)
+class ArtifactName:
+    """An Argo artifact (`name`, letters, digits and dashes) and the file or folder it is."""
+
+    name: str
+    filename: str
+
+
+class Artifact:
+    """Output artifacts, each a file or folder directly under the step's `--out` folder."""
+
+    AUDIT_REPORT = ArtifactName("audit-report", "audit-report.html")
+    AUDIT_RESULT = ArtifactName("audit-result", "audit-result.json")
+    PROVENANCE = ArtifactName("provenance", "provenance.json")
+    MODEL = ArtifactName("model", "model")
+    LEARNING_CURVE = ArtifactName("learning-curve", "learning-curve.svg")
+    ONNX = ArtifactName("onnx", "model.onnx")
+    QUANTIZE_REPORT = ArtifactName("quantize-report", "quantize-report.json")
+    EVALUATION = ArtifactName("evaluation", "evaluation.json")
+    EVALUATION_REPORT = ArtifactName("evaluation-report", "evaluation-report.html")
+    ROLLOUT = ArtifactName("rollout", "rollout.json")
+
+
+class ModelFile(StrEnum):
+    """Files inside the model bundle folder (Artifact.MODEL) and under `models/<digest>/`."""
+
+    BOOSTER = "model.ubj"
+    FEATURE_SCHEMA = "feature-schema.json"
+    LEARNING_CURVE = "learning-curve.json"
+    IMPORTANCE = "importance.json"
+    REFERENCE_PROFILE = "reference-profile.json"
+
+
+class DatasetFile(StrEnum):
+    """Layout under `datasets/<digest>/`: train and validation shards (one each per worker),
+    the whole test split, and a manifest describing columns and categories."""
+
+    TRAIN_SHARD = "train/part-{index:05d}.parquet"
+    VALID_SHARD = "valid/part-{index:05d}.parquet"
+    TEST = "test.parquet"
+    MANIFEST = "manifest.json"
+
+
+class Env(StrEnum):
+    """Environment variables a step container reads (at its CLI edge only)."""
+
+    S3_ENDPOINT = "MLPIPE_S3_ENDPOINT"
+    S3_BUCKET = "MLPIPE_S3_BUCKET"
+    S3_REGION = "AWS_REGION"
+    ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+    SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+    PROGRESS_FILE = "ARGO_PROGRESS_FILE"
+
+
+PARAMETERS_DIR = "parameters"
+"""Folder under a step's `--out` that holds one file per output parameter."""

@@ -1,0 +1,32 @@
+"""Workflow-level parameter names: the knobs of a submitted run, defined once.
+
+Each is also the `--flag` of the step CLI that receives it and the template input of the
+same name, so one spelling travels from `mlpipe submit --param` to the step's argparse.
+"""
+
+from enum import StrEnum
+
+
+class WorkflowParam(StrEnum):
+    DATA_URI = "data-uri"
+    DATA_SPEC = "data-spec"
+    AUDIT_SPEC = "audit-spec"
+    TRAIN_SPEC = "train-spec"
+    QUANTIZE_SPEC = "quantize-spec"
+    EVALUATE_SPEC = "evaluate-spec"
+    DEPLOY_SPEC = "deploy-spec"
+    MODEL_NAME = "model-name"
+    WORKERS = "workers"
+
+
+class StepInput(StrEnum):
+    """Template inputs that are not workflow parameters but outputs of earlier tasks."""
+
+    DATASET_URI = "dataset-uri"
+    SHARDS = "shards"
+    RANK = "rank"
+    TRACKER_HOST = "tracker-host"
+    TRACKER_PORT = "tracker-port"
+    PORT = "port"
+    WORKER_OUTPUTS = "worker-outputs"
+    ONNX_DIGEST = "onnx-digest"

@@ -1,0 +1,363 @@
+"""The training pipeline as Hera objects: one WorkflowTemplate and a Workflow that runs it.
+
+audit -> provenance -> train (tracker daemon + N workers + model check) -> quantize
+-> evaluate -> deploy. Small values travel as parameters, files as S3 artifacts through the
+artifact repository named in the config. Nothing here runs a step: the manifests do.
+"""
+
+from hera.workflows import (
+    DAG,
+    Artifact,
+    EmptyDirVolume,
+    Parameter,
+    RetryStrategy,
+    Task,
+    Workflow,
+    WorkflowTemplate,
+)
+from hera.workflows import models as m
+
+from steps.names import Artifact as StepArtifact, Param, Step
+from workflows.config import LoadedConfig
+from workflows.parameters import StepInput, WorkflowParam
+from workflows.step_template import (
+    WORK_VOLUME,
+    ImageSettings,
+    pod_security,
+    step_container,
+)
+
+TEMPLATE_NAME = "mlpipe-training"
+ENTRYPOINT = "pipeline"
+TRAIN_GROUP = "train"
+
+
+class TaskName:
+    """DAG task names: the node names a user sees in the Argo UI and in `mlpipe run`."""
+
+    AUDIT = "audit"
+    PROVENANCE = "provenance"
+    TRAIN = TRAIN_GROUP
+    TRACKER = "tracker"
+    WORKER = "worker"
+    MODEL_CHECK = "model-check"
+    QUANTIZE = "quantize"
+    EVALUATE = "evaluate"
+    DEPLOY = "deploy"
+
+
+def workflow_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
+    """The run's parameter values, each step spec serialised as the JSON its step parses."""
+    pipeline = config.pipeline
+    return {
+        WorkflowParam.DATA_URI: pipeline.data.uri,
+        WorkflowParam.DATA_SPEC: pipeline.data.spec().model_dump_json(),
+        WorkflowParam.AUDIT_SPEC: config.audit_spec().model_dump_json(),
+        WorkflowParam.TRAIN_SPEC: pipeline.train.model_dump_json(),
+        WorkflowParam.QUANTIZE_SPEC: pipeline.quantize.model_dump_json(),
+        WorkflowParam.EVALUATE_SPEC: pipeline.evaluate.model_dump_json(),
+        WorkflowParam.DEPLOY_SPEC: pipeline.deploy.model_dump_json(),
+        WorkflowParam.MODEL_NAME: pipeline.model_name,
+        WorkflowParam.WORKERS: str(pipeline.train.workers),
+    }
+
+
+def image_settings(config: LoadedConfig) -> ImageSettings:
+    pipeline = config.pipeline
+    return ImageSettings(
+        image=pipeline.argo.steps_image,
+        bucket=pipeline.storage.bucket,
+        region=pipeline.storage.region,
+        credentials_secret=pipeline.storage.credentials_secret,
+        cpu=pipeline.argo.step_cpu,
+        memory=pipeline.argo.step_memory,
+    )
+
+
+def _ref(task: str, kind: str, name: str) -> str:
+    return f"{{{{tasks.{task}.outputs.{kind}.{name}}}}}"
+
+
+def _workflow_param(name: WorkflowParam) -> str:
+    return f"{{{{workflow.parameters.{name.value}}}}}"
+
+
+def build_template(config: LoadedConfig) -> WorkflowTemplate:
+    settings = image_settings(config)
+    pipeline = config.pipeline
+    tracker_port = pipeline.train.tracker_port
+    with WorkflowTemplate(
+        name=TEMPLATE_NAME,
+        namespace=pipeline.argo.namespace,
+        entrypoint=ENTRYPOINT,
+        labels={"app.kubernetes.io/name": "mlpipe", "mlpipe/model": pipeline.model_name},
+        annotations={
+            "workflows.argoproj.io/title": f"mlpipe training: {pipeline.model_name}",
+            "workflows.argoproj.io/description": (
+                "audit -> provenance -> distributed XGBoost -> ONNX -> evaluate -> deploy"
+            ),
+        },
+        arguments=[
+            Parameter(name=name.value, value=value)
+            for name, value in workflow_arguments(config).items()
+        ],
+        service_account_name=pipeline.argo.service_account,
+        security_context=pod_security(),
+        volumes=[EmptyDirVolume(name=WORK_VOLUME)],
+        active_deadline_seconds=pipeline.argo.active_deadline_seconds,
+        artifact_repository_ref=m.ArtifactRepositoryRef(
+            config_map=pipeline.argo.artifact_repository.config_map,
+            key=pipeline.argo.artifact_repository.key,
+        ),
+        pod_gc=m.PodGC(strategy="OnPodSuccess", delete_delay_duration="10m"),
+        artifact_gc=m.WorkflowLevelArtifactGC(strategy="OnWorkflowDeletion"),
+    ) as template:
+        audit = step_container(
+            "audit",
+            Step.AUDIT,
+            settings,
+            inputs=[WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, WorkflowParam.AUDIT_SPEC],
+            output_parameters=[Param.PASSED, Param.ROWS, Param.CRITICAL_FAILURES, Param.WARNINGS],
+            output_artifacts=[StepArtifact.AUDIT_REPORT, StepArtifact.AUDIT_RESULT],
+        )
+        provenance = step_container(
+            "provenance",
+            Step.PROVENANCE,
+            settings,
+            inputs=[WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, StepInput.SHARDS],
+            output_parameters=[Param.DATASET_DIGEST, Param.DATASET_URI, Param.ROWS],
+            output_artifacts=[StepArtifact.PROVENANCE],
+        )
+        tracker = step_container(
+            "tracker",
+            Step.TRACKER,
+            settings,
+            inputs=[WorkflowParam.WORKERS, StepInput.PORT],
+            writes_outputs=False,
+            daemon=True,
+            readiness_port=tracker_port,
+        )
+        worker = step_container(
+            "train-worker",
+            Step.TRAIN,
+            settings,
+            inputs=[
+                StepInput.DATASET_URI,
+                WorkflowParam.TRAIN_SPEC,
+                StepInput.RANK,
+                StepInput.TRACKER_HOST,
+                StepInput.TRACKER_PORT,
+            ],
+            output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
+        )
+        model_check = step_container(
+            "model-check",
+            Step.MODEL_CHECK,
+            settings,
+            inputs=[StepInput.WORKER_OUTPUTS],
+            output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
+            output_artifacts=[StepArtifact.MODEL, StepArtifact.LEARNING_CURVE],
+        )
+        quantize = step_container(
+            "quantize",
+            Step.QUANTIZE,
+            settings,
+            inputs=[StepInput.DATASET_URI, WorkflowParam.QUANTIZE_SPEC],
+            input_artifacts=[StepArtifact.MODEL],
+            output_parameters=[Param.ONNX_DIGEST, Param.PARITY_MAX_DIFF],
+            output_artifacts=[StepArtifact.ONNX, StepArtifact.QUANTIZE_REPORT],
+        )
+        evaluate = step_container(
+            "evaluate",
+            Step.EVALUATE,
+            settings,
+            inputs=[StepInput.DATASET_URI, WorkflowParam.EVALUATE_SPEC],
+            input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
+            output_parameters=[Param.AUC, Param.GATE],
+            output_artifacts=[StepArtifact.EVALUATION, StepArtifact.EVALUATION_REPORT],
+        )
+        deploy = step_container(
+            "deploy",
+            Step.DEPLOY,
+            settings,
+            inputs=[
+                StepInput.ONNX_DIGEST,
+                StepInput.DATASET_URI,
+                WorkflowParam.MODEL_NAME,
+                WorkflowParam.DEPLOY_SPEC,
+            ],
+            input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
+            output_parameters=[Param.DEPLOYED_DIGEST, Param.ENDPOINT],
+            output_artifacts=[StepArtifact.ROLLOUT],
+        )
+
+        with DAG(
+            name=TRAIN_GROUP,
+            inputs=[
+                Parameter(name=StepInput.DATASET_URI),
+                Parameter(name=WorkflowParam.TRAIN_SPEC),
+                Parameter(name=WorkflowParam.WORKERS),
+            ],
+            outputs=[
+                Parameter(
+                    name=param.value,
+                    value_from=m.ValueFrom(
+                        parameter=_ref(TaskName.MODEL_CHECK, "parameters", param.value)
+                    ),
+                )
+                for param in (Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC)
+            ]
+            + [
+                Artifact(
+                    name=artifact.name,
+                    from_=_ref(TaskName.MODEL_CHECK, "artifacts", artifact.name),
+                )
+                for artifact in (StepArtifact.MODEL, StepArtifact.LEARNING_CURVE)
+            ],
+            # Tracker and workers form one collective: a lost worker fails them all, so the
+            # whole group is what gets retried.
+            retry_strategy=RetryStrategy(limit=1, retry_policy="Always"),
+        ) as train_group:
+            tracker_task = Task(
+                name=TaskName.TRACKER,
+                template=tracker,
+                arguments={
+                    WorkflowParam.WORKERS.value: "{{inputs.parameters.workers}}",
+                    StepInput.PORT.value: str(tracker_port),
+                },
+            )
+            worker_task = Task(
+                name=TaskName.WORKER,
+                template=worker,
+                with_sequence=m.Sequence(count="{{inputs.parameters.workers}}"),
+                arguments={
+                    StepInput.DATASET_URI.value: "{{inputs.parameters.dataset-uri}}",
+                    WorkflowParam.TRAIN_SPEC.value: "{{inputs.parameters.train-spec}}",
+                    StepInput.RANK.value: "{{item}}",
+                    StepInput.TRACKER_HOST.value: f"{{{{tasks.{TaskName.TRACKER}.ip}}}}",
+                    StepInput.TRACKER_PORT.value: str(tracker_port),
+                },
+            )
+            check_task = Task(
+                name=TaskName.MODEL_CHECK,
+                template=model_check,
+                arguments={
+                    StepInput.WORKER_OUTPUTS.value: f"{{{{tasks.{TaskName.WORKER}.outputs.parameters}}}}"
+                },
+            )
+            tracker_task >> worker_task >> check_task
+
+        with DAG(name=ENTRYPOINT):
+            dataset_uri = _ref(TaskName.PROVENANCE, "parameters", Param.DATASET_URI.value)
+            audit_task = Task(
+                name=TaskName.AUDIT,
+                template=audit,
+                arguments={
+                    p.value: _workflow_param(p)
+                    for p in (WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, WorkflowParam.AUDIT_SPEC)
+                },
+            )
+            provenance_task = Task(
+                name=TaskName.PROVENANCE,
+                template=provenance,
+                arguments={
+                    WorkflowParam.DATA_URI.value: _workflow_param(WorkflowParam.DATA_URI),
+                    WorkflowParam.DATA_SPEC.value: _workflow_param(WorkflowParam.DATA_SPEC),
+                    StepInput.SHARDS.value: _workflow_param(WorkflowParam.WORKERS),
+                },
+            )
+            train_task = Task(
+                name=TaskName.TRAIN,
+                template=train_group,
+                arguments={
+                    StepInput.DATASET_URI.value: dataset_uri,
+                    WorkflowParam.TRAIN_SPEC.value: _workflow_param(WorkflowParam.TRAIN_SPEC),
+                    WorkflowParam.WORKERS.value: _workflow_param(WorkflowParam.WORKERS),
+                },
+            )
+            model_artifact = Artifact(
+                name=StepArtifact.MODEL.name,
+                from_=_ref(TaskName.TRAIN, "artifacts", StepArtifact.MODEL.name),
+            )
+            onnx_artifact = Artifact(
+                name=StepArtifact.ONNX.name,
+                from_=_ref(TaskName.QUANTIZE, "artifacts", StepArtifact.ONNX.name),
+            )
+            quantize_task = Task(
+                name=TaskName.QUANTIZE,
+                template=quantize,
+                arguments=[
+                    Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
+                    Parameter(
+                        name=WorkflowParam.QUANTIZE_SPEC.value,
+                        value=_workflow_param(WorkflowParam.QUANTIZE_SPEC),
+                    ),
+                    model_artifact,
+                ],
+            )
+            evaluate_task = Task(
+                name=TaskName.EVALUATE,
+                template=evaluate,
+                arguments=[
+                    Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
+                    Parameter(
+                        name=WorkflowParam.EVALUATE_SPEC.value,
+                        value=_workflow_param(WorkflowParam.EVALUATE_SPEC),
+                    ),
+                    onnx_artifact,
+                    model_artifact,
+                ],
+            )
+            deploy_task = Task(
+                name=TaskName.DEPLOY,
+                template=deploy,
+                arguments=[
+                    Parameter(
+                        name=StepInput.ONNX_DIGEST.value,
+                        value=_ref(TaskName.QUANTIZE, "parameters", Param.ONNX_DIGEST.value),
+                    ),
+                    Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
+                    Parameter(
+                        name=WorkflowParam.MODEL_NAME.value,
+                        value=_workflow_param(WorkflowParam.MODEL_NAME),
+                    ),
+                    Parameter(
+                        name=WorkflowParam.DEPLOY_SPEC.value,
+                        value=_workflow_param(WorkflowParam.DEPLOY_SPEC),
+                    ),
+                    onnx_artifact,
+                    model_artifact,
+                ],
+            )
+            (
+                audit_task
+                >> provenance_task
+                >> train_task
+                >> quantize_task
+                >> evaluate_task
+                >> deploy_task
+            )
+    return template
+
+
+def build_workflow(config: LoadedConfig) -> Workflow:
+    """A run of the template with this config's values: what `submit` and `run` execute."""
+    pipeline = config.pipeline
+    return Workflow(
+        generate_name=f"{pipeline.model_name}-training-",
+        namespace=pipeline.argo.namespace,
+        labels={
+            "app.kubernetes.io/name": "mlpipe",
+            "mlpipe/model": pipeline.model_name,
+            "mlpipe/trigger": "manual",
+        },
+        annotations={
+            "workflows.argoproj.io/title": f"Train {pipeline.model_name}",
+            "workflows.argoproj.io/description": f"data: {pipeline.data.uri}",
+        },
+        workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
+        arguments=[
+            Parameter(name=name.value, value=value)
+            for name, value in workflow_arguments(config).items()
+        ],
+    )
