@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SAMPLE := data/sample.parquet
 SAMPLE_ROWS ?= 200000
 
-.PHONY: venv run test lint typecheck unit bench clean
+.PHONY: venv run test lint typecheck unit compiled clean
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ unit: venv
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# The committed manifests; tests/test_manifests.py fails when they drift from the Hera code.
+compiled: venv
+	$(BIN)/mlpipe compile --out workflows/compiled
 
 clean:
 	rm -rf $(VENV) .mlpipe data
