@@ -7,7 +7,9 @@ by the step with the same model. `extra="forbid"` everywhere: a misspelt key is 
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steps.errors import BadInput
 
 
 class Spec(BaseModel):
@@ -15,8 +17,15 @@ class Spec(BaseModel):
 
     @classmethod
     def from_json_arg(cls, text: str) -> Self:
-        """Parse the JSON a workflow passes on the command line."""
-        return cls.model_validate_json(text)
+        """Parse the JSON a workflow passes on the command line; a bad value is BadInput."""
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in issue['loc']) or '<root>'}: {issue['msg']}"
+                for issue in error.errors()
+            )
+            raise BadInput(f"invalid {cls.__name__}: {problems}") from error
 
 
 class DataSpec(Spec):
@@ -75,4 +84,3 @@ class DeploySpec(Spec):
     port: int = Field(default=0, ge=0, le=65535, description="0: any free port")
     smoke_rows: int = Field(default=64, ge=1)
     startup_timeout_seconds: float = Field(default=60, gt=0)
-

@@ -5,6 +5,8 @@ audit -> provenance -> train (tracker daemon + N workers + model check) -> quant
 artifact repository named in the config. Nothing here runs a step: the manifests do.
 """
 
+import itertools
+
 from hera.workflows import (
     DAG,
     Artifact,
@@ -17,7 +19,8 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from steps.names import Artifact as StepArtifact, Param, Step
+from steps.names import Artifact as StepArtifact
+from steps.names import Param, Step
 from workflows.config import LoadedConfig
 from workflows.parameters import StepInput, WorkflowParam
 from workflows.step_template import (
@@ -80,6 +83,12 @@ def _ref(task: str, kind: str, name: str) -> str:
 
 def _workflow_param(name: WorkflowParam) -> str:
     return f"{{{{workflow.parameters.{name.value}}}}}"
+
+
+def _chain(*tasks: Task) -> None:
+    """Each task depends on the one before it."""
+    for upstream, downstream in itertools.pairwise(tasks):
+        upstream >> downstream
 
 
 def build_template(config: LoadedConfig) -> WorkflowTemplate:
@@ -229,7 +238,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             worker_task = Task(
                 name=TaskName.WORKER,
                 template=worker,
-                with_sequence=m.Sequence(count="{{inputs.parameters.workers}}"),
+                with_sequence=m.Sequence(count=m.IntOrString("{{inputs.parameters.workers}}")),
                 arguments={
                     StepInput.DATASET_URI.value: "{{inputs.parameters.dataset-uri}}",
                     WorkflowParam.TRAIN_SPEC.value: "{{inputs.parameters.train-spec}}",
@@ -242,10 +251,12 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 name=TaskName.MODEL_CHECK,
                 template=model_check,
                 arguments={
-                    StepInput.WORKER_OUTPUTS.value: f"{{{{tasks.{TaskName.WORKER}.outputs.parameters}}}}"
+                    StepInput.WORKER_OUTPUTS.value: (
+                        f"{{{{tasks.{TaskName.WORKER}.outputs.parameters}}}}"
+                    )
                 },
             )
-            tracker_task >> worker_task >> check_task
+            _chain(tracker_task, worker_task, check_task)
 
         with DAG(name=ENTRYPOINT):
             dataset_uri = _ref(TaskName.PROVENANCE, "parameters", Param.DATASET_URI.value)
@@ -254,7 +265,11 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 template=audit,
                 arguments={
                     p.value: _workflow_param(p)
-                    for p in (WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, WorkflowParam.AUDIT_SPEC)
+                    for p in (
+                        WorkflowParam.DATA_URI,
+                        WorkflowParam.DATA_SPEC,
+                        WorkflowParam.AUDIT_SPEC,
+                    )
                 },
             )
             provenance_task = Task(
@@ -329,13 +344,8 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                     model_artifact,
                 ],
             )
-            (
-                audit_task
-                >> provenance_task
-                >> train_task
-                >> quantize_task
-                >> evaluate_task
-                >> deploy_task
+            _chain(
+                audit_task, provenance_task, train_task, quantize_task, evaluate_task, deploy_task
             )
     return template
 

@@ -9,10 +9,19 @@ writable place is an emptyDir at /tmp, because the root filesystem is read-only.
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hera.workflows import Artifact, Container, Env, NoneArchiveStrategy, Parameter, SecretEnv
+from hera.workflows import (
+    Artifact,
+    Container,
+    Env,
+    NoneArchiveStrategy,
+    Parameter,
+    Resources,
+    SecretEnv,
+)
 from hera.workflows import models as m
 
-from steps.names import PARAMETERS_DIR, ArtifactName, Env as StepEnv, Param, Step
+from steps.names import PARAMETERS_DIR, ArtifactName, Param, Step
+from steps.names import Env as StepEnv
 
 WORK_VOLUME = "work"
 WORK_MOUNT = "/tmp"
@@ -108,7 +117,7 @@ def step_container(
     probe = None
     if readiness_port is not None:
         probe = m.Probe(
-            tcp_socket=m.TCPSocketAction(port=readiness_port),
+            tcp_socket=m.TCPSocketAction(port=m.IntOrString(readiness_port)),
             period_seconds=2,
             failure_threshold=30,
         )
@@ -124,9 +133,11 @@ def step_container(
         env=storage_env(settings),
         volume_mounts=[m.VolumeMount(name=WORK_VOLUME, mount_path=WORK_MOUNT)],
         security_context=container_security(),
-        resources=m.ResourceRequirements(
-            requests={"cpu": settings.cpu, "memory": settings.memory},
-            limits={"cpu": settings.cpu, "memory": settings.memory},
+        resources=Resources(
+            cpu_request=settings.cpu,
+            cpu_limit=settings.cpu,
+            memory_request=settings.memory,
+            memory_limit=settings.memory,
         ),
         daemon=daemon or None,
         readiness_probe=probe,

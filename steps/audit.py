@@ -1,0 +1,351 @@
+"""The audit gate: is this data fit to train on?
+
+A GX-native expectation suite (config/expectations/*.json) plus built-in checks the pipeline
+always needs (a binary label with both classes, a row count in bounds). Each check is
+`critical` (fails the gate) or `warning` (reported only), from the expectation's
+`meta.severity`. The full GX result is kept in audit-result.json for tools that read GX;
+audit-report.html is for people.
+"""
+
+import argparse
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.data_context.types.base import (
+    DataContextConfig,
+    InMemoryStoreBackendDefaults,
+    ProgressBarsConfig,
+)
+from great_expectations.exceptions.exceptions import GreatExpectationsError
+from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+from steps import html_report as h
+from steps.dataset import is_s3_uri, label_problem, label_tokens, read_table
+from steps.errors import BadInput, GateFailed
+from steps.names import Artifact, Env, Param
+from steps.outputs import report_progress, write_parameter
+from steps.specs import AuditSpec, DataSpec
+from steps.store import ArtifactStore
+
+# Keys of an expectation's kwargs that are plumbing, not part of the bound it checks.
+_NOT_BOUNDS = frozenset({"column", "batch_id", "result_format", "catch_exceptions"})
+_SHOWN_VALUES = 8
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+
+
+class Source(StrEnum):
+    BUILTIN = "builtin"
+    EXPECTATION = "expectation"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the audit: what was checked, where, against what, and what was seen."""
+
+    name: str
+    column: str | None
+    severity: Severity
+    passed: bool
+    observed: str
+    bound: str
+    source: Source
+
+    def describe(self) -> str:
+        where = f" on column {self.column!r}" if self.column else ""
+        return f"{self.name}{where}: observed {self.observed}; expected {self.bound}"
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    rows: int
+    checks: list[Check]
+    gx_result: dict[str, Any]
+
+    @property
+    def critical_failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed and c.severity is Severity.CRITICAL]
+
+    @property
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed and c.severity is Severity.WARNING]
+
+    @property
+    def passed(self) -> bool:
+        return not self.critical_failures
+
+    def to_json(self, source: str) -> dict[str, Any]:
+        return {
+            "source": source,
+            "passed": self.passed,
+            "rows": self.rows,
+            "critical_failures": len(self.critical_failures),
+            "warnings": len(self.warnings),
+            "checks": [asdict(c) for c in self.checks],
+            "great_expectations": self.gx_result,
+        }
+
+
+def audit_frame(frame: pd.DataFrame, data: DataSpec, spec: AuditSpec) -> AuditResult:
+    """Run the built-in checks and the suite on `frame` (as read_table returns it)."""
+    checks = builtin_checks(frame, data, spec)
+    suite = build_suite(spec.suite)
+    gx_result = _validate(frame, suite)
+    checks += [_check_from_gx(r) for r in gx_result["results"]]
+    return AuditResult(rows=len(frame), checks=checks, gx_result=gx_result)
+
+
+def builtin_checks(frame: pd.DataFrame, data: DataSpec, spec: AuditSpec) -> list[Check]:
+    """What every pipeline needs whatever the suite says: rows to learn from, a usable label."""
+    bound = f">= {spec.min_rows}" + (f" and <= {spec.max_rows}" if spec.max_rows else "")
+    rows = len(frame)
+    checks = [
+        Check(
+            name="row count within bounds",
+            column=None,
+            severity=Severity.CRITICAL,
+            passed=rows >= spec.min_rows and (spec.max_rows is None or rows <= spec.max_rows),
+            observed=f"{rows} rows",
+            bound=bound,
+            source=Source.BUILTIN,
+        ),
+        Check(
+            name="label column present",
+            column=data.label,
+            severity=Severity.CRITICAL,
+            passed=data.label in frame.columns,
+            observed="present" if data.label in frame.columns else "absent",
+            bound="present",
+            source=Source.BUILTIN,
+        ),
+    ]
+    if data.label in frame.columns:
+        column = frame[data.label]
+        problem = label_problem(column, data.label, data.positive_class)
+        shares = label_tokens(column.dropna()).value_counts(normalize=True).sort_index()
+        seen = ", ".join(f"{value} {share:.1%}" for value, share in shares.items())
+        checks.append(
+            Check(
+                name="label is binary with both classes",
+                column=data.label,
+                severity=Severity.CRITICAL,
+                passed=problem is None,
+                observed=problem or seen,
+                bound=f"2 classes, one of them {data.positive_class!r}, no missing values",
+                source=Source.BUILTIN,
+            )
+        )
+    return checks
+
+
+def build_suite(suite: Mapping[str, Any]) -> gx.ExpectationSuite:
+    """The GX suite from its JSON, with each expectation's severity taken from its meta.
+
+    GX itself only logs an unknown expectation type and drops it; building each expectation
+    first makes a typo in the suite an error instead of a check that silently never runs.
+    """
+    expectations = []
+    for index, item in enumerate(suite.get("expectations", [])):
+        if not isinstance(item, Mapping):
+            raise BadInput(f"audit suite expectation #{index}: expected an object, got {item!r}")
+        where = f"audit suite expectation #{index} ({item.get('type', '?')})"
+        meta = item.get("meta") or {}
+        severity = meta.get("severity", item.get("severity", Severity.CRITICAL.value))
+        if severity not in {s.value for s in Severity}:
+            raise BadInput(f"{where}: meta.severity must be critical or warning, got {severity!r}")
+        try:
+            config = ExpectationConfiguration(**{**item, "severity": severity})
+            expectations.append(config.to_domain_obj())
+        except (TypeError, ValueError, GreatExpectationsError) as error:
+            raise BadInput(f"{where}: {_one_line(error)}") from error
+    try:
+        return gx.ExpectationSuite(
+            **{**suite, "name": suite.get("name") or "audit", "expectations": expectations}
+        )
+    except (TypeError, ValueError) as error:
+        raise BadInput(f"audit suite: {_one_line(error)}") from error
+
+
+def _validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> dict[str, Any]:
+    config = DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        analytics_enabled=False,  # a pipeline step must not phone home
+        progress_bars=ProgressBarsConfig(globally=False),
+    )
+    context = gx.get_context(mode="ephemeral", project_config=config)
+    batch = (
+        context.data_sources.add_pandas("data")
+        .add_dataframe_asset("table")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": _for_gx(frame)})
+    )
+    result: dict[str, Any] = batch.validate(suite).to_json_dict()  # type: ignore[no-untyped-call]
+    return result
+
+
+def _for_gx(frame: pd.DataFrame) -> pd.DataFrame:
+    """GX 1.24 cannot match pandas 3's `str` dtype in type expectations; as object columns
+    the values are checked one by one, so `type_list: ["str"]` means what it says."""
+    strings = {c: object for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)}
+    return frame.astype(strings)
+
+
+def _check_from_gx(result: Mapping[str, Any]) -> Check:
+    config = result["expectation_config"]
+    kwargs = config.get("kwargs", {})
+    column = kwargs.get("column")
+    return Check(
+        name=str(config["type"]),
+        column=None if column is None else str(column),
+        # build_suite copied meta.severity into GX's own field, which is always set.
+        severity=Severity(config["severity"]),
+        passed=bool(result["success"]),
+        observed=_observed(result),
+        bound=", ".join(f"{k}={_value(v)}" for k, v in kwargs.items() if k not in _NOT_BOUNDS)
+        or "-",
+        source=Source.EXPECTATION,
+    )
+
+
+def _observed(result: Mapping[str, Any]) -> str:
+    error = _exception_message(result.get("exception_info") or {})
+    if error:
+        return f"error: {_one_line(error)}"
+    found = result.get("result") or {}
+    if "observed_value" in found:
+        return _value(found["observed_value"])
+    if "unexpected_count" in found:
+        partial = found.get("partial_unexpected_list") or []
+        examples = list(dict.fromkeys(v for v in partial if v is not None))
+        text = (
+            f"{found['unexpected_count']} unexpected ({found.get('unexpected_percent') or 0:.2f}%)"
+        )
+        return text + (f", e.g. {_value(examples[:3])}" if examples else "")
+    return "as expected" if result["success"] else "not as expected"
+
+
+def _exception_message(info: Mapping[str, Any]) -> str | None:
+    """GX nests exception info per metric when a metric fails; the first message says why."""
+    if info.get("raised_exception"):
+        return str(info.get("exception_message"))
+    for value in info.values():
+        if isinstance(value, Mapping):
+            message = _exception_message(value)
+            if message:
+                return message
+    return None
+
+
+def _value(value: object) -> str:
+    if isinstance(value, list):
+        shown = ", ".join(_value(v) for v in value[:_SHOWN_VALUES])
+        return f"[{shown}{', ...' if len(value) > _SHOWN_VALUES else ''}]"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _one_line(error: object) -> str:
+    return " ".join(str(error).split())
+
+
+def render_report(result: AuditResult, source: str) -> str:
+    """audit-report.html: a summary, a pass/fail bar and every check, failures first."""
+    status = "PASSED" if result.passed else "FAILED"
+    failed_critical, warned = len(result.critical_failures), len(result.warnings)
+    bars = [
+        h.Bar("passed", sum(c.passed for c in result.checks), h.PASS),
+        h.Bar("critical failures", failed_critical, h.FAIL),
+        h.Bar("warnings", warned, h.WARN),
+    ]
+    ordered = sorted(result.checks, key=lambda c: (c.passed, c.severity is Severity.WARNING))
+    rows = [
+        [_status(c), c.severity.value, c.name, c.column or "-", c.observed, c.bound, c.source.value]
+        for c in ordered
+    ]
+    return h.page(
+        f"Data audit: {status}",
+        [
+            h.paragraph(
+                f"{source}: {result.rows} rows, {len(result.checks)} checks, "
+                f"{failed_critical} critical failures, {warned} warnings."
+            ),
+            h.bar_chart(bars),
+            h.section(
+                "Checks",
+                h.table(
+                    ["status", "severity", "check", "column", "observed", "expected", "source"],
+                    rows,
+                    row_classes=[_status(c).lower() for c in ordered],
+                ),
+            ),
+        ],
+    )
+
+
+def _status(check: Check) -> str:
+    if check.passed:
+        return "pass"
+    return "FAIL" if check.severity is Severity.CRITICAL else "WARN"
+
+
+def run_audit(
+    data_uri: str,
+    data: DataSpec,
+    spec: AuditSpec,
+    store: ArtifactStore | None,
+    out: Path,
+    progress_file: Path | None = None,
+) -> AuditResult:
+    """Audit the data at `data_uri`, write the report and result, and fail on a critical check.
+
+    The outputs are written before the gate fails, so a failed run still shows its report.
+    """
+    report_progress(progress_file, 0, 3)
+    frame = read_table(data_uri, data, store)
+    report_progress(progress_file, 1, 3)
+    result = audit_frame(frame, data, spec)
+    report_progress(progress_file, 2, 3)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / Artifact.AUDIT_RESULT.filename).write_text(
+        json.dumps(result.to_json(data_uri), indent=2) + "\n"
+    )
+    (out / Artifact.AUDIT_REPORT.filename).write_text(render_report(result, data_uri))
+    write_parameter(out, Param.PASSED, result.passed)
+    write_parameter(out, Param.ROWS, result.rows)
+    write_parameter(out, Param.CRITICAL_FAILURES, len(result.critical_failures))
+    write_parameter(out, Param.WARNINGS, len(result.warnings))
+    report_progress(progress_file, 3, 3)
+    if not result.passed:
+        failures = "; ".join(c.describe() for c in result.critical_failures)
+        raise GateFailed(
+            f"audit of {data_uri} failed {len(result.critical_failures)} critical check(s): "
+            f"{failures}. Full report: the {Artifact.AUDIT_REPORT.name} artifact "
+            f"({Artifact.AUDIT_REPORT.filename})"
+        )
+    return result
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steps audit", description=__doc__)
+    parser.add_argument("--data-uri", required=True)
+    parser.add_argument("--data-spec", required=True, help="DataSpec JSON")
+    parser.add_argument("--audit-spec", required=True, help="AuditSpec JSON")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    data = DataSpec.from_json_arg(args.data_spec)
+    spec = AuditSpec.from_json_arg(args.audit_spec)
+    store = ArtifactStore.from_env(os.environ) if is_s3_uri(args.data_uri) else None
+    progress = os.environ.get(Env.PROGRESS_FILE.value)
+    run_audit(args.data_uri, data, spec, store, args.out, Path(progress) if progress else None)
+    return 0

@@ -1,0 +1,359 @@
+"""Reading tabular data the way every step sees it.
+
+Two readers live here because they share one idea of a typed table: the user's file (CSV or
+Parquet, local or `s3://`), read through a DataSpec, and the canonical dataset that provenance
+writes under `datasets/<digest>/` and train/quantize/evaluate/deploy read back.
+"""
+
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steps.errors import BadInput
+from steps.names import DatasetFile
+from steps.specs import DataSpec
+from steps.store import ArtifactStore, parse_s3_uri
+
+DATASETS_PREFIX = "datasets"
+"""Content-addressed home of canonical datasets in the bucket: `datasets/<digest>/`."""
+
+_FORMATS = {".csv": "csv", ".parquet": "parquet"}
+# Label spellings that mean the same class, so `positive_class: 1`, `"1"` or `true` all match
+# a label column read as 0/1 integers, 0.0/1.0 floats or booleans.
+_LABEL_ALIASES = {"true": "1", "false": "0", "1.0": "1", "0.0": "0"}
+
+
+class FeatureKind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Feature(_Model):
+    """One model input; categories are sorted and global over all splits."""
+
+    name: str
+    kind: FeatureKind
+    categories: list[str] | None = None
+
+
+class SplitRows(_Model):
+    train: int = Field(ge=0)
+    valid: int = Field(ge=0)
+    test: int = Field(ge=0)
+
+
+class DatasetManifest(_Model):
+    """`datasets/<digest>/manifest.json`: what a reader needs to use the split files."""
+
+    digest: str
+    hash: str = "sha256"
+    data_digest: str | None = Field(
+        default=None, description="digest of the data alone; `digest` also covers the layout"
+    )
+    shards: int = Field(ge=1)
+    rows: SplitRows
+    label: str
+    row_key: str | None = None
+    slice_column: str | None = None
+    features: list[Feature]
+
+
+class Split(StrEnum):
+    TRAIN = "train"
+    VALID = "valid"
+    TEST = "test"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The user's data after the DataSpec: typed features and a 0/1 label.
+
+    `frame` holds the row key (string, if any), numeric features (float64, NaN for missing),
+    categorical features (string, missing as NA) and the label (int8, positive class = 1).
+    """
+
+    frame: pd.DataFrame
+    label: str
+    row_key: str | None
+    slice_column: str | None
+    numeric: list[str]
+    categorical: list[str]
+
+    @property
+    def features(self) -> list[str]:
+        """Feature names in column order."""
+        kinds = {*self.numeric, *self.categorical}
+        return [str(c) for c in self.frame.columns if c in kinds]
+
+
+def is_s3_uri(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def read_table(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pd.DataFrame:
+    """The file as the DataSpec describes it, before any judgement on the label.
+
+    Missing markers become missing and the categorical columns (and row key) are strings.
+    The audit validates this frame, so label problems there become reported checks; file-level
+    problems (missing, unreadable, empty, ragged, declared column absent) are BadInput here.
+    """
+    suffix = Path(uri).suffix.lower()
+    if suffix not in _FORMATS:
+        raise BadInput(f"data {uri}: unknown format {suffix!r}; expected one of {sorted(_FORMATS)}")
+    if is_s3_uri(uri):
+        if store is None:
+            raise BadInput(f"data {uri}: an s3:// URI needs the artifact store settings")
+        key = _key_in_store(store, uri, "data")
+        if not store.exists(key):
+            raise BadInput(f"data file not found: {uri}")
+        with tempfile.TemporaryDirectory(prefix="mlpipe-data-") as tmp:
+            local = Path(tmp) / f"data{suffix}"
+            store.download_file(key, local)
+            table = _read_arrow(local, uri, spec)
+    else:
+        path = Path(uri)
+        if not path.is_file():
+            raise BadInput(f"data file not found: {uri}")
+        table = _read_arrow(path, uri, spec)
+    return _to_frame(table, uri, spec)
+
+
+def load_dataset(uri: str, spec: DataSpec, store: ArtifactStore | None) -> Dataset:
+    """The user's data ready for provenance: typed features, label mapped to 0/1."""
+    raw = read_table(uri, spec, store)
+    _require_columns(raw, [spec.label], uri, "label")
+    for role, name in (("row key", spec.row_key), ("slice column", spec.slice_column)):
+        if name is not None:
+            _require_columns(raw, [name], uri, role)
+    _require_columns(raw, spec.exclude, uri, "excluded")
+
+    label = map_label(raw[spec.label], spec.label, spec.positive_class, uri)
+    if spec.row_key is not None:
+        _check_row_key(raw[spec.row_key], spec.row_key, uri)
+    not_features = {spec.label, *spec.exclude} | ({spec.row_key} if spec.row_key else set())
+    features = [c for c in raw.columns if c not in not_features]
+    categorical = [c for c in features if c in set(spec.categorical)]
+    numeric = [c for c in features if c not in set(spec.categorical)]
+    if not features:
+        raise BadInput(f"data {uri}: no feature columns left after label, row key and exclude")
+    if spec.slice_column is not None and spec.slice_column not in features:
+        raise BadInput(
+            f"data {uri}: slice column {spec.slice_column!r} must be a feature, "
+            "not the label, the row key or excluded"
+        )
+    for name in numeric:
+        if not (pd.api.types.is_numeric_dtype(raw[name]) or pd.api.types.is_bool_dtype(raw[name])):
+            raise BadInput(
+                f"data {uri}: column {name!r} is not numeric ({raw[name].dtype}); declare it in "
+                "categorical, exclude or row_key"
+            )
+
+    columns: dict[str, pd.Series] = {}
+    if spec.row_key is not None:
+        columns[spec.row_key] = raw[spec.row_key]
+    for name in features:
+        columns[name] = raw[name] if name in categorical else raw[name].astype("float64")
+    columns[spec.label] = label
+    return Dataset(
+        frame=pd.DataFrame(columns),
+        label=spec.label,
+        row_key=spec.row_key,
+        slice_column=spec.slice_column,
+        numeric=numeric,
+        categorical=categorical,
+    )
+
+
+def map_label(column: pd.Series, name: str, positive_class: object, where: str) -> pd.Series:
+    """0/1 int8 label; values are compared as normalised strings (see _LABEL_ALIASES)."""
+    problem = label_problem(column, name, positive_class)
+    if problem is not None:
+        raise BadInput(f"data {where}: {problem}")
+    mapped: pd.Series = (label_tokens(column) == _positive_token(positive_class)).astype("int8")
+    return mapped
+
+
+def label_problem(column: pd.Series, name: str, positive_class: object) -> str | None:
+    """Why `column` cannot be a binary label with `positive_class`, or None if it can.
+
+    Shared by the audit (which reports it as a check) and provenance (which refuses the data).
+    """
+    missing = int(column.isna().sum())
+    if missing:
+        rows = ", ".join(str(i) for i in column.index[column.isna()][:5])
+        more = ", ..." if missing > 5 else ""
+        return f"label {name!r} has {missing} missing values (rows {rows}{more})"
+    values = sorted(label_tokens(column).unique())
+    if len(values) > 2:
+        shown = ", ".join(values[:5]) + (", ..." if len(values) > 5 else "")
+        return f"label {name!r} is not binary: {len(values)} distinct values ({shown})"
+    if len(values) < 2:
+        return (
+            f"label {name!r} has one class only ({values[0]!r} in all {len(column)} rows); "
+            "training needs both classes"
+        )
+    if _positive_token(positive_class) not in values:
+        return (
+            f"positive_class {positive_class!r} is not a value of label {name!r} "
+            f"(values: {', '.join(values)})"
+        )
+    return None
+
+
+def label_tokens(column: pd.Series) -> pd.Series:
+    """Label values as comparable strings: trimmed, lower case, booleans and 1.0 as 1."""
+    tokens: pd.Series = column.astype(str).str.strip().str.lower().replace(_LABEL_ALIASES)
+    return tokens
+
+
+def _positive_token(positive_class: object) -> str:
+    return str(label_tokens(pd.Series([positive_class])).iloc[0])
+
+
+def _read_arrow(path: Path, where: str, spec: DataSpec) -> pa.Table:
+    """Parse with Arrow: exact float parsing (CSV and Parquet agree bit for bit) and strict
+    rows (pandas silently pads short CSV rows; Arrow rejects them)."""
+    string_columns = [*spec.categorical, *([spec.row_key] if spec.row_key else [])]
+    try:
+        if _FORMATS[path.suffix.lower()] == "csv":
+            options = pacsv.ConvertOptions(
+                null_values=spec.missing_values,
+                strings_can_be_null=True,
+                column_types={name: pa.string() for name in string_columns},
+            )
+            table = pacsv.read_csv(path, convert_options=options)
+        else:
+            table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise BadInput(
+            f"data {where}: cannot read {path.suffix[1:]} file: {_short(error)}"
+        ) from error
+    return table
+
+
+def _to_frame(table: pa.Table, where: str, spec: DataSpec) -> pd.DataFrame:
+    names = table.column_names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise BadInput(f"data {where}: duplicate column names {duplicated}")
+    if table.num_rows == 0:
+        raise BadInput(f"data {where}: no rows (columns: {', '.join(names) or 'none'})")
+    _require_columns(table, spec.categorical, where, "categorical")
+    string_columns = {*spec.categorical, *([spec.row_key] if spec.row_key else [])}
+    markers = pa.array(spec.missing_values, type=pa.string())
+    for index, name in enumerate(names):
+        column = table.column(index)
+        if name in string_columns:
+            column = column.cast(pa.string())
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            column = pc.if_else(pc.is_in(column, value_set=markers), None, column)
+        table = table.set_column(index, name, column)
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def _require_columns(
+    frame: pd.DataFrame | pa.Table, names: Iterable[str], where: str, role: str
+) -> None:
+    present = set(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise BadInput(
+            f"data {where}: {role} column(s) {missing} not found; columns are {sorted(present)}"
+        )
+
+
+def _check_row_key(column: pd.Series, name: str, where: str) -> None:
+    missing = int(column.isna().sum())
+    if missing:
+        raise BadInput(f"data {where}: row key {name!r} is missing in {missing} rows")
+    duplicated = column[column.duplicated()]
+    if len(duplicated):
+        shown = ", ".join(repr(v) for v in duplicated.unique()[:5])
+        raise BadInput(
+            f"data {where}: row key {name!r} is not unique: {len(duplicated)} repeated ({shown})"
+        )
+
+
+def _short(error: Exception, limit: int = 300) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def dataset_key(digest: str) -> str:
+    return f"{DATASETS_PREFIX}/{digest}"
+
+
+def split_file(split: Split, shard: int | None = None) -> str:
+    """Path of one split file relative to `datasets/<digest>/` (train/valid need a shard)."""
+    if split is Split.TEST:
+        if shard is not None:
+            raise BadInput("the test split is one file; it has no shards")
+        return DatasetFile.TEST.value
+    if shard is None:
+        raise BadInput(f"the {split} split is sharded; give a shard index")
+    template = DatasetFile.TRAIN_SHARD if split is Split.TRAIN else DatasetFile.VALID_SHARD
+    return template.value.format(index=shard)
+
+
+def read_manifest(store: ArtifactStore, dataset_uri: str) -> DatasetManifest:
+    """The manifest is written last, so a dataset whose manifest reads is complete."""
+    key = f"{_key_in_store(store, dataset_uri, 'dataset')}/{DatasetFile.MANIFEST.value}"
+    try:
+        return DatasetManifest.model_validate(store.get_json(key))
+    except ValidationError as error:
+        raise BadInput(f"dataset {dataset_uri}: invalid manifest: {error}") from error
+
+
+def load_split(
+    store: ArtifactStore, dataset_uri: str, split: Split, shard: int | None = None
+) -> pd.DataFrame:
+    """One split of the canonical dataset; train/valid with `shard=None` is all shards, in order.
+
+    Columns and dtypes are as the contract states (row key string, numeric float64, categorical
+    string, label int8); every file's checksum is verified by the store on download.
+    """
+    manifest = read_manifest(store, dataset_uri)
+    split = Split(split)
+    if shard is not None and split is not Split.TEST and not 0 <= shard < manifest.shards:
+        raise BadInput(
+            f"dataset {dataset_uri}: shard {shard} out of range; it has {manifest.shards} shards"
+        )
+    if split is Split.TEST or shard is not None:
+        files = [split_file(split, shard)]
+    else:
+        files = [split_file(split, index) for index in range(manifest.shards)]
+    prefix = _key_in_store(store, dataset_uri, "dataset")
+    with tempfile.TemporaryDirectory(prefix="mlpipe-split-") as tmp:
+        tables = []
+        for index, name in enumerate(files):
+            local = Path(tmp) / f"{index}.parquet"
+            store.download_file(f"{prefix}/{name}", local)
+            tables.append(pq.read_table(local))
+    frame: pd.DataFrame = pa.concat_tables(tables).to_pandas()
+    expected = [*([manifest.row_key] if manifest.row_key else []), manifest.label]
+    _require_columns(frame, [*expected, *(f.name for f in manifest.features)], dataset_uri, "split")
+    return frame
+
+
+def _key_in_store(store: ArtifactStore, uri: str, what: str) -> str:
+    """The key of `uri` inside the store's bucket (the store is bound to one bucket)."""
+    bucket, key = parse_s3_uri(uri)
+    if bucket != store.bucket:
+        raise BadInput(
+            f"{what} {uri}: bucket {bucket!r} is not the artifact bucket {store.bucket!r}"
+        )
+    return key.rstrip("/")

@@ -1,0 +1,303 @@
+"""Provenance: the first link of the chain, from the user's file to a content-addressed dataset.
+
+The data is canonicalised (typed, columns and rows in a fixed order) and hashed, split into
+train/valid/test by a hash of each row's key, and written under `datasets/<digest>/`. The
+same data therefore always gets the same digest and the same splits, whatever the file
+format or row order, and a dataset that is already stored is not written twice.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from steps.dataset import (
+    Dataset,
+    DatasetManifest,
+    Feature,
+    FeatureKind,
+    Split,
+    SplitRows,
+    dataset_key,
+    load_dataset,
+    read_manifest,
+    split_file,
+)
+from steps.errors import BadInput
+from steps.names import Artifact, DatasetFile, Env, Param
+from steps.outputs import report_progress, write_parameter
+from steps.specs import DataSpec
+from steps.store import ArtifactStore
+
+HASH = "sha256"
+CANONICAL_FORMAT = "mlpipe-canonical-v1"
+"""Name and version of the byte encoding `data_digest` hashes; bump it if the encoding changes."""
+
+SPLIT_SCHEME = "sha256-rowkey-80-10-10-v1"
+"""How rows are assigned to splits and shards (see `assign`); part of the dataset digest."""
+
+_TRAIN_PERCENT, _VALID_PERCENT = 80, 10
+
+
+class RowCounts(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: int
+    train: int
+    valid: int
+    test: int
+
+
+class ProvenanceRecord(BaseModel):
+    """provenance.json: where the dataset came from and how to find it again."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset_digest: str
+    data_digest: str
+    hash: str = HASH
+    canonical_format: str = CANONICAL_FORMAT
+    split_scheme: str = SPLIT_SCHEME
+    source_uri: str
+    dataset_uri: str
+    shards: int
+    rows: RowCounts
+    reused: bool
+    created: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Per canonical row: its split and, for train/valid, its shard."""
+
+    split: npt.NDArray[np.str_]
+    shard: npt.NDArray[np.int64]
+
+
+def canonical_table(dataset: Dataset) -> pa.Table:
+    """The dataset with fixed types (numeric float64, categorical and row key string, label
+    int8), columns sorted by name and rows sorted by row key, or by every column without one.
+
+    Missing numerics become Arrow nulls (not NaN), so NaN bit patterns cannot reach the hash.
+    """
+    columns = sorted(str(c) for c in dataset.frame.columns)
+    arrays = [
+        pa.array(dataset.frame[name], type=_arrow_type(dataset, name), from_pandas=True)
+        for name in columns
+    ]
+    table = pa.Table.from_arrays(arrays, names=columns)
+    keys = [dataset.row_key] if dataset.row_key else columns
+    return table.sort_by([(k, "ascending") for k in keys]).combine_chunks()
+
+
+def _arrow_type(dataset: Dataset, name: str) -> pa.DataType:
+    if name == dataset.label:
+        return pa.int8()
+    return pa.float64() if name in dataset.numeric else pa.string()
+
+
+def data_digest(table: pa.Table) -> str:
+    """SHA-256 of the canonical table in an encoding defined here, not borrowed.
+
+    Arrow IPC or Parquet bytes depend on chunking, metadata and library version, so the
+    bytes hashed are spelled out: a JSON header (format, row count, column names and types),
+    then per column in order: validity as one byte per row (1 present, 0 missing), then the
+    values, little-endian: float64/int8 as is (0 where missing, -0.0 as 0.0), strings as int64
+    UTF-8 byte lengths followed by the concatenated UTF-8 bytes ("" where missing).
+    Everything is whole-column numpy/Arrow work: ~0.1 s for 200k rows.
+    """
+    digest = hashlib.sha256()
+    header = {
+        "format": CANONICAL_FORMAT,
+        "rows": table.num_rows,
+        "columns": [[field.name, str(field.type)] for field in table.schema],
+    }
+    digest.update(json.dumps(header, sort_keys=True).encode() + b"\n")
+    for column in table.columns:
+        array = column.combine_chunks()
+        digest.update(pc.is_valid(array).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+        if pa.types.is_string(array.type):
+            filled = pc.fill_null(array, "").cast(pa.large_string())
+            offsets = np.frombuffer(filled.buffers()[1], dtype="<i8")
+            offsets = offsets[filled.offset : filled.offset + len(filled) + 1]
+            digest.update(np.diff(offsets).astype("<i8").tobytes())
+            data = filled.buffers()[2]
+            if data is not None:
+                digest.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+        else:
+            values = pc.fill_null(array, 0).to_numpy(zero_copy_only=False)
+            little = values.astype(values.dtype.newbyteorder("<"))
+            digest.update((little + 0.0 if little.dtype.kind == "f" else little).tobytes())
+    return digest.hexdigest()
+
+
+def dataset_digest(data: str, shards: int) -> str:
+    """The address of the stored dataset: the data digest plus its layout, so the same data
+    split for 2 workers and for 4 never share (and never clobber) one folder."""
+    layout = {"data_digest": data, "shards": shards, "split_scheme": SPLIT_SCHEME}
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+
+def assign(table: pa.Table, row_key: str | None, shards: int) -> Assignment:
+    """Split and shard of each row from the first 8 bytes of SHA-256 of its key.
+
+    The key is the row key, or the row's content (its values as text, joined) when there is
+    none, so a row keeps its split when other rows come and go: 80% train, 10% valid, 10%
+    test by `h % 100`; the shard is `(h // 100) % shards`, independent of the split.
+    """
+    if row_key is not None:
+        keys = table.column(row_key)
+    else:
+        texts = [pc.fill_null(c.cast(pa.string()), "\x00") for c in table.columns]
+        keys = pc.binary_join_element_wise(*texts, "\x1f")
+    hashes = np.frombuffer(
+        b"".join(hashlib.sha256(k.encode()).digest()[:8] for k in keys.to_pylist()),
+        dtype=">u8",
+    ).astype(np.uint64)
+    bucket = hashes % 100
+    split = np.where(
+        bucket < _TRAIN_PERCENT,
+        Split.TRAIN.value,
+        np.where(bucket < _TRAIN_PERCENT + _VALID_PERCENT, Split.VALID.value, Split.TEST.value),
+    )
+    return Assignment(split=split, shard=((hashes // 100) % shards).astype(np.int64))
+
+
+def split_tables(table: pa.Table, assignment: Assignment, shards: int) -> dict[str, pa.Table]:
+    """Each file of the layout (path relative to the dataset) with its rows, none empty."""
+    files: dict[str, pa.Table] = {}
+    for split in Split:
+        in_split = assignment.split == split.value
+        if split is Split.TEST:
+            files[split_file(split)] = table.filter(pa.array(in_split))
+            continue
+        for shard in range(shards):
+            mask = in_split & (assignment.shard == shard)
+            files[split_file(split, shard)] = table.filter(pa.array(mask))
+    empty = [name for name, part in files.items() if part.num_rows == 0]
+    if empty:
+        raise BadInput(
+            f"{table.num_rows} rows are too few for {shards} shard(s): {', '.join(empty)} "
+            "would be empty; use fewer shards or more data"
+        )
+    return files
+
+
+def build_manifest(
+    dataset: Dataset, table: pa.Table, assignment: Assignment, address: str, data: str, shards: int
+) -> DatasetManifest:
+    """Features in canonical (name) order; categories sorted and taken over all splits."""
+    features = []
+    for name in table.column_names:
+        if name in dataset.numeric:
+            features.append(Feature(name=name, kind=FeatureKind.NUMERIC))
+        elif name in dataset.categorical:
+            categories = sorted(pc.unique(table.column(name)).drop_null().to_pylist())
+            features.append(Feature(name=name, kind=FeatureKind.CATEGORICAL, categories=categories))
+    counts = {split: int((assignment.split == split.value).sum()) for split in Split}
+    return DatasetManifest(
+        digest=address,
+        hash=HASH,
+        data_digest=data,
+        shards=shards,
+        rows=SplitRows(
+            train=counts[Split.TRAIN], valid=counts[Split.VALID], test=counts[Split.TEST]
+        ),
+        label=dataset.label,
+        row_key=dataset.row_key,
+        slice_column=dataset.slice_column,
+        features=features,
+    )
+
+
+def upload_dataset(
+    store: ArtifactStore, manifest: DatasetManifest, files: dict[str, pa.Table]
+) -> None:
+    """Split files first, the manifest last: readers treat a manifest as "complete"."""
+    prefix = dataset_key(manifest.digest)
+    with tempfile.TemporaryDirectory(prefix="mlpipe-dataset-") as tmp:
+        for name, part in files.items():
+            path = Path(tmp) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(part, path)
+            store.upload_file(path, f"{prefix}/{name}")
+    store.put_json(
+        f"{prefix}/{DatasetFile.MANIFEST.value}",
+        manifest.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def run_provenance(
+    data_uri: str,
+    spec: DataSpec,
+    shards: int,
+    store: ArtifactStore,
+    out: Path,
+    progress_file: Path | None = None,
+) -> ProvenanceRecord:
+    """Canonicalise, hash and store the data at `data_uri`; write provenance.json and params.
+
+    A dataset whose manifest is already stored is reused as is: same digest, same bytes.
+    """
+    if shards < 1:
+        raise BadInput(f"--shards must be at least 1, got {shards}")
+    report_progress(progress_file, 0, 3)
+    dataset = load_dataset(data_uri, spec, store)
+    table = canonical_table(dataset)
+    data = data_digest(table)
+    address = dataset_digest(data, shards)
+    prefix = dataset_key(address)
+    report_progress(progress_file, 1, 3)
+    reused = store.exists(f"{prefix}/{DatasetFile.MANIFEST.value}")
+    if reused:
+        manifest = read_manifest(store, store.uri(prefix))
+    else:
+        assignment = assign(table, dataset.row_key, shards)
+        files = split_tables(table, assignment, shards)
+        manifest = build_manifest(dataset, table, assignment, address, data, shards)
+        upload_dataset(store, manifest, files)
+    report_progress(progress_file, 2, 3)
+    record = ProvenanceRecord(
+        dataset_digest=address,
+        data_digest=data,
+        source_uri=data_uri,
+        dataset_uri=store.uri(prefix),
+        shards=shards,
+        rows=RowCounts(total=table.num_rows, **manifest.rows.model_dump()),
+        reused=reused,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / Artifact.PROVENANCE.filename).write_text(record.model_dump_json(indent=2) + "\n")
+    write_parameter(out, Param.DATASET_DIGEST, record.dataset_digest)
+    write_parameter(out, Param.DATASET_URI, record.dataset_uri)
+    write_parameter(out, Param.ROWS, record.rows.total)
+    report_progress(progress_file, 3, 3)
+    return record
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steps provenance", description=__doc__)
+    parser.add_argument("--data-uri", required=True)
+    parser.add_argument("--data-spec", required=True, help="DataSpec JSON")
+    parser.add_argument("--shards", type=int, required=True, help="train/valid shards (workers)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    spec = DataSpec.from_json_arg(args.data_spec)
+    store = ArtifactStore.from_env(os.environ)
+    progress = os.environ.get(Env.PROGRESS_FILE.value)
+    run_provenance(
+        args.data_uri, spec, args.shards, store, args.out, Path(progress) if progress else None
+    )
+    return 0
