@@ -100,9 +100,10 @@ def test_every_reference_resolves(manifests: dict[str, dict[str, Any]]) -> None:
                         if text in _strings(task):
                             assert referenced in upstream, f"{task['name']} uses {variable}"
     workflow = manifests["workflow.yaml"]
-    assert workflow["spec"]["workflowTemplateRef"]["name"] == manifests[
-        "workflow-template.yaml"
-    ]["metadata"]["name"]
+    assert (
+        workflow["spec"]["workflowTemplateRef"]["name"]
+        == manifests["workflow-template.yaml"]["metadata"]["name"]
+    )
     assert {p["name"] for p in workflow["spec"]["arguments"]["parameters"]} == workflow_params
 
 

@@ -1,6 +1,7 @@
 """`mlpipe`: the command line. Thin: parse, load config once, call one module, map errors
 to exit codes (0 ok, 1 pipeline or gate failed, 2 bad config or input, 3 infrastructure)."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,59 @@ def data_synth(
     command = [sys.executable, "-m", "steps", Step.SYNTH.value]
     command += ["--rows", str(rows), "--out", str(out), "--seed", str(seed)]
     raise typer.Exit(subprocess.run(command, check=False).returncode)
+
+
+@store_app.command("up")
+def store_up(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Start the embedded S3 server in the background (data kept under storage.data_dir)."""
+    from workflows.s3server import start_detached
+
+    storage = load(config, set_).pipeline.storage
+    state = start_detached(storage.data_dir)
+    console.print(f"S3 endpoint {state.endpoint} (pid {state.pid}), bucket {storage.bucket}")
+    console.print(
+        f"  AWS_ACCESS_KEY_ID={state.access_key} AWS_SECRET_ACCESS_KEY={state.secret_key} "
+        f"aws --endpoint-url {state.endpoint} s3 ls s3://{storage.bucket}/",
+        highlight=False,
+    )
+
+
+@store_app.command("down")
+def store_down(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Stop the background S3 server."""
+    from workflows.s3server import stop_detached
+
+    storage = load(config, set_).pipeline.storage
+    stopped = stop_detached(storage.data_dir)
+    console.print("stopped" if stopped else f"no server running for {storage.data_dir}")
+
+
+@store_app.command("ls")
+def store_ls(
+    prefix: Annotated[str, typer.Argument(help="Key prefix, e.g. registry/churn/.")] = "",
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+) -> None:
+    """List artifact keys (starts the server for the listing when it is not up)."""
+    from steps.store import ArtifactStore
+    from workflows.local_run import s3_for
+
+    pipeline = load(config, set_).pipeline
+    try:
+        with s3_for(pipeline, dict(os.environ)) as access:
+            store = ArtifactStore(
+                access.endpoint,
+                pipeline.storage.bucket,
+                access.access_key,
+                access.secret_key,
+                pipeline.storage.region,
+            )
+            store.ensure_bucket()
+            keys = store.list(prefix)
+    except StepError as error:
+        raise fail(str(error), error.exit_code) from error
+    for key in keys:
+        console.print(key, highlight=False)
 
 
 def main() -> None:

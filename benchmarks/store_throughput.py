@@ -1,0 +1,104 @@
+"""Artifact store throughput: ArtifactStore vs plain boto3 on a 256 MB file, both directions.
+
+Ours does more work (a SHA-256 at upload, a HEAD and a SHA-256 check at download), so the
+question is what that integrity costs. Both clients talk to the same embedded SeaweedFS;
+plain boto3 keeps boto3's default TransferConfig. Repetitions alternate which client goes
+first, and medians are compared. Last line: `ratio=<min(up, down) ours/plain throughput>`.
+
+    .venv/bin/python benchmarks/store_throughput.py [--size-mb 256] [--reps 5]
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from steps.store import ArtifactStore
+from workflows.s3server import EmbeddedS3
+
+BUCKET = "bench"
+MIB = 1024 * 1024
+
+
+def write_random_file(path: Path, size_mb: int) -> None:
+    with path.open("wb") as handle:
+        for _ in range(size_mb):
+            handle.write(os.urandom(MIB))
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=256)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+
+    with (
+        tempfile.TemporaryDirectory(prefix="store-bench-") as tmp,
+        EmbeddedS3(Path(tmp) / "s3") as server,
+    ):
+        work = Path(tmp)
+        source = work / "source.bin"
+        write_random_file(source, args.size_mb)
+        ours = ArtifactStore(server.endpoint, BUCKET, server.access_key, server.secret_key)
+        ours.ensure_bucket()
+        plain = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            aws_access_key_id=server.access_key,
+            aws_secret_access_key=server.secret_key,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+        runs: dict[tuple[str, str], list[float]] = {}
+
+        def run(name: str, direction: str, action: Callable[[], object]) -> None:
+            runs.setdefault((name, direction), []).append(timed(action))
+
+        for rep in range(args.reps):
+            ours_key, plain_key = f"ours/{rep}", f"plain/{rep}"
+            ours_dest, plain_dest = work / f"ours-{rep}.bin", work / f"plain-{rep}.bin"
+            uploads = [
+                ("ours", partial(ours.upload_file, source, ours_key)),
+                ("plain", partial(plain.upload_file, str(source), BUCKET, plain_key)),
+            ]
+            downloads = [
+                ("ours", partial(ours.download_file, ours_key, ours_dest)),
+                ("plain", partial(plain.download_file, BUCKET, plain_key, str(plain_dest))),
+            ]
+            order = 1 if rep % 2 == 0 else -1
+            for name, action in uploads[::order]:
+                run(name, "up", action)
+            for name, action in downloads[::order]:
+                run(name, "down", action)
+            assert ours_dest.stat().st_size == plain_dest.stat().st_size == source.stat().st_size
+            ours_dest.unlink()
+            plain_dest.unlink()
+
+    print(f"{args.size_mb} MB, {args.reps} repetitions, median MB/s")
+    print(f"{'direction':<10}{'ours':>10}{'plain':>10}{'ratio':>8}")
+    ratios = []
+    for direction in ("up", "down"):
+        ours_rate = args.size_mb / statistics.median(runs[("ours", direction)])
+        plain_rate = args.size_mb / statistics.median(runs[("plain", direction)])
+        ratios.append(ours_rate / plain_rate)
+        print(f"{direction:<10}{ours_rate:>10.1f}{plain_rate:>10.1f}{ratios[-1]:>8.3f}")
+    print(runs)
+    print(f"ratio={min(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()

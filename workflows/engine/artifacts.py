@@ -1,0 +1,111 @@
+"""Artifacts between a task's workspace and the artifact repository, laid out like Argo.
+
+An output artifact goes to `<keyFormat rendered>/<file name>`, where the file name is the
+path's base name with `archive: {none: {}}` (a folder becomes one object per file under that
+prefix) and `<artifact name>.tgz` otherwise (Argo's default archive, a gzipped tarball whose
+single top-level entry is the path's base name). Inputs are fetched back the same way; an
+explicit `s3.key` input is extracted when it is a tarball, as Argo's executor does.
+
+These functions block on S3: the engine calls them in worker threads.
+"""
+
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from steps.errors import StorageError
+from steps.store import ArtifactStore
+from workflows.engine.model import Archive
+
+DEFAULT_GZIP_LEVEL = 6
+"""Go's gzip.DefaultCompression, what Argo uses when compressionLevel is not set."""
+
+
+class Packing(StrEnum):
+    NONE = "none"
+    TGZ = "tgz"
+    DETECT = "detect"
+    """An explicit key of unknown origin: extract if it is a tarball."""
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where an artifact is stored and how to unpack it."""
+
+    key: str
+    packing: Packing
+    is_dir: bool = False
+
+
+def join_key(prefix: str, name: str) -> str:
+    return f"{prefix.strip('/')}/{name}" if prefix.strip("/") else name
+
+
+def upload_output(
+    store: ArtifactStore,
+    local: Path,
+    prefix: str,
+    name: str,
+    archive: Archive | None,
+    scratch: Path,
+) -> ArtifactRef:
+    """Store a file or folder produced by a task; returns where it went."""
+    if archive is not None and archive.none is not None:
+        key = join_key(prefix, local.name)
+        if local.is_dir():
+            store.upload_dir(local, key)
+            return ArtifactRef(key, Packing.NONE, is_dir=True)
+        store.upload_file(local, key)
+        return ArtifactRef(key, Packing.NONE)
+    level = archive.tar.compression_level if archive and archive.tar else None
+    key = join_key(prefix, f"{name}.tgz")
+    with tempfile.TemporaryDirectory(prefix=".archive-", dir=scratch) as tmp:
+        tarball = Path(tmp) / f"{name}.tgz"
+        gzip_level = DEFAULT_GZIP_LEVEL if level is None or level < 0 else min(level, 9)
+        with tarfile.open(tarball, "w:gz", compresslevel=gzip_level) as tar:
+            tar.add(local, arcname=local.name)
+        store.upload_file(tarball, key)
+    return ArtifactRef(key, Packing.TGZ, is_dir=local.is_dir())
+
+
+def locate(store: ArtifactStore, key: str, packing: Packing) -> ArtifactRef:
+    """An explicit key is one object, or a folder of objects under `<key>/`."""
+    if store.exists(key):
+        return ArtifactRef(key, packing)
+    if store.list(key.rstrip("/") + "/"):
+        return ArtifactRef(key.rstrip("/"), Packing.NONE, is_dir=True)
+    raise StorageError(f"input artifact {store.uri(key)} does not exist")
+
+
+def download_input(store: ArtifactStore, ref: ArtifactRef, dest: Path, scratch: Path) -> None:
+    """Fetch an artifact to `dest` (a file or folder path), unpacking a tarball."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if ref.packing is Packing.NONE:
+        if ref.is_dir:
+            store.download_dir(ref.key, dest)
+        else:
+            store.download_file(ref.key, dest)
+        return
+    with tempfile.TemporaryDirectory(prefix=".artifact-", dir=scratch) as tmp:
+        fetched = Path(tmp) / "object"
+        store.download_file(ref.key, fetched)
+        if ref.packing is Packing.DETECT and not tarfile.is_tarfile(fetched):
+            shutil.move(fetched, dest)
+            return
+        unpacked = Path(tmp) / "unpacked"
+        try:
+            with tarfile.open(fetched) as tar:
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, OSError) as error:
+            raise StorageError(f"{store.uri(ref.key)} is not a valid tarball: {error}") from error
+        entries = list(unpacked.iterdir()) if unpacked.exists() else []
+        # Argo's archives hold the artifact's base name as their single top-level entry.
+        if len(entries) == 1:
+            shutil.move(entries[0], dest)
+            return
+        dest.mkdir(parents=True, exist_ok=True)
+        for entry in entries:
+            shutil.move(entry, dest / entry.name)

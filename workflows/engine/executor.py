@@ -1,0 +1,141 @@
+"""Running one template call: bind its inputs, apply its retryStrategy, dispatch by kind.
+
+With a retryStrategy each attempt is its own child node, `name(0)`, `name(1)`, ... as in
+Argo, so attempts get distinct pod names (hence distinct keys and logs), and a retried DAG
+template re-runs its whole sub-DAG: this is how a training group (tracker + workers)
+retries as a unit.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+
+from steps.errors import StepError
+from workflows.engine import container, dag
+from workflows.engine.artifacts import ArtifactRef, Packing, locate
+from workflows.engine.errors import ManifestError
+from workflows.engine.model import RetryStrategy
+from workflows.engine.result import NodeKind, NodePhase
+from workflows.engine.retry import RetryPlan, parse_count, parse_duration
+from workflows.engine.runtime import Call, NodeRecord, Outcome, RunState, TaskError
+from workflows.engine.variables import Scope, substitute
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A call's inputs resolved against its template's declarations."""
+
+    scope: Scope
+    artifacts: dict[str, ArtifactRef]
+
+
+async def execute(run: RunState, call: Call) -> Outcome:
+    """Run a template call to its end (or, for a daemon, until it is ready)."""
+    template = call.entry.template
+    kind = NodeKind.DAG if template.dag is not None else NodeKind.POD
+    record = run.record(call.node_name, kind, template.name)
+    where = f"{record.path} ({template.name})"
+    try:
+        bound = await bind_inputs(run, call, where)
+        plan = retry_plan(template.retry_strategy, bound.scope, f"{where}: retryStrategy")
+    except (ManifestError, TaskError, StepError) as error:
+        if record.attempts == 0:
+            run.begin(record)
+        return run.finish(record, Outcome(NodePhase.ERROR, str(error)))
+    if plan is None:
+        outcome = await _attempt(run, call, bound, call.node_name, record, 0)
+    else:
+        outcome = await _with_retries(run, call, bound, record, plan)
+    if outcome.phase is NodePhase.DAEMONED:
+        record.phase = NodePhase.DAEMONED
+        run.update(record)
+        return outcome
+    return run.finish(record, outcome)
+
+
+async def _with_retries(
+    run: RunState, call: Call, bound: Bound, record: NodeRecord, plan: RetryPlan
+) -> Outcome:
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        node_name = f"{call.node_name}({attempt})"
+        outcome = await _attempt(run, call, bound, node_name, record, attempt)
+        if not outcome.phase.failed or attempt >= plan.limit or not plan.retries(outcome.phase):
+            return outcome
+        attempt += 1
+        delay = plan.delay(attempt)
+        if not plan.within_budget(time.monotonic() - started, delay):
+            return replace(outcome, message=f"{outcome.message} (retry maxDuration reached)")
+        record.message = f"attempt {attempt} {outcome.phase}: {outcome.message}; retrying"
+        run.update(record)
+        await asyncio.sleep(delay)
+
+
+async def _attempt(
+    run: RunState, call: Call, bound: Bound, node_name: str, record: NodeRecord, retry: int
+) -> Outcome:
+    scope = bound.scope.child({"retries": str(retry)})
+    if call.entry.template.dag is not None:
+        run.begin(record)
+        return await dag.run_dag(run, call, scope, bound.artifacts, node_name, execute)
+    return await container.run_container(run, call, scope, bound.artifacts, node_name, record)
+
+
+async def bind_inputs(run: RunState, call: Call, where: str) -> Bound:
+    """Argument values over template values over defaults; a missing input is an error."""
+    template = call.entry.template
+    values: dict[str, str] = {}
+    for parameter in template.inputs.parameters:
+        value = call.parameters.get(parameter.name)
+        if value is None:
+            fallback = parameter.value if parameter.value is not None else parameter.default
+            if fallback is None:
+                raise TaskError(f"{where}: inputs.parameters.{parameter.name} was not supplied")
+            value = substitute(fallback, call.globals, f"{where}: inputs.parameters")
+        if parameter.enum is not None and value not in parameter.enum:
+            raise TaskError(
+                f"{where}: inputs.parameters.{parameter.name}={value!r} is not one of "
+                f"{list(parameter.enum)}"
+            )
+        values[f"inputs.parameters.{parameter.name}"] = value
+    artifacts: dict[str, ArtifactRef] = {}
+    for artifact in template.inputs.artifacts:
+        ref = call.artifacts.get(artifact.name)
+        if ref is None and artifact.s3 is not None:
+            key = substitute(artifact.s3.key, call.globals, f"{where}: inputs.artifacts")
+            packing = Packing.NONE if artifact.archive and artifact.archive.none else Packing.DETECT
+            ref = await asyncio.to_thread(locate, run.store, key, packing)
+        if ref is not None:
+            artifacts[artifact.name] = ref
+        elif not artifact.optional:
+            raise TaskError(f"{where}: input artifact {artifact.name!r} was not supplied")
+    return Bound(call.globals.child(values), artifacts)
+
+
+def retry_plan(strategy: RetryStrategy | None, scope: Scope, where: str) -> RetryPlan | None:
+    if strategy is None:
+        return None
+
+    def text(value: int | str) -> int | str:
+        return substitute(value, scope, where) if isinstance(value, str) else value
+
+    assert strategy.limit is not None  # the manifest check requires it
+    backoff = strategy.backoff
+    plan = RetryPlan(
+        limit=parse_count(text(strategy.limit), f"{where}.limit"), policy=strategy.retry_policy
+    )
+    if backoff is None:
+        return plan
+    return replace(
+        plan,
+        duration=parse_duration(text(backoff.duration), f"{where}.backoff.duration")
+        if backoff.duration is not None
+        else 0.0,
+        factor=float(parse_count(text(backoff.factor), f"{where}.backoff.factor"))
+        if backoff.factor is not None
+        else 1.0,
+        max_duration=parse_duration(text(backoff.max_duration), f"{where}.backoff.maxDuration")
+        if backoff.max_duration is not None
+        else None,
+    )

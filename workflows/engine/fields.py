@@ -1,0 +1,80 @@
+"""Manifest fields the local engine accepts without acting on them, and fields it refuses.
+
+This is the one place that decides what "accepted, no local effect" means: each entry names
+the object (the model class in `model.py`), the field and why ignoring it locally changes
+nothing about what the steps compute. A field in neither table nor in the models is refused
+by the strict check with its full path (see `model.py`).
+"""
+
+from collections.abc import Mapping
+from typing import Final
+
+_POD_SCHEDULING = "pod placement on cluster nodes; locally every task runs on this machine"
+
+NO_LOCAL_EFFECT: Final[Mapping[str, Mapping[str, str]]] = {
+    "Metadata": {
+        "labels": "Kubernetes labels for selection and the Argo UI",
+        "annotations": "Kubernetes annotations (Argo UI title/description)",
+    },
+    "WorkflowSpec": {
+        "serviceAccountName": "Kubernetes RBAC identity; local processes run as the current user",
+        "automountServiceAccountToken": "Kubernetes API token mounting in pods",
+        "securityContext": "pod security settings enforced by the kubelet",
+        "podGC": "deleting finished pods; local processes leave nothing behind",
+        "artifactGC": "deleting artifacts when the Workflow object is deleted on the cluster",
+        "metrics": "Prometheus metrics emitted by the Argo controller",
+        "podMetadata": "labels and annotations on pods",
+        "workflowMetadata": "labels and annotations on the Workflow object",
+        "ttlStrategy": "deleting finished Workflow objects from the cluster",
+        "archiveLogs": "the local engine always archives main.log like archiveLogs: true",
+        "artifactRepositoryRef": (
+            "selects the cluster's artifact repository; locally EngineContext.store and "
+            "key_format, built from the same config, play that role"
+        ),
+        "imagePullSecrets": "registry credentials for pulling images",
+        "podPriorityClassName": "pod scheduling priority",
+        "tolerations": _POD_SCHEDULING,
+        "nodeSelector": _POD_SCHEDULING,
+        "affinity": _POD_SCHEDULING,
+    },
+    "Template": {
+        "metadata": "labels and annotations on the template's pod",
+        "securityContext": "pod security settings enforced by the kubelet",
+        "serviceAccountName": "Kubernetes RBAC identity of the pod",
+        "automountServiceAccountToken": "Kubernetes API token mounting in the pod",
+        "priorityClassName": "pod scheduling priority",
+        "metrics": "Prometheus metrics emitted by the Argo controller",
+        "tolerations": _POD_SCHEDULING,
+        "nodeSelector": _POD_SCHEDULING,
+        "affinity": _POD_SCHEDULING,
+    },
+    "Container": {
+        "image": "the image is not pulled locally: the command runs with this machine's Python",
+        "imagePullPolicy": "image pulling",
+        "resources": "CPU/memory requests and limits enforced by the kubelet",
+        "securityContext": "container security settings enforced by the kubelet",
+    },
+    "RetryStrategy": {
+        "affinity": "keeps retries off the failed node; there is one machine",
+    },
+    "EmptyDir": {
+        "medium": "tmpfs vs disk backing of the volume",
+        "sizeLimit": "volume size limit enforced by the kubelet",
+    },
+    "WorkflowParameter": {"description": "documentation for the Argo UI"},
+    "InputParameter": {"description": "documentation for the Argo UI"},
+    "OutputParameter": {"description": "documentation for the Argo UI"},
+}
+
+REFUSED: Final[Mapping[str, Mapping[str, str]]] = {
+    "WorkflowSpec": {
+        "podSpecPatch": "patches the pod spec, which cannot be honoured by a local process",
+        "hostNetwork": "host networking changes how tasks reach each other; not modelled locally",
+        "synchronization": "workflow mutexes/semaphores are not supported locally",
+    },
+    "Template": {
+        "memoize": "memoization is not supported by the local engine yet",
+        "synchronization": "template mutexes/semaphores are not supported locally",
+        "podSpecPatch": "patches the pod spec, which cannot be honoured by a local process",
+    },
+}

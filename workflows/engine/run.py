@@ -1,0 +1,169 @@
+"""`run_workflow`: execute a compiled Argo Workflow on this machine.
+
+The workflow gets a name (from `generateName` like the API server would) and a uid, its
+entrypoint runs under the workflow's activeDeadlineSeconds, then `spec.onExit` runs with
+`{{workflow.status}}` and `{{workflow.failures}}` whatever happened. Ctrl-C (or any engine
+error) kills every task's process group before the exception leaves `run_workflow`.
+"""
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from workflows.engine import scopes
+from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
+from workflows.engine.errors import ManifestError
+from workflows.engine.executor import execute
+from workflows.engine.manifest import WorkflowPlan, load_plan
+from workflows.engine.naming import generated_name
+from workflows.engine.observer import Observer
+from workflows.engine.process import ProcessGroups
+from workflows.engine.result import NodePhase, NodeResult, RunResult, WorkflowPhase
+from workflows.engine.runtime import Call, Identity, Outcome, RunState
+
+_WORKFLOW_PHASE = {
+    NodePhase.SUCCEEDED: WorkflowPhase.SUCCEEDED,
+    NodePhase.FAILED: WorkflowPhase.FAILED,
+    NodePhase.ERROR: WorkflowPhase.ERROR,
+}
+
+
+def check_workflow(
+    workflow: Mapping[str, Any],
+    templates: Mapping[str, Mapping[str, Any]],
+    ctx: EngineContext | None = None,
+) -> WorkflowPlan:
+    """Everything run_workflow checks before starting (strict fields, references,
+    variables; with `ctx` also secrets and key_format); raises ManifestError."""
+    plan = load_plan(workflow, templates, ctx.secrets if ctx else None)
+    if plan.entrypoint.template.daemon or (plan.on_exit and plan.on_exit.template.daemon):
+        raise ManifestError(f"{plan.source}: the entrypoint and onExit cannot be daemons")
+    if ctx is not None:
+        if ctx.parallelism < 1:
+            raise ManifestError(f"EngineContext.parallelism must be >= 1, got {ctx.parallelism}")
+        key_format = ctx.key_format or DEFAULT_KEY_FORMAT
+        scopes.check_key_format(key_format, scopes.global_names(plan.arguments))
+    return plan
+
+
+def run_workflow(
+    workflow: Mapping[str, Any],
+    templates: Mapping[str, Mapping[str, Any]],
+    ctx: EngineContext,
+    observer: Observer | None = None,
+) -> RunResult:
+    """Run a Workflow manifest (its own spec, or a `workflowTemplateRef` into `templates`,
+    WorkflowTemplate manifests by name). Task failures are in the result, not raised.
+
+    Raises ManifestError (UnsupportedField, VariableError) before anything runs, and
+    KeyboardInterrupt after cleanup when interrupted.
+    """
+    plan = check_workflow(workflow, templates, ctx)
+    name = _unused_name(plan, ctx)
+    identity = Identity(name, str(uuid.uuid4()), plan.namespace, datetime.now(UTC))
+    groups = ProcessGroups()
+    try:
+        return asyncio.run(_run(plan, identity, ctx, observer or Observer(), groups))
+    finally:
+        # Last resort: no task process outlives the run, however it ended.
+        groups.kill_all()
+
+
+async def _run(
+    plan: WorkflowPlan,
+    identity: Identity,
+    ctx: EngineContext,
+    observer: Observer,
+    groups: ProcessGroups,
+) -> RunResult:
+    run = RunState(plan, identity, ctx, observer, groups)
+    run.directory.mkdir(parents=True, exist_ok=True)
+    observer.workflow_started(identity.name, identity.uid)
+    entry = Call(plan.entrypoint, identity.name, plan.arguments, {}, run.globals)
+    main = asyncio.create_task(execute(run, entry))
+    timer = None
+    if plan.active_deadline_seconds is not None:
+        seconds = plan.active_deadline_seconds
+        timer = asyncio.get_running_loop().call_later(seconds, _expire, run, main, seconds)
+    try:
+        outcome = await main
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not run.expired or (current is not None and current.cancelling()):
+            raise
+        outcome = Outcome(NodePhase.FAILED, run.cancel_reason)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    run.abort_unfinished()
+    await run.flush_uploads()
+    phase = _WORKFLOW_PHASE.get(outcome.phase, WorkflowPhase.ERROR)
+    message = outcome.message if run.expired else ""
+    if plan.on_exit is not None:
+        status = run.globals.child(
+            {"workflow.status": phase.value, "workflow.failures": run.failures()}
+        )
+        exit_call = Call(plan.on_exit, f"{identity.name}.onExit", {}, {}, status)
+        exit_outcome = await execute(run, exit_call)
+        await run.flush_uploads()
+        if exit_outcome.phase.failed and phase is WorkflowPhase.SUCCEEDED:
+            phase = _WORKFLOW_PHASE[exit_outcome.phase]
+    if run.upload_errors:
+        phase = WorkflowPhase.ERROR
+    nodes = tuple(record.snapshot() for record in run.records.values() if run.observed(record))
+    result = RunResult(
+        name=identity.name,
+        uid=identity.uid,
+        namespace=identity.namespace,
+        bucket=ctx.store.bucket,
+        phase=phase,
+        message="",
+        started_at=identity.created,
+        finished_at=datetime.now(UTC),
+        nodes=nodes,
+    )
+    if not result.succeeded and not message and not result.failed:
+        message = outcome.message  # the entrypoint failed by itself (e.g. its outputs)
+    result = _with_message(result, message, run.upload_errors)
+    observer.workflow_finished(result)
+    return result
+
+
+def _unused_name(plan: WorkflowPlan, ctx: EngineContext) -> str:
+    """Argo refuses a second Workflow with the same name; so do we, as its keys would clash."""
+    if plan.name is not None:
+        if (ctx.workdir / plan.name).exists():
+            raise ManifestError(
+                f"{plan.source}: a run named {plan.name!r} already exists under {ctx.workdir}; "
+                "use metadata.generateName for repeatable runs"
+            )
+        return plan.name
+    while (ctx.workdir / (name := generated_name(str(plan.generate_name)))).exists():
+        pass
+    return name
+
+
+def _expire(run: RunState, main: "asyncio.Task[Outcome]", seconds: int) -> None:
+    run.expired = True
+    run.cancel_reason = f"workflow activeDeadlineSeconds={seconds} exceeded"
+    main.cancel()
+
+
+def _with_message(result: RunResult, reason: str, upload_errors: list[str]) -> RunResult:
+    """Name what failed: each failed task, its exit code, last log line and log key."""
+    parts = [reason] if reason else []
+    parts += [_describe(node, result) for node in result.failed]
+    parts += upload_errors
+    return replace(result, message="; ".join(parts))
+
+
+def _describe(node: NodeResult, result: RunResult) -> str:
+    text = f"{node.path} {node.phase.value.lower()}"
+    if node.message:
+        text += f": {node.message}"
+    if node.log_key is not None:
+        text += f" (log: {result.uri(node.log_key)})"
+    return text

@@ -1,0 +1,79 @@
+"""Argo's `{{...}}` variables: finding them in a string and substituting them from a scope.
+
+Substitution is one pass over the original text, so a value that itself contains `{{` is
+inserted as-is and never re-expanded (Argo behaves the same way). An unknown name is an
+error naming it, never left in place.
+"""
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from workflows.engine.errors import ManifestError, VariableError
+
+TAG = re.compile(r"\{\{(.*?)\}\}")
+CREATION_TIMESTAMP = "workflow.creationTimestamp"
+
+
+def tags(text: str) -> Iterator[str]:
+    """Each variable name in `text`, stripped of the braces and surrounding spaces."""
+    for match in TAG.finditer(text):
+        yield match.group(1).strip()
+
+
+def has_tags(text: str) -> bool:
+    return "{{" in text
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Variable values visible at one place; a child scope adds to (and shadows) its parent."""
+
+    values: Mapping[str, str] = field(default_factory=dict)
+    parent: "Scope | None" = None
+    created: datetime | None = None
+    """Set on the global scope: answers `workflow.creationTimestamp.<strftime char>`."""
+
+    def child(self, values: Mapping[str, str]) -> "Scope":
+        return Scope(values, self)
+
+    def get(self, name: str) -> str | None:
+        scope: Scope | None = self
+        while scope is not None:
+            value = scope.values.get(name)
+            if value is not None:
+                return value
+            if scope.created is not None and name.startswith(CREATION_TIMESTAMP + "."):
+                return _timestamp_part(scope.created, name.removeprefix(CREATION_TIMESTAMP + "."))
+            scope = scope.parent
+        return None
+
+
+def substitute(text: str, scope: Scope, where: str) -> str:
+    """Replace every `{{name}}` in `text` from `scope`; unknown names raise VariableError."""
+    if "{{" not in text:
+        return text
+    return TAG.sub(_replacer(scope.get, where), text)
+
+
+def _replacer(lookup: Callable[[str], str | None], where: str) -> Callable[[re.Match[str]], str]:
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1).strip()
+        if name.startswith("="):
+            raise ManifestError(f"{where}: expression tags {{{{=...}}}} are not supported locally")
+        value = lookup(name)
+        if value is None:
+            raise VariableError(name, where)
+        return value
+
+    return replace
+
+
+def _timestamp_part(created: datetime, part: str) -> str | None:
+    """Argo's `workflow.creationTimestamp.<X>`: one strftime character, or RFC3339."""
+    if part == "RFC3339":
+        return created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if len(part) == 1 and part.isalpha():
+        return created.strftime("%" + part)
+    return None
