@@ -1,0 +1,136 @@
+"""`mlpipe run` end to end: the compiled manifest through the local engine, real S3."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from steps.names import Env
+from steps.store import ArtifactStore
+from workflows.s3server import EmbeddedS3
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--set", "train.rounds=15", "--set", "audit.min_rows=100"]
+
+
+def mlpipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workflows.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        check=False,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "sample.parquet"
+    result = mlpipe("data", "synth", "--rows", "4000", "--out", str(path), "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_make_run_path_embedded_s3_whole_pipeline(sample: Path, tmp_path: Path) -> None:
+    s3_dir = tmp_path / "s3"
+    result = mlpipe(
+        "run",
+        "--data",
+        str(sample),
+        *FAST,
+        "--set",
+        f"storage.data_dir={s3_dir}",
+        "--set",
+        f"engine.workdir={tmp_path / 'runs'}",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Succeeded" in result.stdout
+    for step in ("audit", "provenance", "train", "quantize", "evaluate", "deploy"):
+        assert step in result.stdout
+
+    # The server was stopped with the run; its data stays on disk for the next one.
+    with EmbeddedS3(s3_dir) as server:
+        store = ArtifactStore(server.endpoint, "mlpipe", server.access_key, server.secret_key)
+        keys = store.list("")
+        by_suffix = {name: [k for k in keys if k.endswith(name)] for name in EXPECTED}
+        for name, found in by_suffix.items():
+            assert found, f"no artifact ending in {name} among {len(keys)} keys"
+        stable = store.get_json("registry/churn/stable.json")
+        onnx_key = by_suffix["model.onnx"][0]
+        assert stable["digest"] == store.download_file(onnx_key, tmp_path / "m.onnx")
+        evaluation = json.loads(store.get_bytes(by_suffix["evaluation.json"][0]))
+        assert 0.6 < evaluation["metrics"]["auc"] <= 1.0
+        assert any(k.startswith("datasets/") and k.endswith("manifest.json") for k in keys)
+        assert any(k.startswith("models/") and k.endswith("model.ubj") for k in keys)
+        for key in keys:
+            if key.endswith((".html", ".json", ".onnx", ".ubj")):
+                assert store.get_bytes(key), f"{key} is empty"
+
+
+EXPECTED = (
+    "audit-report.html",
+    "audit-result.json",
+    "provenance.json",
+    "model.onnx",
+    "evaluation.json",
+    "evaluation-report.html",
+    "rollout.json",
+    "main.log",
+)
+
+
+def external(s3_env: dict[str, str]) -> list[str]:
+    return [
+        "--set",
+        "storage.mode=external",
+        "--set",
+        f"storage.endpoint={s3_env[Env.S3_ENDPOINT]}",
+        "--set",
+        f"storage.bucket={s3_env[Env.S3_BUCKET]}",
+    ]
+
+
+def test_a_failing_task_stops_the_run_and_names_its_log(
+    sample: Path, tmp_path: Path, s3_env: dict[str, str], store: ArtifactStore
+) -> None:
+    broken = tmp_path / "no-label.csv"
+    pd.read_parquet(sample).drop(columns=["churned"]).to_csv(broken, index=False)
+    result = mlpipe(
+        "run",
+        "--data",
+        str(broken),
+        *FAST,
+        *external(s3_env),
+        "--set",
+        f"engine.workdir={tmp_path / 'runs'}",
+        env=s3_env,
+    )
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Failed" in result.stdout and "audit" in result.stdout
+    assert "main.log" in result.stdout
+    keys = store.list("")
+    # Nothing downstream of the audit ran: no dataset, no model, no deployment.
+    assert not [k for k in keys if k.startswith(("datasets/", "models/", "registry/"))]
+    audit_logs = [k for k in keys if "audit" in k and k.endswith("main.log")]
+    assert audit_logs and b"churned" in store.get_bytes(audit_logs[0])
+
+
+def test_a_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.parquet"
+    result = mlpipe(
+        "run",
+        "--data",
+        str(missing),
+        "--set",
+        f"storage.data_dir={tmp_path / 's3'}",
+        "--set",
+        f"engine.workdir={tmp_path / 'runs'}",
+    )
+    assert result.returncode == 2
+    assert str(missing) in result.stderr and "Traceback" not in result.stderr
