@@ -291,6 +291,17 @@ def test_workflow_template_ref_and_template_ref_run_the_referenced_templates(
     assert result.name == "fixed-name"
     assert result.node("say").parameters == {"value": "override"}
     assert result.node("say").pod_name == f"fixed-name-echo-{fnv32a('fixed-name.say')}"
+    with pytest.raises(ManifestError, match="a run named 'fixed-name' already exists"):
+        run(submitted, ctx, templates={"pipeline": pipeline, "library": library})
+
+
+def test_a_container_entrypoint_runs_as_the_workflow_pod(ctx: EngineContext) -> None:
+    manifest = workflow(py("main", "print('alone')"))
+    result = run(manifest, ctx)
+    assert result.succeeded, result.message
+    (node,) = result.nodes
+    assert (node.path, node.pod_name) == ("main", result.name)
+    assert node.log_key == f"{result.name}/{result.name}/main.log"
 
 
 # --- parallelism --------------------------------------------------------------------------
@@ -344,6 +355,12 @@ def test_fan_out_with_sequence_items_and_param_aggregates_outputs(ctx: EngineCon
             task("all", "echo", "sq", params={"text": "{{tasks.sq.outputs.parameters}}"}),
             task("column", "echo", "sq", params={"text": "{{tasks.sq.outputs.parameters.sq}}"}),
             task("words", "echo", params={"text": "{{item}}!"}, withItems=["x", "y"]),
+            task(
+                "countdown",
+                "echo",
+                params={"text": "{{item}}"},
+                withSequence={"start": "3", "end": "1", "format": "n%02d"},
+            ),
             task("make-list", "echo", params={"text": listing}),
             task(
                 "people",
@@ -365,6 +382,11 @@ def test_fan_out_with_sequence_items_and_param_aggregates_outputs(ctx: EngineCon
     assert aggregated == [{"n": "1", "sq": "1"}, {"n": "2", "sq": "4"}, {"n": "3", "sq": "9"}]
     assert json.loads(result.node("column").parameters["value"]) == ["1", "4", "9"]
     assert result.node("words(1:y)").parameters == {"value": "y!"}
+    assert [n.path for n in result.nodes if n.path.startswith("countdown(")] == [
+        "countdown(0:n03)",
+        "countdown(1:n02)",
+        "countdown(2:n01)",
+    ]
     assert result.node("people(0:name:ann,size:1)").parameters == {"value": "ann=1"}
     assert result.node("people(1:name:bo,size:2)").parameters == {"value": "bo=2"}
 
@@ -487,10 +509,18 @@ def test_a_retried_dag_template_reruns_the_whole_group(ctx: EngineContext, tmp_p
     flaky = py(
         "flaky",
         FLAKY + "import os; out = pathlib.Path(os.environ['OUT']); out.mkdir(); "
-        "(out / 'value').write_text('from the group')",
+        "(out / 'value').write_text('from the group'); (out / 'model.txt').write_text('weights')",
         str(tmp_path / "marker"),
         outputs=("value",),
     )
+    flaky["outputs"]["artifacts"] = [{"name": "model", "path": f"{MOUNT}/out/model.txt"}]
+    read = py(
+        "read",
+        "import os, pathlib; out = pathlib.Path(os.environ['OUT']); out.mkdir(); "
+        "(out / 'text').write_text(pathlib.Path(os.environ['IN'], 'model.txt').read_text())",
+        outputs=("text",),
+    )
+    read["inputs"] = {"artifacts": [{"name": "model", "path": f"{MOUNT}/in/model.txt"}]}
     group = dag(
         "group",
         task("counter", "counter"),
@@ -502,7 +532,8 @@ def test_a_retried_dag_template_reruns_the_whole_group(ctx: EngineContext, tmp_p
                     "name": "value",
                     "valueFrom": {"parameter": "{{tasks.flaky.outputs.parameters.value}}"},
                 }
-            ]
+            ],
+            "artifacts": [{"name": "model", "from": "{{tasks.flaky.outputs.artifacts.model}}"}],
         },
     )
     echo = py(
@@ -518,11 +549,18 @@ def test_a_retried_dag_template_reruns_the_whole_group(ctx: EngineContext, tmp_p
                 "train",
                 params={"text": "{{tasks.train.outputs.parameters.value}}"},
             ),
+            task(
+                "read",
+                "read",
+                "train",
+                artifacts={"model": "{{tasks.train.outputs.artifacts.model}}"},
+            ),
         ),
         group,
         counter,
         flaky,
         echo,
+        read,
     )
     result = run(manifest, ctx)
     assert result.succeeded, result.message
@@ -531,6 +569,9 @@ def test_a_retried_dag_template_reruns_the_whole_group(ctx: EngineContext, tmp_p
     assert result.node("train(0).flaky").phase is NodePhase.FAILED
     assert result.node("train(1).counter").phase is NodePhase.SUCCEEDED
     assert result.node("after").parameters == {"value": "from the group"}
+    assert result.node("read").parameters == {"text": "weights"}
+    assert result.node("train").artifacts == result.node("train(1).flaky").artifacts
+    assert result.failed == () and result.message == ""  # the retry made the failure good
 
 
 # --- daemons -----------------------------------------------------------------------------
@@ -658,6 +699,14 @@ def test_a_failure_stops_downstream_and_names_the_task_and_its_log(
     assert result.node("after-bad").started_at is None
     assert "after-slow" not in [node.path for node in result.nodes]  # fail-fast: never started
     assert not marker.exists()
+
+
+def test_a_command_that_cannot_start_is_an_error(ctx: EngineContext) -> None:
+    missing = py("missing", "pass")
+    missing["container"]["command"] = ["no-such-program-here"]
+    result = run(workflow(dag("main", task("go", "missing")), missing), ctx)
+    assert result.phase is WorkflowPhase.ERROR
+    assert "go error:" in result.message and "no-such-program-here" in result.message
 
 
 def test_deadlines_kill_the_sleeping_process_group(ctx: EngineContext, tmp_path: Path) -> None:

@@ -1,6 +1,9 @@
 """The local engine's pure parts, and the checks that refuse a manifest before it runs."""
 
+import asyncio
 import copy
+import http.server
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,9 @@ from workflows.engine.expressions import (
     parse_depends,
 )
 from workflows.engine.manifest import load_plan
+from workflows.engine.model import Probe
 from workflows.engine.naming import expanded_name, fnv32a, pod_name
+from workflows.engine.probe import wait_ready
 from workflows.engine.result import NodePhase
 from workflows.engine.retry import RetryPlan, parse_duration
 from workflows.engine.variables import Scope, substitute
@@ -350,3 +355,34 @@ def test_the_compiled_mlpipe_pipeline_is_accepted(tmp_path: Path) -> None:
     broken["spec"]["templates"][0]["container"]["sidecarMagic"] = True
     with pytest.raises(UnsupportedField, match=r"spec.templates\[0\].container.sidecarMagic"):
         load_plan(manifests.workflow, {template["metadata"]["name"]: broken}, secrets)
+
+
+def test_readiness_probes_wait_for_http_and_tcp(tmp_path: Path) -> None:
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/ready" else 503)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    async def check(probe: Probe) -> str | None:
+        never_exits = asyncio.create_task(asyncio.sleep(60, result=0))
+        try:
+            return await wait_ready(probe, port, never_exits)
+        finally:
+            never_exits.cancel()
+
+    try:
+        assert asyncio.run(check(Probe(httpGet={"path": "/ready", "port": port}))) is None
+        assert asyncio.run(check(Probe(tcpSocket={"port": port}))) is None
+        failing = Probe(
+            httpGet={"path": "/busy", "port": port}, periodSeconds=1, failureThreshold=1
+        )
+        assert "did not pass within 1 s" in str(asyncio.run(check(failing)))
+    finally:
+        server.shutdown()

@@ -19,7 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from workflows.engine import NodePhase, NodeResult, Observer, RunResult
+from workflows.engine import NodeKind, NodePhase, NodeResult, Observer, RunResult
 
 PHASE_STYLES: dict[NodePhase, str] = {
     NodePhase.RUNNING: "yellow",
@@ -165,11 +165,16 @@ def summary_table(result: RunResult) -> Table:
 
 
 def locations_table(result: RunResult) -> Table:
-    """Where each node's artifacts and logs are in the artifact repository."""
+    """Where each task's artifacts and logs are in the artifact repository.
+
+    A DAG's output artifacts are references to its tasks' keys, so only pods are listed.
+    """
     table = Table(title="artifacts and logs", title_justify="left")
     for column in ("step", "what", "where"):
         table.add_column(column)
     for node in result.nodes:
+        if node.kind is not NodeKind.POD:
+            continue
         for name, key in node.artifacts.items():
             table.add_row(node.path, name, result.uri(key))
         for attempt, key in enumerate(node.log_keys, start=1):

@@ -138,7 +138,10 @@ def run_pipeline(config: LoadedConfig, console: Console) -> int:
             store=store,
             key_format=pipeline.storage.key_format,
             workdir=run_dir,
-            parallelism=min(pipeline.engine.parallelism, os.cpu_count() or 1),
+            # The collective needs every worker at once: fewer slots would deadlock it.
+            parallelism=max(
+                min(pipeline.engine.parallelism, os.cpu_count() or 1), pipeline.train.workers
+            ),
             env={**environ, **step_environment(access, pipeline)},
             secrets={pipeline.storage.credentials_secret: credentials_secret(access)},
         )

@@ -108,6 +108,8 @@ class _Attempt:
                 outcome = await self._until_exit(scope)
         except (ManifestError, TaskError, StepError) as error:
             outcome = Outcome(NodePhase.ERROR, str(error))
+        except OSError as error:  # the command cannot start, a workspace file cannot be read
+            outcome = Outcome(NodePhase.ERROR, f"{self.where}: {error}")
         finally:
             if not self.handed_over:
                 if progress is not None:

@@ -36,8 +36,8 @@ from workflows.engine.naming import expanded_name, item_fields, item_value, node
 from workflows.engine.result import NodeKind, NodePhase
 from workflows.engine.retry import parse_count
 from workflows.engine.runtime import Call, Outcome, RunState, TaskError
-from workflows.engine.scopes import LOCAL_IP
-from workflows.engine.variables import TAG, Scope, substitute
+from workflows.engine.scopes import LOCAL_IP, ancestors
+from workflows.engine.variables import TAG, Scope, json_text, substitute
 
 Execute = Callable[[RunState, Call], Awaitable[Outcome]]
 T = TypeVar("T")
@@ -172,7 +172,8 @@ class _Dag:
                 ):
                     pending.remove(name)
                     state.phase = NodePhase.OMITTED
-                    omitted = Outcome(NodePhase.OMITTED, "omitted: depends condition not met")
+                    condition = state.task.depends or " && ".join(state.task.dependencies or ())
+                    omitted = Outcome(NodePhase.OMITTED, f"depends {condition!r} not met")
                     template = state.entry.template.name
                     self.run_state.settle(state.node_name, state.kind, template, omitted)
                     decided = True
@@ -311,19 +312,9 @@ class _Dag:
 
     # --- scopes and values ---------------------------------------------------------------
 
-    def _ancestors(self, name: str) -> set[str]:
-        seen: set[str] = set()
-        stack = list(self.dependencies[name])
-        while stack:
-            dep = stack.pop()
-            if dep not in seen:
-                seen.add(dep)
-                stack.extend(self.dependencies[dep])
-        return seen
-
     def _task_scope(self, state: _Task) -> Scope:
         values: dict[str, str] = {}
-        for name in self._ancestors(state.task.name):
+        for name in ancestors(self.dependencies, state.task.name):
             values.update(self._exports(name))
         return self.scope.child(values)
 
@@ -343,10 +334,10 @@ class _Dag:
             return values
         # Argo's aggregated form: a JSON list with one entry per child, in item order.
         produced = [c.parameters for c in state.children if c.phase is NodePhase.SUCCEEDED]
-        values[f"{prefix}.outputs.parameters"] = _json([dict(p) for p in produced])
+        values[f"{prefix}.outputs.parameters"] = json_text([dict(p) for p in produced])
         for output in state.entry.template.outputs.parameters:
             column = [_json_or_text(p[output.name]) for p in produced if output.name in p]
-            values[f"{prefix}.outputs.parameters.{output.name}"] = _json(column)
+            values[f"{prefix}.outputs.parameters.{output.name}"] = json_text(column)
         return values
 
     def _artifact(self, reference: str, where: str) -> ArtifactRef:
@@ -431,7 +422,7 @@ class _Dag:
         if phase is not None and phase.failed:
             return leaf
         for failure in self.failures:
-            if failure in self._ancestors(leaf):
+            if failure in ancestors(self.dependencies, leaf):
                 return failure
         return leaf
 
@@ -492,11 +483,6 @@ def _substitute_json(value: JsonValue, scope: Scope, where: str) -> JsonValue:
     if isinstance(value, dict):
         return {key: _substitute_json(item, scope, where) for key, item in value.items()}
     return value
-
-
-def _json(value: object) -> str:
-    """Go's encoding/json output: compact, map keys sorted."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _json_or_text(value: str) -> object:

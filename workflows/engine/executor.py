@@ -39,8 +39,6 @@ async def execute(run: RunState, call: Call) -> Outcome:
         bound = await bind_inputs(run, call, where)
         plan = retry_plan(template.retry_strategy, bound.scope, f"{where}: retryStrategy")
     except (ManifestError, TaskError, StepError) as error:
-        if record.attempts == 0:
-            run.begin(record)
         return run.finish(record, Outcome(NodePhase.ERROR, str(error)))
     if plan is None:
         outcome = await _attempt(run, call, bound, call.node_name, record, 0)

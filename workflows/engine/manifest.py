@@ -23,7 +23,6 @@ from workflows.engine.expressions import (
 from workflows.engine.model import (
     DagTask,
     Template,
-    Volume,
     WorkflowManifest,
     WorkflowSpec,
     WorkflowTemplateManifest,
@@ -62,7 +61,6 @@ class WorkflowPlan:
     arguments: Mapping[str, str]
     entrypoint: TemplateEntry
     on_exit: TemplateEntry | None
-    volumes: Mapping[str, Volume]
     parallelism: int | None
     active_deadline_seconds: int | None
     templates: Mapping[tuple[str, str], TemplateEntry]
@@ -140,7 +138,6 @@ def load_plan(
         arguments=values,
         entrypoint=entry,
         on_exit=on_exit,
-        volumes={volume.name: volume for volume in spec.volumes},
         parallelism=spec.parallelism,
         active_deadline_seconds=spec.active_deadline_seconds,
         templates=dict(builder.entries),
@@ -209,7 +206,6 @@ class _PlanBuilder:
 
     def __init__(self, loader: _TemplateLoader, spec: WorkflowSpec, source: str) -> None:
         self.loader = loader
-        self.spec = spec
         self.volumes = {volume.name: volume for volume in spec.volumes}
         self.scopes: dict[str, tuple[str, tuple[Template, ...]]] = {
             OWN_SCOPE: (source, spec.templates)

@@ -5,11 +5,12 @@ name version v2, `workflow/util/pod_name.go`) is what makes a local run's artifa
 where a cluster run of the same manifest would put them.
 """
 
-import json
 import secrets
 from collections.abc import Mapping
 
 from pydantic import JsonValue
+
+from workflows.engine.variables import json_text
 
 MAX_NAME_LENGTH = 253
 HASH_LENGTH = 10
@@ -50,7 +51,7 @@ def item_value(item: JsonValue) -> str:
         return item
     if isinstance(item, int | float):
         return str(item)
-    return json.dumps(item, separators=(",", ":"), sort_keys=True)
+    return json_text(item)
 
 
 def item_fields(item: JsonValue) -> Mapping[str, str]:

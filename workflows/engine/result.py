@@ -99,16 +99,18 @@ class RunResult:
 
     @property
     def failed(self) -> tuple[NodeResult, ...]:
-        """Nodes that failed by themselves, not because a node inside them failed."""
+        """The failures that decided the run: nodes that failed by themselves (not because a
+        node inside them failed), leaving out attempts a successful retry made good."""
+
+        def inside(node: NodeResult, outer: NodeResult) -> bool:
+            return node.path.startswith((outer.path + ".", outer.path + "("))
+
         failed = [node for node in self.nodes if node.phase.failed]
         return tuple(
             node
             for node in failed
-            if not any(
-                other.path.startswith((node.path + ".", node.path + "("))
-                for other in failed
-                if other is not node
-            )
+            if not any(inside(other, node) for other in failed)
+            and all(outer.phase.failed for outer in self.nodes if inside(node, outer))
         )
 
     def node(self, path: str) -> NodeResult:

@@ -82,38 +82,18 @@ async def _run(
     run = RunState(plan, identity, ctx, observer, groups)
     run.directory.mkdir(parents=True, exist_ok=True)
     observer.workflow_started(identity.name, identity.uid)
-    entry = Call(plan.entrypoint, identity.name, plan.arguments, {}, run.globals)
-    main = asyncio.create_task(execute(run, entry))
-    timer = None
-    if plan.active_deadline_seconds is not None:
-        seconds = plan.active_deadline_seconds
-        timer = asyncio.get_running_loop().call_later(seconds, _expire, run, main, seconds)
-    try:
-        outcome = await main
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if not run.expired or (current is not None and current.cancelling()):
-            raise
-        outcome = Outcome(NodePhase.FAILED, run.cancel_reason)
-    finally:
-        if timer is not None:
-            timer.cancel()
-    run.abort_unfinished()
+    outcome = await _entrypoint(run)
     await run.flush_uploads()
     phase = _WORKFLOW_PHASE.get(outcome.phase, WorkflowPhase.ERROR)
-    message = outcome.message if run.expired else ""
     if plan.on_exit is not None:
-        status = run.globals.child(
-            {"workflow.status": phase.value, "workflow.failures": run.failures()}
-        )
-        exit_call = Call(plan.on_exit, f"{identity.name}.onExit", {}, {}, status)
+        status = {"workflow.status": phase.value, "workflow.failures": run.failures()}
+        exit_call = Call(plan.on_exit, f"{identity.name}.onExit", {}, {}, run.globals.child(status))
         exit_outcome = await execute(run, exit_call)
         await run.flush_uploads()
         if exit_outcome.phase.failed and phase is WorkflowPhase.SUCCEEDED:
             phase = _WORKFLOW_PHASE[exit_outcome.phase]
     if run.upload_errors:
         phase = WorkflowPhase.ERROR
-    nodes = tuple(record.snapshot() for record in run.records.values() if run.observed(record))
     result = RunResult(
         name=identity.name,
         uid=identity.uid,
@@ -123,13 +103,34 @@ async def _run(
         message="",
         started_at=identity.created,
         finished_at=datetime.now(UTC),
-        nodes=nodes,
+        nodes=tuple(record.snapshot() for record in run.records.values() if run.observed(record)),
     )
-    if not result.succeeded and not message and not result.failed:
-        message = outcome.message  # the entrypoint failed by itself (e.g. its outputs)
-    result = _with_message(result, message, run.upload_errors)
+    result = replace(result, message=_message(result, outcome, run))
     observer.workflow_finished(result)
     return result
+
+
+async def _entrypoint(run: RunState) -> Outcome:
+    """Run the entrypoint under the workflow's activeDeadlineSeconds."""
+    plan = run.plan
+    main = asyncio.create_task(
+        execute(run, Call(plan.entrypoint, run.identity.name, plan.arguments, {}, run.globals))
+    )
+    timer = None
+    if plan.active_deadline_seconds is not None:
+        seconds = plan.active_deadline_seconds
+        timer = asyncio.get_running_loop().call_later(seconds, _expire, run, main, seconds)
+    try:
+        return await main
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not run.expired or (current is not None and current.cancelling()):
+            raise  # Ctrl-C: the caller's cancellation, not our deadline
+        run.abort_unfinished()
+        return Outcome(NodePhase.FAILED, run.cancel_reason)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _unused_name(plan: WorkflowPlan, ctx: EngineContext) -> str:
@@ -152,12 +153,14 @@ def _expire(run: RunState, main: "asyncio.Task[Outcome]", seconds: int) -> None:
     main.cancel()
 
 
-def _with_message(result: RunResult, reason: str, upload_errors: list[str]) -> RunResult:
+def _message(result: RunResult, outcome: Outcome, run: RunState) -> str:
     """Name what failed: each failed task, its exit code, last log line and log key."""
-    parts = [reason] if reason else []
-    parts += [_describe(node, result) for node in result.failed]
-    parts += upload_errors
-    return replace(result, message="; ".join(parts))
+    parts = [outcome.message] if run.expired else []
+    if not result.succeeded:
+        parts += [_describe(node, result) for node in result.failed]
+        if not parts:
+            parts.append(outcome.message)  # the entrypoint failed by itself (e.g. its outputs)
+    return "; ".join(parts + run.upload_errors)
 
 
 def _describe(node: NodeResult, result: RunResult) -> str:

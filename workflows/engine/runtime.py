@@ -6,7 +6,6 @@ S3 calls happen in worker threads and hand their results back to the loop.
 
 import asyncio
 import contextlib
-import json
 import math
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from workflows.engine.naming import node_id
 from workflows.engine.observer import Observer
 from workflows.engine.process import ProcessGroups
 from workflows.engine.result import NodeKind, NodePhase, NodeResult
-from workflows.engine.variables import Scope, substitute
+from workflows.engine.variables import Scope, json_text, substitute
 
 if TYPE_CHECKING:
     from workflows.engine.container import Daemon
@@ -88,29 +87,18 @@ class NodeRecord:
     last_line: str = ""
 
     def snapshot(self) -> NodeResult:
-        return NodeResult(
-            path=self.path,
-            name=self.name,
-            id=self.id,
-            kind=self.kind,
-            template=self.template,
-            phase=self.phase,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            attempts=self.attempts,
-            exit_code=self.exit_code,
-            pod_name=self.pod_name,
-            log_keys=tuple(self.log_keys),
-            log_path=self.log_path,
-            parameters=dict(self.parameters),
-            artifacts=dict(self.artifacts),
-            message=self.message,
-            progress=self.progress,
-            last_line=self.last_line,
-        )
+        """An immutable copy for observers and the result (same field names)."""
+        copies = {
+            "log_keys": tuple(self.log_keys),
+            "parameters": dict(self.parameters),
+            "artifacts": dict(self.artifacts),
+        }
+        return NodeResult(**{**vars(self), **copies})
 
 
 class RunState:
+    """One run's plan, identity, records and limits, shared by every node coroutine."""
+
     def __init__(
         self,
         plan: WorkflowPlan,
@@ -216,13 +204,14 @@ class RunState:
             for record in self.records.values()
             if record.phase.failed and self.observed(record)
         ]
-        return json.dumps(failed, separators=(",", ":"))
+        return json_text(failed)
 
     # --- limits, keys, uploads -----------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def pod_slot(self, daemon: bool) -> AsyncIterator[None]:
-        """A slot under the run's parallelism; daemons take none (see README of the engine)."""
+        """A slot under the run's parallelism. Daemons take none: they serve tasks that need
+        slots themselves (a tracker and its workers), so counting them could deadlock."""
         if daemon:
             yield
             return

@@ -33,14 +33,19 @@ class DagView:
     fanned_out: frozenset[str] = frozenset()
 
     def ancestors(self, task: str) -> set[str]:
-        seen: set[str] = set()
-        stack = list(self.dependencies[task])
-        while stack:
-            name = stack.pop()
-            if name not in seen:
-                seen.add(name)
-                stack.extend(self.dependencies[name])
-        return seen
+        return ancestors(self.dependencies, task)
+
+
+def ancestors(dependencies: Mapping[str, set[str]], task: str) -> set[str]:
+    """Every task `task` transitively depends on: the tasks whose outputs it may use."""
+    seen: set[str] = set()
+    stack = list(dependencies[task])
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            stack.extend(dependencies[name])
+    return seen
 
 
 def global_names(parameters: Iterable[str]) -> frozenset[str]:

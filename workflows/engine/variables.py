@@ -5,6 +5,7 @@ inserted as-is and never re-expanded (Argo behaves the same way). An unknown nam
 error naming it, never left in place.
 """
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,12 @@ class Scope:
                 return _timestamp_part(scope.created, name.removeprefix(CREATION_TIMESTAMP + "."))
             scope = scope.parent
         return None
+
+
+def json_text(value: object) -> str:
+    """How Argo (Go's encoding/json) renders a list or map into a variable: compact, keys
+    sorted. Consumers parse it, so the exact spelling matters less than it being stable."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def substitute(text: str, scope: Scope, where: str) -> str:
