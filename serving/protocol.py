@@ -1,24 +1,42 @@
-"""Open Inference Protocol v2 (REST) bodies: parse an inference request, build responses.
+"""Open Inference Protocol v2 (REST) bodies: parse an inference request into the model's
+rows, and build the responses.
 
-Only JSON tensors are supported (no binary extension). The model takes one FP32 [N, F]
-tensor; FP64 is accepted and narrowed, since the ONNX graph computes in float32 anyway.
-`null` in the data means a missing value (JSON has no NaN), exactly as XGBoost treats NaN.
+A request gives its rows in one of two forms:
+- one tensor named as the model's input (`input`), shape [N, F], F features in schema
+  order. Numeric datatypes carry model-ready values (a categorical feature as its code,
+  its index in the schema's `categories`); BYTES carries raw values as text, encoded here.
+- one tensor per feature, named as the feature, shape [N] or [N, 1]. Same rule: numbers
+  are model-ready, BYTES values are raw (a category name, or a number written as text).
+An unknown or missing category becomes NaN, as in training. The one output is
+`probability`: FP32 [N], P(label = 1), inline JSON or binary as the request asks.
 """
 
+import json
+import math
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any
 
 import numpy as np
 import orjson
 from numpy.typing import NDArray
 
 from serving.model import PLATFORM, LoadedModel
+from serving.schema import Feature
+from serving.tensors import (
+    BYTES,
+    TensorError,
+    TensorHeader,
+    bytes_values,
+    numeric_values,
+    parse_header,
+)
 
 SERVER_NAME = "mlpipe-serving"
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 OUTPUT_NAME = "probability"
 """The one output tensor: FP32 [N], probability of the positive class."""
-INPUT_DATATYPES = frozenset({"FP32", "FP64"})
+HEADER_LENGTH = "inference-header-content-length"
+"""HTTP header of the binary tensor data extension: bytes of JSON before the binary data."""
 
 
 class ProtocolError(Exception):
@@ -28,95 +46,219 @@ class ProtocolError(Exception):
 @dataclass(frozen=True)
 class InferRequest:
     rows: NDArray[np.float32]
+    """[N, F] in schema order, NaN for missing: what the ONNX graph takes."""
     request_id: str | None
+    binary_output: bool
 
 
-def parse_infer_request(body: bytes, model: LoadedModel) -> InferRequest:
-    """Check an inference request against the model's one input and return its rows."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ProtocolError(f"malformed JSON: {error}") from None
+def parse_infer_request(
+    body: bytes, header_length: int | None, model: LoadedModel, max_rows: int
+) -> InferRequest:
+    """Check an inference request against the model and return its rows. A batch above
+    `max_rows` is refused before its data is decoded."""
+    json_part, binary = _split_body(body, header_length)
+    payload = _json(json_part)
     if not isinstance(payload, dict):
         raise ProtocolError("the request body must be a JSON object")
-    inputs = payload.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(f"'inputs' must be a list of one tensor ({model.input_name!r})")
-    _check_requested_outputs(payload.get("outputs"))
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError("'id' must be a string")
-    return InferRequest(rows=_rows(inputs[0], model), request_id=request_id)
-
-
-def _rows(tensor: dict[str, Any], model: LoadedModel) -> NDArray[np.float32]:
-    name = tensor.get("name")
-    if name != model.input_name:
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
         raise ProtocolError(
-            f"unknown input {name!r}; model {model.name!r} takes {model.input_name!r}"
+            f"'inputs' must be a non-empty list: one tensor {model.input_name!r} [N, F], "
+            "or one tensor per feature"
         )
-    datatype = tensor.get("datatype")
-    if datatype not in INPUT_DATATYPES:
-        raise ProtocolError(f"input {name!r} has datatype {datatype!r}; use FP32 or FP64")
-    n_features = model.n_features
-    shape = tensor.get("shape")
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 2
-        or not all(type(dim) is int for dim in shape)
-        or shape[0] < 1
-        or shape[1] != n_features
-    ):
-        raise ProtocolError(f"input {name!r} has shape {shape}; expected [N, {n_features}], N >= 1")
-    data = tensor.get("data")
-    if not isinstance(data, list):
-        raise ProtocolError(f"input {name!r} needs 'data': a list of numbers")
     try:
-        rows = np.asarray(data, dtype=np.float32)
-    except (TypeError, ValueError):
+        headers = [parse_header(tensor) for tensor in inputs]
+        chunks = _binary_chunks(headers, binary)
+        if len(headers) == 1 and headers[0].name == model.input_name:
+            rows = _matrix(headers[0], chunks[0], model, max_rows)
+        else:
+            rows = _columns(headers, chunks, model, max_rows)
+    except TensorError as error:
+        raise ProtocolError(str(error)) from None
+    return InferRequest(rows, request_id, _binary_output(payload))
+
+
+def _json(text: bytes) -> object:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        strict_error = error
+    # tritonclient (rapidjson) writes a missing float as the token NaN, which strict JSON
+    # rejects and the standard library's parser accepts; only requests the fast parser
+    # refused pay for the second parse.
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ProtocolError(f"malformed JSON: {strict_error}") from None
+
+
+def _split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    if not 0 < header_length <= len(body):
         raise ProtocolError(
-            f"input {name!r} data must be numbers (null for missing), flat or nested [N, F]"
-        ) from None
-    expected = shape[0] * n_features
-    if rows.size != expected or rows.ndim > 2 or (rows.ndim == 2 and rows.shape[1] != n_features):
-        raise ProtocolError(
-            f"input {name!r} data has shape {list(rows.shape)}; shape {shape} needs "
-            f"{expected} values, flat or as {shape[0]} rows of {n_features}"
+            f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes"
         )
-    return rows.reshape(shape[0], n_features)
+    view = memoryview(body)
+    return body[:header_length], view[header_length:]
 
 
-def _check_requested_outputs(outputs: object) -> None:
+def _binary_chunks(headers: list[TensorHeader], binary: memoryview) -> list[memoryview | None]:
+    """Each tensor's slice of the binary section, in input order, as the extension lays
+    them out; None for a tensor whose data is inline."""
+    chunks: list[memoryview | None] = []
+    offset = 0
+    for header in headers:
+        if header.binary_size is None:
+            chunks.append(None)
+            continue
+        chunks.append(binary[offset : offset + header.binary_size])
+        offset += header.binary_size
+    if offset != len(binary):
+        raise ProtocolError(
+            f"the inputs declare {offset} bytes of binary data, the body carries {len(binary)}"
+        )
+    return chunks
+
+
+def _check_rows(rows: int, max_rows: int) -> None:
+    if rows < 1:
+        raise ProtocolError("a request needs at least one row")
+    if rows > max_rows:
+        raise ProtocolError(
+            f"batch of {rows} rows exceeds the server's max batch size of {max_rows} rows"
+        )
+
+
+def _matrix(
+    header: TensorHeader, binary: memoryview | None, model: LoadedModel, max_rows: int
+) -> NDArray[np.float32]:
+    width = model.n_features
+    if len(header.shape) != 2 or header.shape[1] != width:
+        raise ProtocolError(
+            f"input {header.name!r} has shape {list(header.shape)}; expected [N, {width}]"
+        )
+    _check_rows(header.shape[0], max_rows)
+    if header.datatype != BYTES:
+        return numeric_values(header, binary).reshape(header.shape)
+    values = bytes_values(header, binary)
+    rows = np.empty(header.shape, dtype=np.float32)
+    for index, feature in enumerate(model.schema.features):
+        rows[:, index] = _encode(feature, values[index::width])
+    return rows
+
+
+def _columns(
+    headers: list[TensorHeader],
+    chunks: list[memoryview | None],
+    model: LoadedModel,
+    max_rows: int,
+) -> NDArray[np.float32]:
+    features = model.schema.names
+    given = [header.name for header in headers]
+    unknown = [name for name in given if name not in features]
+    missing = [name for name in features if name not in given]
+    if unknown or missing or len(given) != len(features):
+        raise ProtocolError(
+            f"inputs {given} fit neither form: one tensor {model.input_name!r} "
+            f"[N, {len(features)}], or one tensor per feature {features}"
+            + (f"; unknown: {unknown}" if unknown else "")
+            + (f"; missing: {missing}" if missing else "")
+        )
+    n = headers[0].shape[0] if headers[0].shape else 0
+    for header in headers:
+        if header.shape not in ((n,), (n, 1)):
+            raise ProtocolError(
+                f"input {header.name!r} has shape {list(header.shape)}; every feature "
+                f"tensor must be [N] or [N, 1] with the same N ({n} from {headers[0].name!r})"
+            )
+    _check_rows(n, max_rows)
+    by_name = dict(zip(given, zip(headers, chunks, strict=True), strict=True))
+    rows = np.empty((n, len(features)), dtype=np.float32)
+    for index, feature in enumerate(model.schema.features):
+        header, binary = by_name[feature.name]
+        if header.datatype == BYTES:
+            rows[:, index] = _encode(feature, bytes_values(header, binary))
+        else:
+            rows[:, index] = numeric_values(header, binary)
+    return rows
+
+
+def _encode(feature: Feature, values: list[str | None]) -> NDArray[np.float32]:
+    """Raw values as the model saw them in training: a category's code, a number; NaN
+    for a missing value or a category the model never saw."""
+    if feature.kind == "categorical":
+        codes = feature.codes
+        return np.fromiter(
+            (codes.get(value, math.nan) if value is not None else math.nan for value in values),
+            dtype=np.float32,
+            count=len(values),
+        )
+    return np.fromiter(
+        (_number(feature, value) for value in values), dtype=np.float32, count=len(values)
+    )
+
+
+def _number(feature: Feature, value: str | None) -> float:
+    if value is None or not value.strip():
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        raise ProtocolError(
+            f"feature {feature.name!r} is numeric; {value!r} is not a number"
+        ) from None
+
+
+def _binary_output(payload: dict[str, object]) -> bool:
+    """Binary if the requested output asks for it, or, with no outputs listed, if the
+    request's `binary_data_output` parameter does (tritonclient's default)."""
+    outputs = payload.get("outputs")
     if outputs is None:
-        return
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-        raise ProtocolError("'outputs' must be a list of objects")
-    unknown = [o.get("name") for o in outputs if o.get("name") != OUTPUT_NAME]
-    if unknown:
-        raise ProtocolError(f"unknown outputs {unknown}; this model has {OUTPUT_NAME!r}")
+        parameters = payload.get("parameters")
+        return isinstance(parameters, dict) and parameters.get("binary_data_output") is True
+    if (
+        not isinstance(outputs, list)
+        or not all(isinstance(output, dict) for output in outputs)
+        or [output.get("name") for output in outputs] != [OUTPUT_NAME]
+    ):
+        raise ProtocolError(f"'outputs' may only request {OUTPUT_NAME!r}, the model's one output")
+    parameters = outputs[0].get("parameters")
+    if isinstance(parameters, dict) and parameters.get("classification"):
+        raise ProtocolError("the classification extension is not supported")
+    return isinstance(parameters, dict) and parameters.get("binary_data") is True
 
 
 def infer_response(
-    model: LoadedModel, probabilities: NDArray[np.float32], request_id: str | None
-) -> bytes:
+    model: LoadedModel,
+    scores: NDArray[np.float32],
+    request_id: str | None,
+    binary: bool,
+) -> tuple[bytes, int | None]:
+    """The response body, and the JSON part's length when the scores follow as binary."""
+    output: dict[str, object] = {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [len(scores)]}
+    if binary:
+        output["parameters"] = {"binary_data_size": scores.nbytes}
+    else:
+        output["data"] = scores
     body: dict[str, object] = {
         "model_name": model.name,
         "model_version": model.version,
-        "outputs": [
-            {
-                "name": OUTPUT_NAME,
-                "datatype": "FP32",
-                "shape": [len(probabilities)],
-                "data": probabilities,
-            }
-        ],
+        "outputs": [output],
     }
     if request_id is not None:
         body["id"] = request_id
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    encoded = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if binary:
+        return encoded + scores.astype("<f4", copy=False).tobytes(), len(encoded)
+    return encoded, None
 
 
 def model_metadata(model: LoadedModel) -> dict[str, object]:
+    categories = {f.name: f.categories for f in model.schema.features if f.kind == "categorical"}
     return {
         "name": model.name,
         "versions": [model.version],
@@ -126,8 +268,9 @@ def model_metadata(model: LoadedModel) -> dict[str, object]:
                 "name": model.input_name,
                 "datatype": "FP32",
                 "shape": [-1, model.n_features],
-                # Not in the core protocol: the column order clients must build rows in.
-                "parameters": {"features": model.schema.names},
+                # Not in the core protocol: the column order of a row, and the categories
+                # (in code order) for clients that send codes or one BYTES tensor per feature.
+                "parameters": {"features": model.schema.names, "categories": categories},
             }
         ],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
@@ -135,4 +278,4 @@ def model_metadata(model: LoadedModel) -> dict[str, object]:
 
 
 def server_metadata() -> dict[str, object]:
-    return {"name": SERVER_NAME, "version": metadata.version("mlpipe"), "extensions": []}
+    return {"name": SERVER_NAME, "version": metadata.version("mlpipe"), "extensions": EXTENSIONS}

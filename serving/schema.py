@@ -2,26 +2,38 @@
 
 The training step writes `feature-schema.json` next to the booster; the server reads that
 JSON itself (serving/ never imports steps/) to know how many columns a row has, in which
-order, and to publish their names in the model metadata so clients can build rows.
+order, how a raw category becomes the number the model was trained on, and to publish
+all of that in the model metadata so clients can build requests.
 """
 
-from pathlib import Path
-from typing import Literal
+from functools import cached_property
+from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class SchemaError(Exception):
-    """The schema file is missing or not a feature schema; the message names the file."""
+    """The schema is missing or not a feature schema; the message names where it came from."""
 
 
 class Feature(BaseModel):
     # extra="ignore": the training side may record more per feature than serving uses.
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: str
+    name: str = Field(min_length=1)
     kind: Literal["numeric", "categorical"]
     categories: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError(f"feature {self.name!r} lists a category twice")
+        return self
+
+    @cached_property
+    def codes(self) -> dict[str, int]:
+        """Category -> the code the model was trained on (its index in `categories`)."""
+        return {category: index for index, category in enumerate(self.categories)}
 
 
 class FeatureSchema(BaseModel):
@@ -29,16 +41,21 @@ class FeatureSchema(BaseModel):
 
     features: list[Feature] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"feature names repeat: {self.names}")
+        return self
+
     @property
     def names(self) -> list[str]:
         return [feature.name for feature in self.features]
 
 
-def read_schema(path: Path) -> FeatureSchema:
-    """Load and check `feature-schema.json`; any problem is a SchemaError naming the file."""
+def parse_schema(data: bytes, where: str) -> FeatureSchema:
+    """Check `feature-schema.json` bytes; any problem is a SchemaError naming `where`."""
     try:
-        return FeatureSchema.model_validate_json(path.read_bytes())
-    except OSError as error:
-        raise SchemaError(f"cannot read feature schema {path}: {error.strerror}") from None
+        return FeatureSchema.model_validate_json(data)
     except ValidationError as error:
-        raise SchemaError(f"{path} is not a feature schema: {error}") from None
+        reason = " ".join(str(error).split())
+        raise SchemaError(f"{where} is not a feature schema: {reason}") from None

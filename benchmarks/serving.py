@@ -1,0 +1,335 @@
+"""Model server throughput: ours (`python -m serving`) vs KServe's Python ModelServer
+wrapping the same onnxruntime session, on the same ONNX model, in one run.
+
+Closed-loop load with single-row OIP v2 JSON requests at each concurrency (wrk: one C
+thread, `c` keep-alive connections, each sending its next request when the last one is
+answered). wrk loads a server hardest for the least client CPU; still, on a 2-core machine
+it competes with the server for the cores, so absolute numbers are lower than on a
+dedicated client, and the same for both servers. Each measurement follows a 2 s warm-up;
+the servers alternate at each concurrency so background load hits both alike.
+
+Ours also runs with `--no-dynamic-batching`, to show what batching costs when there is
+nothing to batch (c=1) and what it gains under load. Targets: throughput ratio ours/KServe
+>= 3.5 at c=32, and our p99 <= half of KServe's. Last line: `ratio=<ours/KServe at c=32>`.
+
+KServe lives in its own venv (.mlpipe/bench-venv, created on first run from the `bench`
+extra in pyproject.toml, with our onnxruntime version): its pins (pandas<3, protobuf<7)
+conflict with the project's. Needs `wrk` (Debian: `apt-get install wrk`).
+
+    .venv/bin/python benchmarks/serving.py [--duration 15] [--concurrency 1 8 32]
+"""
+
+# Only the standard library at the top: the same file runs the KServe server inside the
+# benchmark venv (`--kserve-server`), which has neither the project nor its dependencies.
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.request
+import venv
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_VENV = ROOT / ".mlpipe" / "bench-venv"
+MODEL_NAME = "bench"
+FEATURES = 8
+WARMUP_SECONDS = 2
+TARGET_RATIO = 3.5
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, '
+    .. '"failed": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.status + e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    label: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@dataclass(frozen=True)
+class Result:
+    label: str
+    concurrency: int
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    failed: int
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=15, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--kserve-server", nargs=2, metavar=("MODEL", "PORT"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.kserve_server:
+        serve_with_kserve(Path(args.kserve_server[0]), int(args.kserve_server[1]))
+        return
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("benchmarks/serving.py needs wrk: apt-get install wrk")
+    kserve_python = bench_venv()
+    with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
+        model, row = export_model(Path(tmp))
+        ours = [sys.executable, "-m", "serving", "--model", str(model), "--name", MODEL_NAME]
+        servers = [
+            start("ours", lambda port: [*ours, "--port", str(port)]),
+            start(
+                "ours, no batching",
+                lambda port: [*ours, "--port", str(port), "--no-dynamic-batching"],
+            ),
+            start(
+                "kserve",
+                lambda port: [
+                    str(kserve_python),
+                    __file__,
+                    "--kserve-server",
+                    str(model),
+                    str(port),
+                ],
+            ),
+        ]
+        try:
+            # KServe needs an id to answer (its response model requires one): both get it.
+            body = json.dumps(
+                {
+                    "id": "1",
+                    "inputs": [
+                        {"name": "input", "datatype": "FP32", "shape": [1, FEATURES], "data": row}
+                    ],
+                }
+            )
+            check_same_answers(servers, body)
+            script = Path(tmp) / "post.lua"
+            script.write_text(WRK_SCRIPT % body)
+            results = [
+                load(wrk, script, server, concurrency, args.duration)
+                for concurrency in args.concurrency
+                for server in servers
+            ]
+        finally:
+            for server in servers:
+                server.process.terminate()
+                server.process.wait(timeout=30)
+    report(results, args.concurrency)
+
+
+def bench_venv() -> Path:
+    """The KServe venv's python, (re)built when the requirements it holds are not ours."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    wanted = [*extras["bench"], f"onnxruntime=={metadata.version('onnxruntime')}"]
+    python = BENCH_VENV / "bin" / "python"
+    stamp = BENCH_VENV / "requirements.txt"
+    if stamp.is_file() and stamp.read_text().split() == wanted:
+        return python
+    print(f"installing {' '.join(wanted)} into {BENCH_VENV} ...", file=sys.stderr)
+    venv.create(BENCH_VENV, with_pip=True, clear=True)
+    subprocess.run([python, "-m", "pip", "install", "--quiet", *wanted], check=True)
+    stamp.write_text("\n".join(wanted) + "\n")
+    return python
+
+
+def export_model(folder: Path) -> tuple[Path, list[float]]:
+    """A model the size the pipeline trains (200 rounds, depth 6) exported as the quantize
+    step does; returns its path and one row to send."""
+    import numpy as np
+    import xgboost
+
+    from steps.quantize import to_onnx
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(20_000, FEATURES)).astype(np.float32)
+    logit = rows[:, 0] - 0.8 * rows[:, 1] + 0.5 * rows[:, 2] * rows[:, 3]
+    labels = (rng.random(len(rows)) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 6, "eta": 0.1, "nthread": 2, "seed": 0},
+        xgboost.DMatrix(rows, label=labels),
+        num_boost_round=200,
+    )
+    model = folder / "model.onnx"
+    model.write_bytes(to_onnx(booster, target_opset=15))
+    schema = {"features": [{"name": f"f{i}", "kind": "numeric"} for i in range(FEATURES)]}
+    (folder / "feature-schema.json").write_text(json.dumps(schema))
+    return model, [round(float(value), 4) for value in rows[0]]
+
+
+def start(label: str, command: Callable[[int], list[str]]) -> Server:
+    port = free_port()
+    process = subprocess.Popen(
+        command(port),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{label} server exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return Server(label, url, process)
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    sys.exit(f"{label} server not ready after 90 s")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def check_same_answers(servers: list[Server], body: str) -> None:
+    """Both servers must compute the same thing, or the comparison means nothing."""
+    answers = {}
+    for server in servers:
+        request = urllib.request.Request(
+            f"{server.url}/v2/models/{MODEL_NAME}/infer",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answers[server.label] = json.load(response)["outputs"][0]["data"][0]
+    if max(answers.values()) - min(answers.values()) > 1e-6:
+        sys.exit(f"the servers disagree on the same row: {answers}")
+
+
+def load(wrk: str, script: Path, server: Server, concurrency: int, duration: int) -> Result:
+    url = f"{server.url}/v2/models/{MODEL_NAME}/infer"
+    for seconds in (WARMUP_SECONDS, duration):
+        completed = subprocess.run(
+            [
+                wrk,
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{seconds}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    line = next(line for line in completed.stdout.splitlines() if line.startswith("RESULT "))
+    stats = json.loads(line.removeprefix("RESULT "))
+    result = Result(
+        label=server.label,
+        concurrency=concurrency,
+        throughput=stats["requests"] / (stats["duration_us"] / 1e6),
+        p50_ms=stats["p50_us"] / 1000,
+        p99_ms=stats["p99_us"] / 1000,
+        failed=stats["failed"],
+    )
+    print(
+        f"{result.label:<18} c={concurrency:<3} {result.throughput:>8.0f} req/s  "
+        f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  failed {result.failed}",
+        flush=True,
+    )
+    return result
+
+
+def report(results: list[Result], levels: list[int]) -> None:
+    by_key = {(result.label, result.concurrency): result for result in results}
+    print()
+    print("| server | " + " | ".join(f"c={c} req/s, p50/p99 ms" for c in levels) + " |")
+    print("|---|" + "---|" * len(levels))
+    for label in dict.fromkeys(result.label for result in results):
+        cells = [
+            f"{r.throughput:,.0f}, {r.p50_ms:.2f}/{r.p99_ms:.2f}"
+            for r in (by_key[(label, c)] for c in levels)
+        ]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    failed = sum(result.failed for result in results)
+    if failed:
+        print(f"WARNING: {failed} requests failed")
+    ours_1, plain_1 = by_key[("ours", levels[0])], by_key[("ours, no batching", levels[0])]
+    print(
+        f"batching at c={levels[0]}: {ours_1.throughput:,.0f} vs {plain_1.throughput:,.0f} "
+        f"req/s without ({ours_1.throughput / plain_1.throughput - 1:+.1%})"
+    )
+    top = levels[-1]
+    ours, kserve = by_key[("ours", top)], by_key[("kserve", top)]
+    ratio = ours.throughput / kserve.throughput
+    print(
+        f"c={top}: throughput ratio {ratio:.2f} (target >= {TARGET_RATIO}: "
+        f"{'met' if ratio >= TARGET_RATIO else 'MISSED'}); p99 ours {ours.p99_ms:.2f} ms vs "
+        f"kserve {kserve.p99_ms:.2f} ms (target <= half: "
+        f"{'met' if ours.p99_ms <= kserve.p99_ms / 2 else 'MISSED'})"
+    )
+    print(f"ratio={ratio:.2f}")
+
+
+def serve_with_kserve(model: Path, port: int) -> None:
+    """The reference: KServe's ModelServer (FastAPI + uvicorn) around an onnxruntime
+    session set up exactly as ours (one intra-op thread), with KServe's per-request
+    latency logging and gRPC server off, so it runs at its best."""
+    import logging
+
+    import kserve
+    import numpy as np
+    import onnxruntime as ort
+    from kserve import InferOutput, InferRequest, InferResponse
+
+    class OnnxModel(kserve.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(MODEL_NAME)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(
+                str(model), options, providers=["CPUExecutionProvider"]
+            )
+            self.ready = True
+
+        def predict(
+            self, payload: InferRequest, headers: dict[str, str] | None = None
+        ) -> InferResponse:
+            rows = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
+            (probabilities,) = self.session.run(["probabilities"], {"input": rows})
+            output = InferOutput(name="probability", shape=[len(rows)], datatype="FP32")
+            output.set_data_from_numpy(np.ascontiguousarray(probabilities[:, 1]), binary_data=False)
+            return InferResponse(
+                response_id=payload.id, model_name=self.name, infer_outputs=[output]
+            )
+
+    server = kserve.ModelServer(
+        http_port=port, enable_grpc=False, enable_latency_logging=False, workers=1
+    )
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.access", "kserve", "kserve.trace"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    server.start([OnnxModel()])
+
+
+if __name__ == "__main__":
+    main()
