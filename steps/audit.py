@@ -1,9 +1,10 @@
 """The audit gate: is this data fit to train on?
 
 A GX-native expectation suite (config/expectations/*.json) plus built-in checks the pipeline
-always needs (a binary label with both classes, a row count in bounds). Each check is
-`critical` (fails the gate) or `warning` (reported only), from the expectation's
-`meta.severity`. The full GX result is kept in audit-result.json for tools that read GX;
+always needs (steps/audit_checks.py: label, balance, nulls, duplicates, leakage, poisoning
+signals, and comparisons with the reference profile of the stable model's training data).
+Each check is `critical` (fails the gate) or `warning` (reported only), for expectations from
+their `meta.severity`. The full GX result is kept in audit-result.json for tools that read GX;
 audit-report.html is for people.
 """
 
@@ -11,8 +12,8 @@ import argparse
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from enum import StrEnum
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,43 +28,22 @@ from great_expectations.exceptions.exceptions import GreatExpectationsError
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from steps import html_report as h
-from steps.dataset import is_s3_uri, label_problem, label_tokens, read_table
-from steps.errors import BadInput, GateFailed
-from steps.names import Artifact, Env, Param
+from steps.attestation import attest, data_resource
+from steps.audit_checks import Check, Reference, Severity, Source, builtin_checks
+from steps.dataset import is_s3_uri, read_table
+from steps.errors import BadInput, GateFailed, StorageError
+from steps.names import Artifact, Env, ModelFile, Param, Step
 from steps.outputs import report_progress, write_parameter
+from steps.profile import parse_profile
 from steps.specs import AuditSpec, DataSpec
 from steps.store import ArtifactStore
 
 # Keys of an expectation's kwargs that are plumbing, not part of the bound it checks.
 _NOT_BOUNDS = frozenset({"column", "batch_id", "result_format", "catch_exceptions"})
 _SHOWN_VALUES = 8
-
-
-class Severity(StrEnum):
-    CRITICAL = "critical"
-    WARNING = "warning"
-
-
-class Source(StrEnum):
-    BUILTIN = "builtin"
-    EXPECTATION = "expectation"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the audit: what was checked, where, against what, and what was seen."""
-
-    name: str
-    column: str | None
-    severity: Severity
-    passed: bool
-    observed: str
-    bound: str
-    source: Source
-
-    def describe(self) -> str:
-        where = f" on column {self.column!r}" if self.column else ""
-        return f"{self.name}{where}: observed {self.observed}; expected {self.bound}"
+_TYPE_EXPECTATIONS = frozenset(
+    {"expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list"}
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +51,8 @@ class AuditResult:
     rows: int
     checks: list[Check]
     gx_result: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    """What the audit compared with, or why it skipped the reference checks."""
 
     @property
     def critical_failures(self) -> list[Check]:
@@ -91,61 +73,59 @@ class AuditResult:
             "rows": self.rows,
             "critical_failures": len(self.critical_failures),
             "warnings": len(self.warnings),
+            "notes": self.notes,
             "checks": [asdict(c) for c in self.checks],
             "great_expectations": self.gx_result,
         }
 
 
-def audit_frame(frame: pd.DataFrame, data: DataSpec, spec: AuditSpec) -> AuditResult:
+def audit_frame(
+    frame: pd.DataFrame,
+    data: DataSpec,
+    spec: AuditSpec,
+    reference: Reference | None = None,
+    notes: list[str] | None = None,
+) -> AuditResult:
     """Run the built-in checks and the suite on `frame` (as read_table returns it)."""
-    checks = builtin_checks(frame, data, spec)
     suite = build_suite(spec.suite)
+    checks = builtin_checks(frame, data, spec, reference)
     gx_result = _validate(frame, suite)
     checks += [_check_from_gx(r) for r in gx_result["results"]]
-    return AuditResult(rows=len(frame), checks=checks, gx_result=gx_result)
+    return AuditResult(rows=len(frame), checks=checks, gx_result=gx_result, notes=notes or [])
 
 
-def builtin_checks(frame: pd.DataFrame, data: DataSpec, spec: AuditSpec) -> list[Check]:
-    """What every pipeline needs whatever the suite says: rows to learn from, a usable label."""
-    bound = f">= {spec.min_rows}" + (f" and <= {spec.max_rows}" if spec.max_rows else "")
-    rows = len(frame)
-    checks = [
-        Check(
-            name="row count within bounds",
-            column=None,
-            severity=Severity.CRITICAL,
-            passed=rows >= spec.min_rows and (spec.max_rows is None or rows <= spec.max_rows),
-            observed=f"{rows} rows",
-            bound=bound,
-            source=Source.BUILTIN,
-        ),
-        Check(
-            name="label column present",
-            column=data.label,
-            severity=Severity.CRITICAL,
-            passed=data.label in frame.columns,
-            observed="present" if data.label in frame.columns else "absent",
-            bound="present",
-            source=Source.BUILTIN,
-        ),
-    ]
-    if data.label in frame.columns:
-        column = frame[data.label]
-        problem = label_problem(column, data.label, data.positive_class)
-        shares = label_tokens(column.dropna()).value_counts(normalize=True).sort_index()
-        seen = ", ".join(f"{value} {share:.1%}" for value, share in shares.items())
-        checks.append(
-            Check(
-                name="label is binary with both classes",
-                column=data.label,
-                severity=Severity.CRITICAL,
-                passed=problem is None,
-                observed=problem or seen,
-                bound=f"2 classes, one of them {data.positive_class!r}, no missing values",
-                source=Source.BUILTIN,
-            )
+def stable_reference(store: ArtifactStore | None, model_name: str | None) -> Reference | str:
+    """The reference profile in the bundle of the model serving now, or why there is none.
+
+    The registry's `stable.json` names the deployed version, whose record names the model
+    digest; train wrote the profile into that model's bundle.
+    """
+    if model_name is None:
+        return "no model name given: reference checks skipped"
+    if store is None:
+        return "no artifact store configured: reference checks skipped"
+    # Imported here: the registry layout lives with the steps that write it, and those pull
+    # in xgboost and onnxruntime, which an audit without a model name never needs.
+    from steps.deploy import RECORD_FILE, stable_key
+    from steps.train import model_prefix
+
+    pointer = stable_key(model_name)
+    if not store.exists(pointer):
+        return (
+            f"no stable model {model_name!r} yet ({store.uri(pointer)} does not exist): "
+            "reference checks (schema, unseen categories, null growth, label-rate and "
+            "slice shifts) skipped"
         )
-    return checks
+    try:
+        version = str(store.get_json(pointer)["version_key"])
+        model_digest = str(store.get_json(f"{version}/{RECORD_FILE}")["model_digest"])
+    except (KeyError, TypeError, StorageError) as error:
+        raise BadInput(f"registry entry {store.uri(pointer)} is malformed: {error}") from None
+    key = f"{model_prefix(model_digest)}/{ModelFile.REFERENCE_PROFILE.value}"
+    if not store.exists(key):
+        return f"stable model {model_name!r} has no reference profile at {store.uri(key)}"
+    profile = parse_profile(store.get_bytes(key), store.uri(key))
+    return Reference(profile, store.uri(key))
 
 
 def build_suite(suite: Mapping[str, Any]) -> gx.ExpectationSuite:
@@ -187,17 +167,30 @@ def _validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> dict[str, Any]
         context.data_sources.add_pandas("data")
         .add_dataframe_asset("table")
         .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": _for_gx(frame)})
+        .get_batch(batch_parameters={"dataframe": _for_gx(frame, suite)})
     )
     result: dict[str, Any] = batch.validate(suite).to_json_dict()  # type: ignore[no-untyped-call]
     return result
 
 
-def _for_gx(frame: pd.DataFrame) -> pd.DataFrame:
+def _for_gx(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> pd.DataFrame:
     """GX 1.24 cannot match pandas 3's `str` dtype in type expectations; as object columns
-    the values are checked one by one, so `type_list: ["str"]` means what it says."""
-    strings = {c: object for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)}
-    return frame.astype(strings)
+    the values are checked one by one, so `type_list: ["str"]` means what it says.
+
+    Only the columns a type expectation names are converted: an object column takes several
+    times the memory of an Arrow-backed one, and the other expectations read either alike.
+    """
+    typed = {
+        e.configuration.kwargs.get("column")
+        for e in suite.expectations
+        if e.expectation_type in _TYPE_EXPECTATIONS
+    }
+    strings = {
+        c: object
+        for c in frame.columns
+        if c in typed and isinstance(frame[c].dtype, pd.StringDtype)
+    }
+    return frame.astype(strings) if strings else frame
 
 
 def _check_from_gx(result: Mapping[str, Any]) -> Check:
@@ -280,6 +273,7 @@ def render_report(result: AuditResult, source: str) -> str:
                 f"{source}: {result.rows} rows, {len(result.checks)} checks, "
                 f"{failed_critical} critical failures, {warned} warnings."
             ),
+            *(h.paragraph(note) for note in result.notes),
             h.bar_chart(bars),
             h.section(
                 "Checks",
@@ -306,15 +300,23 @@ def run_audit(
     store: ArtifactStore | None,
     out: Path,
     progress_file: Path | None = None,
+    model_name: str | None = None,
 ) -> AuditResult:
     """Audit the data at `data_uri`, write the report and result, and fail on a critical check.
 
-    The outputs are written before the gate fails, so a failed run still shows its report.
+    With `model_name` and a store, the data is also compared with the reference profile of
+    that model's stable version. The outputs are written before the gate fails, so a failed
+    run still shows its report.
     """
     report_progress(progress_file, 0, 3)
     frame = read_table(data_uri, data, store)
+    found = stable_reference(store, model_name)
+    if isinstance(found, Reference):
+        reference, note = found, f"compared with the reference profile {found.source}"
+    else:
+        reference, note = None, found
     report_progress(progress_file, 1, 3)
-    result = audit_frame(frame, data, spec)
+    result = audit_frame(frame, data, spec, reference, [note])
     report_progress(progress_file, 2, 3)
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.AUDIT_RESULT.filename).write_text(
@@ -341,11 +343,29 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--data-uri", required=True)
     parser.add_argument("--data-spec", required=True, help="DataSpec JSON")
     parser.add_argument("--audit-spec", required=True, help="AuditSpec JSON")
+    parser.add_argument("--model-name", help="compare with this model's stable version")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    started = datetime.now(UTC)
     data = DataSpec.from_json_arg(args.data_spec)
     spec = AuditSpec.from_json_arg(args.audit_spec)
-    store = ArtifactStore.from_env(os.environ) if is_s3_uri(args.data_uri) else None
+    configured = os.environ.get(Env.S3_ENDPOINT.value) or is_s3_uri(args.data_uri)
+    store = ArtifactStore.from_env(os.environ) if configured else None
     progress = os.environ.get(Env.PROGRESS_FILE.value)
-    run_audit(args.data_uri, data, spec, store, args.out, Path(progress) if progress else None)
+    try:
+        run_audit(
+            args.data_uri, data, spec, store, args.out,
+            Path(progress) if progress else None, args.model_name,
+        )  # fmt: skip
+    finally:
+        # A failed audit is a result too: its statement names the data it judged.
+        if (args.out / Artifact.AUDIT_RESULT.filename).exists():
+            attest(
+                Step.AUDIT, args.out, store, started,
+                outputs=[args.out / Artifact.AUDIT_RESULT.filename,
+                         args.out / Artifact.AUDIT_REPORT.filename],
+                inputs=[data_resource(store, args.data_uri)],
+                parameters={"data_spec": data.model_dump(mode="json"),
+                            "model_name": args.model_name},
+            )  # fmt: skip
     return 0

@@ -5,12 +5,16 @@ Parquet, local or `s3://`), read through a DataSpec, and the canonical dataset t
 writes under `datasets/<digest>/` and train/quantize/evaluate/deploy read back.
 """
 
+import os
 import tempfile
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -81,22 +85,31 @@ class Split(StrEnum):
 class Dataset:
     """The user's data after the DataSpec: typed features and a 0/1 label.
 
-    `frame` holds the row key (string, if any), numeric features (float64, NaN for missing),
-    categorical features (string, missing as NA) and the label (int8, positive class = 1).
+    `table` holds the row key (string, if any), numeric features (float64, null for missing,
+    never NaN), categorical features (string, null for missing) and the label (int8, positive
+    class = 1). It stays in Arrow: provenance hashes it without a detour through pandas.
     """
 
-    frame: pd.DataFrame
+    table: pa.Table
     label: str
     row_key: str | None
     slice_column: str | None
     numeric: list[str]
     categorical: list[str]
+    source: str = ""
+    """Where it was read from, for messages."""
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The table as pandas (numeric missing values as NaN)."""
+        frame: pd.DataFrame = self.table.to_pandas()
+        return frame
 
     @property
     def features(self) -> list[str]:
         """Feature names in column order."""
         kinds = {*self.numeric, *self.categorical}
-        return [str(c) for c in self.frame.columns if c in kinds]
+        return [str(c) for c in self.table.column_names if c in kinds]
 
 
 def is_s3_uri(uri: str) -> bool:
@@ -110,6 +123,17 @@ def read_table(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pd.Data
     The audit validates this frame, so label problems there become reported checks; file-level
     problems (missing, unreadable, empty, ragged, declared column absent) are BadInput here.
     """
+    table = read_arrow(uri, spec, store)
+    frame: pd.DataFrame = table.to_pandas()
+    del table
+    # Arrow's allocator keeps the pages of the intermediate tables for reuse; handing them
+    # back halves the step's memory while it audits the frame.
+    pa.default_memory_pool().release_unused()
+    return frame
+
+
+def read_arrow(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pa.Table:
+    """`read_table` before pandas: the same checks, markers and string columns, in Arrow."""
     suffix = Path(uri).suffix.lower()
     if suffix not in _FORMATS:
         raise BadInput(f"data {uri}: unknown format {suffix!r}; expected one of {sorted(_FORMATS)}")
@@ -128,23 +152,24 @@ def read_table(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pd.Data
         if not path.is_file():
             raise BadInput(f"data file not found: {uri}")
         table = _read_arrow(path, uri, spec)
-    return _to_frame(table, uri, spec)
+    return _apply_spec(table, uri, spec)
 
 
 def load_dataset(uri: str, spec: DataSpec, store: ArtifactStore | None) -> Dataset:
     """The user's data ready for provenance: typed features, label mapped to 0/1."""
-    raw = read_table(uri, spec, store)
+    raw = read_arrow(uri, spec, store)
+    names = raw.column_names
     _require_columns(raw, [spec.label], uri, "label")
     for role, name in (("row key", spec.row_key), ("slice column", spec.slice_column)):
         if name is not None:
             _require_columns(raw, [name], uri, role)
     _require_columns(raw, spec.exclude, uri, "excluded")
 
-    label = map_label(raw[spec.label], spec.label, spec.positive_class, uri)
+    label = _label_array(raw.column(spec.label), spec.label, spec.positive_class, uri)
     if spec.row_key is not None:
-        _check_row_key(raw[spec.row_key], spec.row_key, uri)
+        _check_row_key_present(raw.column(spec.row_key), spec.row_key, uri)
     not_features = {spec.label, *spec.exclude} | ({spec.row_key} if spec.row_key else set())
-    features = [c for c in raw.columns if c not in not_features]
+    features = [c for c in names if c not in not_features]
     categorical = [c for c in features if c in set(spec.categorical)]
     numeric = [c for c in features if c not in set(spec.categorical)]
     if not features:
@@ -154,27 +179,56 @@ def load_dataset(uri: str, spec: DataSpec, store: ArtifactStore | None) -> Datas
             f"data {uri}: slice column {spec.slice_column!r} must be a feature, "
             "not the label, the row key or excluded"
         )
-    for name in numeric:
-        if not (pd.api.types.is_numeric_dtype(raw[name]) or pd.api.types.is_bool_dtype(raw[name])):
-            raise BadInput(
-                f"data {uri}: column {name!r} is not numeric ({raw[name].dtype}); declare it in "
-                "categorical, exclude or row_key"
-            )
-
-    columns: dict[str, pd.Series] = {}
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {}
     if spec.row_key is not None:
-        columns[spec.row_key] = raw[spec.row_key]
+        columns[spec.row_key] = raw.column(spec.row_key)
     for name in features:
-        columns[name] = raw[name] if name in categorical else raw[name].astype("float64")
+        column = raw.column(name)
+        columns[name] = column if name in categorical else _numeric(column, name, uri)
     columns[spec.label] = label
     return Dataset(
-        frame=pd.DataFrame(columns),
+        table=pa.table(columns),
         label=spec.label,
         row_key=spec.row_key,
         slice_column=spec.slice_column,
         numeric=numeric,
         categorical=categorical,
+        source=uri,
     )
+
+
+def _label_array(
+    column: pa.ChunkedArray, name: str, positive_class: object, where: str
+) -> pa.ChunkedArray:
+    """`map_label` in Arrow: the distinct values (a handful) are judged, not every row."""
+    distinct = pc.unique(column)
+    floating = pa.types.is_floating(distinct.type)
+    if distinct.null_count or (floating and pc.any(pc.is_nan(distinct)).as_py()):
+        map_label(column.to_pandas(), name, positive_class, where)  # raises, naming rows
+    values = pd.Series(distinct.to_pandas())
+    if label_problem(values, name, positive_class) is not None:
+        map_label(column.to_pandas(), name, positive_class, where)  # raises, counting rows
+    codes, tokens = _label_codes(values)
+    positive = distinct.filter(pa.array(tokens[codes] == _positive_token(positive_class)))
+    mapped: pa.ChunkedArray = pc.is_in(column, value_set=positive).cast(pa.int8())
+    return mapped
+
+
+def _numeric(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedArray:
+    """float64 with null for missing: a NaN (how pandas writes missing) becomes null too."""
+    kind = column.type
+    if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            or pa.types.is_null(kind)):  # fmt: skip
+        shown = "str" if pa.types.is_string(kind) or pa.types.is_large_string(kind) else kind
+        raise BadInput(
+            f"data {where}: column {name!r} is not numeric ({shown}); declare it in "
+            "categorical, exclude or row_key"
+        )
+    values = column.cast(pa.float64())
+    nan = pc.is_nan(values)
+    if pc.any(nan).as_py():
+        values = pc.if_else(nan, pa.scalar(None, pa.float64()), values)
+    return values
 
 
 def map_label(column: pd.Series, name: str, positive_class: object, where: str) -> pd.Series:
@@ -182,8 +236,9 @@ def map_label(column: pd.Series, name: str, positive_class: object, where: str) 
     problem = label_problem(column, name, positive_class)
     if problem is not None:
         raise BadInput(f"data {where}: {problem}")
-    mapped: pd.Series = (label_tokens(column) == _positive_token(positive_class)).astype("int8")
-    return mapped
+    codes, distinct = _label_codes(column)
+    positive = (distinct == _positive_token(positive_class)).astype(np.int8)
+    return pd.Series(positive[codes], index=column.index, dtype="int8")
 
 
 def label_problem(column: pd.Series, name: str, positive_class: object) -> str | None:
@@ -214,9 +269,20 @@ def label_problem(column: pd.Series, name: str, positive_class: object) -> str |
 
 
 def label_tokens(column: pd.Series) -> pd.Series:
-    """Label values as comparable strings: trimmed, lower case, booleans and 1.0 as 1."""
-    tokens: pd.Series = column.astype(str).str.strip().str.lower().replace(_LABEL_ALIASES)
-    return tokens
+    """Label values as comparable strings: trimmed, lower case, booleans and 1.0 as 1.
+
+    The string work is done once per distinct value (a label has a handful), not per row.
+    """
+    codes, distinct = _label_codes(column)
+    tokens = np.where(codes >= 0, distinct[np.maximum(codes, 0)] if len(distinct) else "", "nan")
+    return pd.Series(tokens, index=column.index, dtype=object)
+
+
+def _label_codes(column: pd.Series) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.object_]]:
+    """Each row's index into the distinct label tokens (-1 where missing), and the tokens."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    spelled = pd.Series(uniques, dtype=object).astype(str).str.strip().str.lower()
+    return np.asarray(codes), spelled.replace(_LABEL_ALIASES).to_numpy(dtype=object)
 
 
 def _positive_token(positive_class: object) -> str:
@@ -244,7 +310,7 @@ def _read_arrow(path: Path, where: str, spec: DataSpec) -> pa.Table:
     return table
 
 
-def _to_frame(table: pa.Table, where: str, spec: DataSpec) -> pd.DataFrame:
+def _apply_spec(table: pa.Table, where: str, spec: DataSpec) -> pa.Table:
     names = table.column_names
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -254,15 +320,21 @@ def _to_frame(table: pa.Table, where: str, spec: DataSpec) -> pd.DataFrame:
     _require_columns(table, spec.categorical, where, "categorical")
     string_columns = {*spec.categorical, *([spec.row_key] if spec.row_key else [])}
     markers = pa.array(spec.missing_values, type=pa.string())
-    for index, name in enumerate(names):
+
+    def prepared(index: int) -> pa.ChunkedArray:
         column = table.column(index)
-        if name in string_columns:
+        if names[index] in string_columns:
             column = column.cast(pa.string())
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            column = pc.if_else(pc.is_in(column, value_set=markers), None, column)
-        table = table.set_column(index, name, column)
-    frame: pd.DataFrame = table.to_pandas()
-    return frame
+            found = pc.is_in(column, value_set=markers)
+            if pc.any(found).as_py():  # most columns have no marker: then no copy
+                column = pc.if_else(found, None, column)
+        return column
+
+    # Arrow's kernels release the GIL: the columns are searched for markers in parallel.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        columns = list(pool.map(prepared, range(len(names))))
+    return pa.Table.from_arrays(columns, names=names)
 
 
 def _require_columns(
@@ -276,16 +348,12 @@ def _require_columns(
         )
 
 
-def _check_row_key(column: pd.Series, name: str, where: str) -> None:
-    missing = int(column.isna().sum())
+def _check_row_key_present(column: pa.ChunkedArray, name: str, where: str) -> None:
+    """Missing keys are refused here; duplicates once the rows are sorted by key, where
+    they sit side by side (see provenance.canonical_table)."""
+    missing = column.null_count
     if missing:
         raise BadInput(f"data {where}: row key {name!r} is missing in {missing} rows")
-    duplicated = column[column.duplicated()]
-    if len(duplicated):
-        shown = ", ".join(repr(v) for v in duplicated.unique()[:5])
-        raise BadInput(
-            f"data {where}: row key {name!r} is not unique: {len(duplicated)} repeated ({shown})"
-        )
 
 
 def _short(error: Exception, limit: int = 300) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from steps import html_report
 from steps.audit import audit_frame, build_suite, render_report
+from steps.audit_checks import Source
 from steps.dataset import read_table
 from steps.errors import BadInput
 from steps.names import Artifact, Param
@@ -65,7 +66,14 @@ def test_synthetic_data_passes_the_default_suite(seed: int, tmp_path: Path) -> N
     result = audit_frame(read_table(str(tmp_path / "d.csv"), DATA, None), DATA, AUDIT)
     failed = [c.describe() for c in result.checks if not c.passed]
     assert failed == []
-    assert len(result.checks) == len(SUITE["expectations"]) + 3
+    builtin = {c.name for c in result.checks if c.source is Source.BUILTIN}
+    assert builtin == {
+        "row count within bounds", "label column present", "label is binary with both classes",
+        "class balance within bounds", "null share per column", "top value share per feature",
+        "duplicated rows", "conflicting labels (identical features, different label)",
+        "label leakage (single-feature AUC)",
+    }  # fmt: skip
+    assert len(result.checks) == len(SUITE["expectations"]) + len(builtin)
 
 
 @pytest.mark.parametrize(

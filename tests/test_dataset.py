@@ -8,6 +8,7 @@ import pytest
 
 from steps.dataset import load_dataset, read_table
 from steps.errors import BadInput
+from steps.provenance import canonical_table
 from steps.specs import DataSpec
 from steps.store import ArtifactStore
 from steps.synth import data_spec, generate
@@ -146,7 +147,7 @@ def test_row_key_must_be_unique(tmp_path: Path) -> None:
     frame.loc[5, "customer_id"] = frame.loc[4, "customer_id"]
     frame.to_parquet(tmp_path / "d.parquet", index=False)
     with pytest.raises(BadInput, match="row key 'customer_id' is not unique: 1 repeated"):
-        load_dataset(str(tmp_path / "d.parquet"), SPEC, None)
+        canonical_table(load_dataset(str(tmp_path / "d.parquet"), SPEC, None))
 
 
 def test_reads_from_s3(store: ArtifactStore, tmp_path: Path) -> None:

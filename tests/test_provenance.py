@@ -165,7 +165,7 @@ def test_cli_writes_dataset_record_and_parameters(
     digest = (out / "parameters" / Param.DATASET_DIGEST).read_text()
     assert record["dataset_digest"] == digest
     assert record["source_uri"] == str(path)
-    assert record["hash"] == "sha256"
+    assert record["hash"] == "blake3"
     assert (out / "parameters" / Param.ROWS).read_text() == "1000"
     assert (out / "parameters" / Param.DATASET_URI).read_text() == store.uri(f"datasets/{digest}")
     assert store.exists(f"datasets/{digest}/{DatasetFile.MANIFEST.value}")

@@ -15,7 +15,8 @@ from mypy_boto3_s3 import S3Client
 
 from steps.errors import BadInput, StorageError
 from steps.names import Env
-from steps.store import ArtifactStore, parse_s3_uri
+from steps.store import ArtifactStore, _HashingTarget, parse_s3_uri
+from workflows import s3server
 from workflows.s3server import (
     EmbeddedS3,
     read_state,
@@ -66,7 +67,7 @@ def test_file_round_trip_records_and_checks_the_digest(
     store: ArtifactStore, s3_server: EmbeddedS3, tmp_path: Path
 ) -> None:
     # Larger than the multipart threshold, so the multipart path is the one exercised.
-    data = os.urandom(20 * 1024 * 1024 + 123)
+    data = os.urandom(40 * 1024 * 1024 + 123)
     source = tmp_path / "model.ubj"
     source.write_bytes(data)
     expected = hashlib.sha256(data).hexdigest()
@@ -79,6 +80,23 @@ def test_file_round_trip_records_and_checks_the_digest(
     assert store.download_file("models/x/model.ubj", target) == expected
     assert target.read_bytes() == data
     assert sorted(p.name for p in target.parent.iterdir()) == ["model.ubj"]
+
+
+def test_download_digest_follows_out_of_order_and_retried_writes(tmp_path: Path) -> None:
+    """The transfer manager's write pattern, made deterministic: parts land in any order, and
+    a retried part rewrites offsets after a short first attempt."""
+    data = os.urandom(10 * 1000 + 7)
+    pieces = [(offset, data[offset : offset + 1000]) for offset in range(0, len(data), 1000)]
+    order = [pieces[i] for i in (3, 1, 7, 0, 10, 2, 5, 4, 9, 8, 6)]
+    short_first_try = (6000, data[6000:6300])  # later rewritten in full by pieces[6]
+    with (tmp_path / "f").open("xb+") as handle:
+        target = _HashingTarget(handle)
+        for offset, piece in [*order[:5], short_first_try, pieces[5], *order[5:]]:
+            target.seek(offset)
+            target.write(piece)
+        handle.flush()
+    assert target.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "f").read_bytes() == data
 
 
 def test_dir_round_trip_keeps_layout_and_stays_inside_its_prefix(
@@ -148,13 +166,27 @@ def test_tampered_object_is_refused_and_leaves_no_file(
         store.get_bytes("m/small")
 
 
-def test_object_without_digest_is_refused(
+def test_object_without_digest_is_refused_unless_only_displayed(
     store: ArtifactStore, s3_server: EmbeddedS3, tmp_path: Path
 ) -> None:
+    # Argo's executor writes logs and outputs like this, without our metadata.
     plain_client(s3_server).put_object(Bucket=store.bucket, Key="foreign", Body=b"x")
-    with pytest.raises(StorageError, match="foreign has no sha256 metadata"):
-        store.download_file("foreign", tmp_path / "foreign")
+    for read in (
+        lambda: store.download_file("foreign", tmp_path / "foreign"),
+        lambda: store.get_bytes("foreign"),
+        lambda: store.digest("foreign"),
+    ):
+        with pytest.raises(StorageError, match="foreign has no sha256 metadata"):
+            read()
     assert not (tmp_path / "foreign").exists()
+    assert store.get_unverified_bytes("foreign") == b"x"
+
+
+def test_digest_is_read_without_downloading(store: ArtifactStore) -> None:
+    written = store.put_bytes("models/d/model.ubj", b"booster")
+    assert store.digest("models/d/model.ubj") == written
+    with pytest.raises(StorageError, match=r"models/d/nope .*does not exist"):
+        store.digest("models/d/nope")
 
 
 def test_missing_key_names_bucket_and_key(store: ArtifactStore, tmp_path: Path) -> None:
@@ -258,6 +290,38 @@ def test_busy_ports_are_avoided_and_servers_run_side_by_side(
             assert used.isdisjoint(s3_server.state().ports)
 
 
+@pytest.mark.parametrize("stolen_picks", [1, 2])
+def test_a_port_taken_after_the_pick_gets_one_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stolen_picks: int
+) -> None:
+    """Another process may bind a port between our pick and weed's start: weed then refuses
+    to start; the server retries once with new ports, and a second loss is a clear error."""
+    thief = socket.socket()
+    thief.bind(("127.0.0.1", 0))
+    thief.listen()
+    taken = thief.getsockname()[1]
+    picks: list[dict[str, int]] = []
+    real_pick = s3server._free_ports
+
+    def pick_with_theft(count: int) -> dict[str, int]:
+        ports = real_pick(count)
+        if len(picks) < stolen_picks:
+            ports["filer"] = taken
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(s3server, "_free_ports", pick_with_theft)
+    with thief:
+        if stolen_picks == 1:
+            with EmbeddedS3(tmp_path / "s3") as server:
+                assert taken not in server.state().ports
+                assert len(picks) == 2
+        else:
+            with pytest.raises(StorageError, match=f"port {taken} for Filer .*not available"):
+                EmbeddedS3(tmp_path / "s3").start()
+    assert weed_pids(tmp_path / "s3") == []
+
+
 def test_startup_timeout_is_reported_and_leaves_no_process(tmp_path: Path) -> None:
     server = EmbeddedS3(tmp_path / "s3", startup_timeout=0)
     with pytest.raises(StorageError, match=r"did not answer .* within 0 s; .*weed\.log"):
@@ -275,6 +339,8 @@ def test_detached_server_starts_once_and_stops_cleanly(tmp_path: Path) -> None:
         assert weed_pids(data_dir) == [state.pid]
         assert read_state(data_dir) == state
         assert start_detached(data_dir) == state  # `store up` twice reuses the running server
+        with pytest.raises(StorageError, match=f"already served by weed \\(pid {state.pid}\\)"):
+            EmbeddedS3(data_dir).start()
         store = ArtifactStore(state.endpoint, "detached", state.access_key, state.secret_key)
         store.ensure_bucket()
         store.put_json("probe.json", {"ok": True})
