@@ -8,7 +8,7 @@ the same file. Drift scenarios are a different ChurnParams, not a different gene
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,13 @@ CONTRACTS = ("month-to-month", "one-year", "two-year")
 PAYMENT_METHODS = ("credit_card", "bank_transfer", "electronic_check", "mailed_check")
 LABEL = "churned"
 ROW_KEY = "customer_id"
+NUMERIC = ("tenure_months", "monthly_charges", "total_charges", "support_calls", "age", "usage_gb")
+CATEGORIES = {
+    "region": REGIONS,
+    "plan": PLANS,
+    "contract": CONTRACTS,
+    "payment_method": PAYMENT_METHODS,
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,17 @@ class ChurnParams:
     churn_rate: float = 0.2
     missing_total_charges: float = 0.03
     missing_age: float = 0.01
+    covariate_drift: tuple[tuple[str, float], ...] = ()
+    """(feature, strength): a numeric feature moves by `strength` standard deviations; a
+    categorical feature's mix tilts towards its later categories (weights times
+    exp(strength * r), r from -1 for the first category to 1 for the last). Labels come
+    from the same model, so P(x) changes and P(y | x) does not."""
+    new_categories: tuple[tuple[str, str, float], ...] = ()
+    """(feature, value, share): that share of rows shows a category training never saw; a
+    row's label still comes from the category the new value replaced."""
+    concept_drift: float = 0.0
+    """0 to 1: the contract, tenure and support-call effects on churn fade (0.5 cancels
+    them) and then reverse (1), so P(y | x) changes while P(x) does not."""
 
     def __post_init__(self) -> None:
         sizes = {
@@ -58,6 +76,24 @@ class ChurnParams:
                 raise BadInput(f"synth: {name} needs {size} values, got {getattr(self, name)}")
         if not 0 < self.churn_rate < 1:
             raise BadInput(f"synth: churn_rate must be in (0, 1), got {self.churn_rate}")
+        for feature, strength in self.covariate_drift:
+            if feature not in NUMERIC and feature not in CATEGORIES:
+                known = ", ".join([*NUMERIC, *CATEGORIES])
+                raise BadInput(f"synth: covariate drift on unknown feature {feature!r}; {known}")
+            if not np.isfinite(strength):
+                raise BadInput(f"synth: covariate drift strength for {feature} must be finite")
+        for feature, value, share in self.new_categories:
+            if feature not in CATEGORIES:
+                raise BadInput(
+                    f"synth: new category for {feature!r}: categorical features are "
+                    f"{', '.join(CATEGORIES)}"
+                )
+            if value in CATEGORIES[feature] or not value:
+                raise BadInput(f"synth: {value!r} is not a new category of {feature}")
+            if not 0 < share <= 1:
+                raise BadInput(f"synth: share of new category {value!r} must be in (0, 1]")
+        if not 0 <= self.concept_drift <= 1:
+            raise BadInput(f"synth: concept_drift must be in [0, 1], got {self.concept_drift}")
 
 
 def generate(rows: int, seed: int = 0, params: ChurnParams | None = None) -> pd.DataFrame:
@@ -66,52 +102,94 @@ def generate(rows: int, seed: int = 0, params: ChurnParams | None = None) -> pd.
         raise BadInput(f"synth: --rows must be at least 1, got {rows}")
     p = params or ChurnParams()
     rng = np.random.default_rng(seed)
+    x, logit = _population(rng, rows, p)
+    if p.covariate_drift:
+        # Covariate drift must leave P(y | x) alone: keep the undrifted population's
+        # intercept instead of solving again for churn_rate (the rate moves with x).
+        _, base = _population(np.random.default_rng(seed), rows, replace(p, covariate_drift=()))
+        intercept = _intercept(base, p.churn_rate)
+    else:
+        intercept = _intercept(logit, p.churn_rate)
+    churned = rng.random(rows) < _sigmoid(logit + intercept)
 
-    region = _choice(rng, len(REGIONS), p.region_weights, rows)
-    plan = _choice(rng, len(PLANS), p.plan_weights, rows)
-    contract = _choice(rng, len(CONTRACTS), p.contract_weights, rows)
-    payment = _choice(rng, len(PAYMENT_METHODS), p.payment_weights, rows)
+    total, age = x["total_charges"], x["age"]
+    total[rng.random(rows) < p.missing_total_charges] = np.nan
+    age[rng.random(rows) < p.missing_age] = np.nan
+    categorical = {
+        name: np.array(values, dtype=object)[x[name]] for name, values in CATEGORIES.items()
+    }
+    # Drawn last, so the rows without new categories are those of the undrifted population.
+    for feature, value, share in p.new_categories:
+        categorical[feature][rng.random(rows) < share] = value
+    return pd.DataFrame(
+        {
+            ROW_KEY: [f"C{i:09d}" for i in range(rows)],
+            **categorical,
+            "tenure_months": x["tenure_months"].astype(np.int64),
+            "monthly_charges": x["monthly_charges"],
+            "total_charges": total,
+            "support_calls": x["support_calls"].astype(np.int64),
+            "age": age,
+            "usage_gb": x["usage_gb"],
+            LABEL: np.where(churned, "yes", "no"),
+        }
+    )
 
-    # Longer contracts keep customers longer; tenure is whole months, 0-72.
+
+def _population(
+    rng: np.random.Generator, rows: int, p: ChurnParams
+) -> tuple[dict[str, npt.NDArray[np.generic]], npt.NDArray[np.float64]]:
+    """The features (categories as indices) and each row's churn logit before the intercept."""
+    shift = dict(p.covariate_drift)
+    region = _choice(rng, len(REGIONS), _tilt(p.region_weights, shift.get("region")), rows)
+    plan = _choice(rng, len(PLANS), _tilt(p.plan_weights, shift.get("plan")), rows)
+    contract = _choice(rng, len(CONTRACTS), _tilt(p.contract_weights, shift.get("contract")), rows)
+    payment = _choice(
+        rng, len(PAYMENT_METHODS), _tilt(p.payment_weights, shift.get("payment_method")), rows
+    )
+
+    # Longer contracts keep customers longer; tenure is whole months, 0-72. Each numeric
+    # feature drifts before the features derived from it are computed, so they stay coherent.
     tenure_scale = np.array([10.0, 22.0, 34.0])[contract]
     tenure = np.clip(rng.gamma(1.5, tenure_scale), 0, 72).astype(np.int64)
-    usage = np.round(rng.lognormal(np.log([8.0, 20.0, 45.0])[plan], 0.6), 2)
+    tenure = np.round(_shift(tenure, shift.get("tenure_months"), 0)).astype(np.int64)
+    usage = rng.lognormal(np.log([8.0, 20.0, 45.0])[plan], 0.6)
+    usage = np.round(_shift(usage, shift.get("usage_gb"), 0), 2)
     charge = np.array(p.plan_base_charge)[plan] + 0.2 * usage + rng.normal(0, 8, rows)
-    monthly = np.round(np.clip(charge, 10, None), 2)
+    monthly = np.round(_shift(np.clip(charge, 10, None), shift.get("monthly_charges"), 0), 2)
     total = np.round(monthly * np.maximum(tenure, 1) * rng.uniform(0.95, 1.05, rows), 2)
+    total = np.round(_shift(total, shift.get("total_charges"), 0), 2)
     support_calls = rng.poisson(np.array([2.0, 1.3, 0.8])[plan])
+    support_calls = np.round(_shift(support_calls, shift.get("support_calls"), 0))
     age = np.clip(np.round(rng.normal(45, 14, rows)), 18, 90)
+    age = np.round(_shift(age, shift.get("age"), 18))
 
-    logit = (
+    # Concept drift turns the contract, tenure and support-call effects around (`turn` is
+    # exactly 1.0 without it, so the undrifted rows are bit for bit what they always were).
+    turn = 1 - 2 * p.concept_drift
+    logit: npt.NDArray[np.float64] = (
         np.array(p.region_effects)[region]
-        + np.array([1.4, 0.0, -1.1])[contract]
-        - 0.05 * tenure
+        + turn * np.array([1.4, 0.0, -1.1])[contract]
+        - turn * 0.05 * tenure
         + 0.022 * (monthly - 60)
-        + 0.5 * support_calls
+        + turn * 0.5 * support_calls
         + np.array([0.0, -0.1, 0.7, 0.1])[payment]
         - 0.02 * (age - 45)
         + 0.01 * (usage - 20)
     )
-    churned = rng.random(rows) < _sigmoid(logit + _intercept(logit, p.churn_rate))
-
-    total[rng.random(rows) < p.missing_total_charges] = np.nan
-    age[rng.random(rows) < p.missing_age] = np.nan
-    return pd.DataFrame(
-        {
-            ROW_KEY: [f"C{i:09d}" for i in range(rows)],
-            "region": np.array(REGIONS)[region],
-            "plan": np.array(PLANS)[plan],
-            "contract": np.array(CONTRACTS)[contract],
-            "payment_method": np.array(PAYMENT_METHODS)[payment],
-            "tenure_months": tenure,
-            "monthly_charges": monthly,
-            "total_charges": total,
-            "support_calls": support_calls.astype(np.int64),
-            "age": age,
-            "usage_gb": usage,
-            LABEL: np.where(churned, "yes", "no"),
-        }
-    )
+    features: dict[str, npt.NDArray[np.generic]] = {
+        "region": region,
+        "plan": plan,
+        "contract": contract,
+        "payment_method": payment,
+        "tenure_months": tenure,
+        "monthly_charges": monthly,
+        "total_charges": total,
+        "support_calls": support_calls,
+        "age": age,
+        "usage_gb": usage,
+    }
+    return features, logit
 
 
 def data_spec() -> DataSpec:
@@ -149,6 +227,25 @@ def _choice(
     return rng.choice(size, size=rows, p=w / w.sum())
 
 
+def _tilt(weights: tuple[float, ...], strength: float | None) -> tuple[float, ...]:
+    """Category weights leaning towards the later categories (strength > 0) or the first."""
+    if strength is None:
+        return weights
+    ranks = np.linspace(-1, 1, len(weights))
+    return tuple(float(w) for w in np.asarray(weights) * np.exp(strength * ranks))
+
+
+def _shift(
+    values: npt.NDArray[np.generic], strength: float | None, floor: float
+) -> npt.NDArray[np.float64]:
+    """`values` moved by `strength` of their standard deviations, kept at or above `floor`."""
+    moved = values.astype(np.float64)
+    if strength is None:
+        return moved
+    result: npt.NDArray[np.float64] = np.maximum(moved + strength * moved.std(), floor)
+    return result
+
+
 def _sigmoid(x: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     result: npt.NDArray[np.float64] = 1.0 / (1.0 + np.exp(-x))
     return result
@@ -171,6 +268,59 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--covariate-drift",
+        action="append",
+        default=[],
+        metavar="FEATURE=STRENGTH",
+        help="move a numeric feature by STRENGTH standard deviations, or tilt a categorical "
+        "feature's mix (repeatable)",
+    )
+    parser.add_argument(
+        "--new-category",
+        action="append",
+        default=[],
+        metavar="FEATURE=VALUE:SHARE",
+        help="give SHARE of the rows a category training never saw (repeatable)",
+    )
+    parser.add_argument(
+        "--concept-drift",
+        type=float,
+        default=0.0,
+        metavar="STRENGTH",
+        help="0-1: how far the label's relation to the features turns (0.5 cancels effects)",
+    )
     args = parser.parse_args(argv)
-    write_table(generate(args.rows, args.seed), args.out)
+    params = ChurnParams(
+        covariate_drift=tuple(_covariate_drift(text) for text in args.covariate_drift),
+        new_categories=tuple(_new_category(text) for text in args.new_category),
+        concept_drift=args.concept_drift,
+    )
+    write_table(generate(args.rows, args.seed, params), args.out)
     return 0
+
+
+def _covariate_drift(text: str) -> tuple[str, float]:
+    feature, sep, strength = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return feature, float(strength)
+    except ValueError:
+        raise BadInput(
+            f"synth: --covariate-drift {text!r}: expected FEATURE=STRENGTH, e.g. age=1.5"
+        ) from None
+
+
+def _new_category(text: str) -> tuple[str, str, float]:
+    feature, sep, rest = text.partition("=")
+    value, colon, share = rest.rpartition(":")
+    try:
+        if not (sep and colon):
+            raise ValueError
+        return feature, value, float(share)
+    except ValueError:
+        raise BadInput(
+            f"synth: --new-category {text!r}: expected FEATURE=VALUE:SHARE, e.g. "
+            "plan=enterprise:0.1"
+        ) from None
