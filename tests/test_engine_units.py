@@ -204,7 +204,7 @@ def test_an_unknown_field_is_refused_with_its_full_path() -> None:
 @pytest.mark.parametrize(
     ("where", "field", "reason"),
     [
-        ("template", "memoize", "memoization is not supported"),
+        ("template", "synchronization", "mutexes"),
         ("template", "podSpecPatch", "pod spec"),
         ("spec", "hostNetwork", "host networking"),
         ("spec", "synchronization", "mutexes"),

@@ -13,6 +13,7 @@ import asyncio
 import re
 import shutil
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -166,9 +167,13 @@ class _Attempt:
             name = substitute(ref.name, scope, where)
             key = substitute(ref.key, scope, where)
             secret = self.run_state.ctx.secrets.get(name, {})
-            if key not in secret:
+            if key in secret:
+                env[variable.name] = secret[key]
+            elif ref.optional:
+                # The base environment must not leak a value the secret did not provide.
+                env.pop(variable.name, None)
+            else:
                 raise TaskError(f"{where}.env {variable.name}: secret {name!r} has no key {key!r}")
-            env[variable.name] = secret[key]
         env[Env.PROGRESS_FILE.value] = str(self.workspace.progress_file)
         return argv, env
 
@@ -200,7 +205,12 @@ class _Attempt:
         self.record.exit_code = code
         if code != 0:
             detail = f": {self.record.last_line}" if self.record.last_line else ""
-            return Outcome(NodePhase.FAILED, f"exit code {code}{detail}", exit_code=code)
+            # Like Argo's wait container, keep what a failed step did write (a failed gate's
+            # report is the reason to look); what it did not write is simply absent.
+            kept = await self._upload(scope, failed=True)
+            return Outcome(
+                NodePhase.FAILED, f"exit code {code}{detail}", artifacts=kept, exit_code=code
+            )
         parameters = self._read_parameters(scope)
         uploaded = await self._upload(scope)
         return Outcome(NodePhase.SUCCEEDED, parameters=parameters, artifacts=uploaded, exit_code=0)
@@ -214,8 +224,11 @@ class _Attempt:
         return float(parse_count(value, f"{self.where}: activeDeadlineSeconds"))
 
     async def _until_ready(self, scope: Scope, progress: "asyncio.Task[None]") -> Outcome:
-        """A daemon is handed to the DAG once its readinessProbe passes."""
+        """A daemon is handed to the DAG once its readinessProbe passes; its
+        activeDeadlineSeconds counts from its start, through readiness and beyond."""
         assert self.process is not None
+        started = time.monotonic()
+        deadline = self._deadline(scope)
         probe = self.container.readiness_probe
         port = 0
         if probe is not None:
@@ -228,10 +241,13 @@ class _Attempt:
             port = parse_count(
                 substitute(raw, scope, where) if isinstance(raw, str) else raw, where
             )
-        problem = await wait_ready(probe, port, self.process.exited)
+        try:
+            problem = await asyncio.wait_for(wait_ready(probe, port, self.process.exited), deadline)
+        except TimeoutError:
+            problem = f"not ready within activeDeadlineSeconds={deadline:g}"
         if problem is None:
             self.handed_over = True
-            return Outcome(NodePhase.DAEMONED, daemon=Daemon(self, progress))
+            return Outcome(NodePhase.DAEMONED, daemon=Daemon(self, progress, deadline, started))
         code = await self.process.stop(self.run_state.ctx.stop_grace_seconds)
         return Outcome(NodePhase.FAILED, f"daemon {problem}", exit_code=code)
 
@@ -277,12 +293,12 @@ class _Attempt:
             values[parameter.name] = text.removesuffix("\n")
         return values
 
-    async def _upload(self, scope: Scope) -> dict[str, ArtifactRef]:
+    async def _upload(self, scope: Scope, failed: bool = False) -> dict[str, ArtifactRef]:
         uploaded: dict[str, ArtifactRef] = {}
         for artifact in self.template.outputs.artifacts:
             local = self._local(str(artifact.path), scope, f"output artifact {artifact.name}")
             if not local.exists():
-                if artifact.optional:
+                if artifact.optional or failed:
                     continue
                 raise TaskError(
                     f"{self.where}: output artifact {artifact.name!r}: "
@@ -315,16 +331,37 @@ class _Attempt:
 
 
 class Daemon:
-    """A daemon task that passed its readiness probe; it runs until its DAG ends."""
+    """A daemon task that passed its readiness probe; it runs until its DAG ends, or until
+    `deadline` seconds (its activeDeadlineSeconds) after `started` (time.monotonic()), which
+    fails it as in Argo."""
 
-    def __init__(self, attempt: _Attempt, progress: "asyncio.Task[None]") -> None:
+    def __init__(
+        self,
+        attempt: _Attempt,
+        progress: "asyncio.Task[None]",
+        deadline: float | None = None,
+        started: float = 0.0,
+    ) -> None:
         assert attempt.process is not None
         self._attempt = attempt
         self._process = attempt.process
         self._progress = progress
         self._stopping = False
+        self._expired = False
+        self._expiry: asyncio.Task[int] | None = None
         self.on_exit: Callable[[NodePhase], None] | None = None
+        self._deadline = deadline
+        self._timer: asyncio.TimerHandle | None = None
+        if deadline is not None:
+            remaining = max(deadline - (time.monotonic() - started), 0.0)
+            self._timer = asyncio.get_running_loop().call_later(remaining, self._expire)
         self._watcher = asyncio.create_task(self._watch())
+
+    def _expire(self) -> None:
+        if self._process.running and not self._stopping:
+            self._expired = True
+            grace = self._attempt.run_state.ctx.stop_grace_seconds
+            self._expiry = asyncio.create_task(self._process.stop(grace))
 
     async def stop(self) -> None:
         """Stop at the end of the enclosing DAG (SIGTERM, then SIGKILL after the grace)."""
@@ -339,10 +376,15 @@ class Daemon:
             code = await self._process.wait()
         finally:
             self._progress.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
             attempt.archive_log()
         attempt.record.exit_code = code
         if self._stopping:
             outcome = Outcome(NodePhase.DAEMONED, "stopped when its DAG finished", exit_code=code)
+        elif self._expired:
+            message = f"daemon activeDeadlineSeconds={self._deadline:g} exceeded"
+            outcome = Outcome(NodePhase.FAILED, message, exit_code=code)
         elif code == 0:
             outcome = Outcome(NodePhase.SUCCEEDED, exit_code=code)
         else:

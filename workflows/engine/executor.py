@@ -3,12 +3,14 @@
 With a retryStrategy each attempt is its own child node, `name(0)`, `name(1)`, ... as in
 Argo, so attempts get distinct pod names (hence distinct keys and logs), and a retried DAG
 template re-runs its whole sub-DAG: this is how a training group (tracker + workers)
-retries as a unit.
+retries as a unit. Before running, a node's outputs may be reused (engine/reuse.py): from
+the journal of the run being resumed, or from the memoization cache.
 """
 
 import asyncio
 import time
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from steps.errors import StepError
 from workflows.engine import container, dag
@@ -17,6 +19,7 @@ from workflows.engine.errors import ManifestError
 from workflows.engine.model import RetryStrategy
 from workflows.engine.result import NodeKind, NodePhase
 from workflows.engine.retry import RetryPlan, parse_count, parse_duration
+from workflows.engine.reuse import MEMOIZED, RESUMED, MemoSlot, memo_lookup, memo_save
 from workflows.engine.runtime import Call, NodeRecord, Outcome, RunState, TaskError
 from workflows.engine.variables import Scope, substitute
 
@@ -38,8 +41,17 @@ async def execute(run: RunState, call: Call) -> Outcome:
     try:
         bound = await bind_inputs(run, call, where)
         plan = retry_plan(template.retry_strategy, bound.scope, f"{where}: retryStrategy")
+        slot = None
+        if template.memoize is not None:
+            slot = MemoSlot.resolve(template.memoize, bound.scope, where)
+        reused = await _reuse(run, call.node_name, slot)
     except (ManifestError, TaskError, StepError) as error:
         return run.finish(record, Outcome(NodePhase.ERROR, str(error)))
+    if reused is not None:
+        record.reused, outcome = reused
+        return run.finish(record, outcome)
+    if template.dag is not None and plan is not None:
+        run.journal.forget_inside(call.node_name)
     if plan is None:
         outcome = await _attempt(run, call, bound, call.node_name, record, 0)
     else:
@@ -48,7 +60,30 @@ async def execute(run: RunState, call: Call) -> Outcome:
         record.phase = NodePhase.DAEMONED
         run.update(record)
         return outcome
+    if outcome.phase is NodePhase.SUCCEEDED:
+        # Outputs are stored by now: only then may a resume or a cache hit skip this node.
+        run.journal.record(call.node_name, outcome)
+        if slot is not None:
+            try:
+                await asyncio.to_thread(
+                    memo_save, run.store, slot, outcome, run.identity.name, record.path
+                )
+            except StepError as error:
+                outcome = Outcome(NodePhase.ERROR, f"{where}: saving the memoize entry: {error}")
     return run.finish(record, outcome)
+
+
+async def _reuse(
+    run: RunState, node_name: str, slot: MemoSlot | None
+) -> tuple[str, Outcome] | None:
+    """Outputs this node already has: from the interrupted run first, then from the cache."""
+    resumed = run.journal.reuse(node_name)
+    if resumed is not None:
+        return RESUMED, resumed
+    if slot is None:
+        return None
+    hit = await asyncio.to_thread(memo_lookup, run.store, slot, datetime.now(UTC))
+    return None if hit is None else (MEMOIZED, hit)
 
 
 async def _with_retries(

@@ -73,7 +73,6 @@ REFUSED: Final[Mapping[str, Mapping[str, str]]] = {
         "synchronization": "workflow mutexes/semaphores are not supported locally",
     },
     "Template": {
-        "memoize": "memoization is not supported by the local engine yet",
         "synchronization": "template mutexes/semaphores are not supported locally",
         "podSpecPatch": "patches the pod spec, which cannot be honoured by a local process",
     },

@@ -490,10 +490,6 @@ def _check_container_template(
             )
     if template.daemon and (template.outputs.parameters or template.outputs.artifacts):
         raise ManifestError(f"{where}.outputs: a daemon template cannot have outputs locally")
-    if template.daemon and template.active_deadline_seconds is not None:
-        raise ManifestError(
-            f"{where}.activeDeadlineSeconds: not supported on daemon templates locally"
-        )
     probe = container.readiness_probe
     if probe is not None:
         if not template.daemon:
@@ -507,7 +503,8 @@ def _check_container_template(
         if variable.value_from is None or secrets is None:
             continue
         ref = variable.value_from.secret_key_ref
-        if not has_tags(ref.name + ref.key) and ref.key not in secrets.get(ref.name, {}):
+        missing = ref.key not in secrets.get(ref.name, {})
+        if not ref.optional and not has_tags(ref.name + ref.key) and missing:
             raise ManifestError(
                 f"{env_where}: secret {ref.name!r} key {ref.key!r} is not available locally "
                 f"(secrets: {sorted(secrets)})"

@@ -162,6 +162,8 @@ class Outputs(Spec):
 class SecretKeySelector(Spec):
     name: str
     key: str
+    optional: bool = False
+    """As in Kubernetes: a missing secret or key leaves the variable unset."""
 
 
 class EnvVarSource(Spec):
@@ -266,6 +268,22 @@ class Volume(Spec):
     empty_dir: EmptyDir
 
 
+class LocalObjectReference(Spec):
+    name: str
+
+
+class Cache(Spec):
+    config_map: LocalObjectReference
+
+
+class Memoize(Spec):
+    """Argo's step memoization; locally the cache is kept in the bucket (engine/reuse.py)."""
+
+    key: str
+    max_age: str
+    cache: Cache
+
+
 class Template(Spec):
     name: str
     container: Container | None = None
@@ -277,6 +295,7 @@ class Template(Spec):
     active_deadline_seconds: IntOrString | None = None
     parallelism: int | None = Field(default=None, ge=1)
     volumes: tuple[Volume, ...] = ()
+    memoize: Memoize | None = None
 
 
 class WorkflowTemplateRef(Spec):

@@ -65,6 +65,8 @@ class NodeResult:
     message: str = ""
     progress: tuple[int, int] | None = None
     last_line: str = ""
+    reused: str = ""
+    """`memoized` or `resumed` when the node's outputs were reused instead of running it."""
 
     @property
     def duration(self) -> float | None:

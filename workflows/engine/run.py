@@ -4,6 +4,9 @@ The workflow gets a name (from `generateName` like the API server would) and a u
 entrypoint runs under the workflow's activeDeadlineSeconds, then `spec.onExit` runs with
 `{{workflow.status}}` and `{{workflow.failures}}` whatever happened. Ctrl-C (or any engine
 error) kills every task's process group before the exception leaves `run_workflow`.
+
+`resume=NAME` runs an interrupted run again under its own name and uid: every node its
+journal records as finished is reused, the rest runs (engine/reuse.py).
 """
 
 import asyncio
@@ -22,6 +25,7 @@ from workflows.engine.naming import generated_name
 from workflows.engine.observer import Observer
 from workflows.engine.process import ProcessGroups
 from workflows.engine.result import NodePhase, NodeResult, RunResult, WorkflowPhase
+from workflows.engine.reuse import Journal
 from workflows.engine.runtime import Call, Identity, Outcome, RunState
 
 _WORKFLOW_PHASE = {
@@ -54,6 +58,7 @@ def run_workflow(
     templates: Mapping[str, Mapping[str, Any]],
     ctx: EngineContext,
     observer: Observer | None = None,
+    resume: str | None = None,
 ) -> RunResult:
     """Run a Workflow manifest (its own spec, or a `workflowTemplateRef` into `templates`,
     WorkflowTemplate manifests by name). Task failures are in the result, not raised.
@@ -62,11 +67,15 @@ def run_workflow(
     KeyboardInterrupt after cleanup when interrupted.
     """
     plan = check_workflow(workflow, templates, ctx)
-    name = _unused_name(plan, ctx)
-    identity = Identity(name, str(uuid.uuid4()), plan.namespace, datetime.now(UTC))
+    if resume is not None:
+        journal = Journal.resume(ctx.workdir / resume)
+    else:
+        name = _unused_name(plan, ctx)
+        identity = Identity(name, str(uuid.uuid4()), plan.namespace, datetime.now(UTC))
+        journal = Journal(ctx.workdir / name, identity)
     groups = ProcessGroups()
     try:
-        return asyncio.run(_run(plan, identity, ctx, observer or Observer(), groups))
+        return asyncio.run(_run(plan, journal, ctx, observer or Observer(), groups))
     finally:
         # Last resort: no task process outlives the run, however it ended.
         groups.kill_all()
@@ -74,13 +83,15 @@ def run_workflow(
 
 async def _run(
     plan: WorkflowPlan,
-    identity: Identity,
+    journal: Journal,
     ctx: EngineContext,
     observer: Observer,
     groups: ProcessGroups,
 ) -> RunResult:
-    run = RunState(plan, identity, ctx, observer, groups)
+    identity = journal.identity
+    run = RunState(plan, identity, ctx, observer, groups, journal)
     run.directory.mkdir(parents=True, exist_ok=True)
+    journal.save()  # a run killed before its first node finished can still be resumed
     observer.workflow_started(identity.name, identity.uid)
     outcome = await _entrypoint(run)
     await run.flush_uploads()

@@ -25,6 +25,7 @@ from workflows.engine.variables import Scope, json_text, substitute
 
 if TYPE_CHECKING:
     from workflows.engine.container import Daemon
+    from workflows.engine.reuse import Journal
 
 
 class TaskError(Exception):
@@ -85,6 +86,7 @@ class NodeRecord:
     message: str = ""
     progress: tuple[int, int] | None = None
     last_line: str = ""
+    reused: str = ""
 
     def snapshot(self) -> NodeResult:
         """An immutable copy for observers and the result (same field names)."""
@@ -106,8 +108,10 @@ class RunState:
         ctx: EngineContext,
         observer: Observer,
         groups: ProcessGroups,
+        journal: "Journal",
     ) -> None:
         self.plan = plan
+        self.journal = journal
         self.identity = identity
         self.ctx = ctx
         self.store = ctx.store

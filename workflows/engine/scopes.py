@@ -60,6 +60,8 @@ def check_template(template: Template, where: str, globals_: frozenset[str], dag
     if template.retry_strategy is not None:
         _check(template.retry_strategy, f"{where}.retryStrategy", _known(globals_ | inputs))
     own = globals_ | inputs | retries
+    if template.memoize is not None:
+        _check(template.memoize, f"{where}.memoize", _known(globals_ | inputs))
     if template.container is not None:
         paths = {f"inputs.artifacts.{a.name}.path" for a in template.inputs.artifacts}
         paths |= {f"outputs.artifacts.{a.name}.path" for a in template.outputs.artifacts}
