@@ -20,6 +20,9 @@ MODULES: dict[Step, str] = {
     Step.QUANTIZE: "steps.quantize",
     Step.EVALUATE: "steps.evaluate",
     Step.DEPLOY: "steps.deploy",
+    Step.SUMMARY: "steps.summary",
+    Step.DRIFT: "steps.drift",
+    Step.CHAIN: "steps.chain",
 }
 
 

@@ -28,10 +28,11 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
+from steps.attestation import attest
 from steps.dataset import Split, load_split
 from steps.errors import BadInput, GateFailed
 from steps.features import FeatureSchema, encode, load_schema
-from steps.names import Artifact, Env, ModelFile, Param
+from steps.names import Artifact, Env, ModelFile, Param, Step
 from steps.outputs import report_progress, write_parameter
 from steps.quantize import open_session, predict_proba
 from steps.specs import DeploySpec
@@ -383,10 +384,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--deploy-spec", required=True, help="DeploySpec JSON")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    started = datetime.now(UTC)
     spec = DeploySpec.from_json_arg(args.deploy_spec)
     progress = os.environ.get(Env.PROGRESS_FILE.value)
+    store = ArtifactStore.from_env(os.environ)
     rollout = deploy(
-        store=ArtifactStore.from_env(os.environ),
+        store=store,
         onnx=args.onnx,
         onnx_digest=args.onnx_digest,
         model_dir=args.model,
@@ -401,4 +404,15 @@ def cli(argv: list[str]) -> int:
     )
     write_parameter(args.out, Param.DEPLOYED_DIGEST, rollout.digest)
     write_parameter(args.out, Param.ENDPOINT, rollout.endpoint)
+    # Only immutable registry files are subjects: stable.json moves with the next deploy and
+    # record.json is rewritten when the same model is deployed again.
+    version = rollout.version_key
+    attest(
+        Step.DEPLOY, args.out, store, started,
+        outputs=[args.out / Artifact.ROLLOUT.filename],
+        output_keys=[f"{version}/{Artifact.ONNX.filename}",
+                     f"{version}/{ModelFile.FEATURE_SCHEMA.value}"],
+        input_paths=[args.onnx, args.model], datasets=[args.dataset_uri],
+        parameters={"model_name": args.model_name, "deploy_spec": spec.model_dump(mode="json")},
+    )  # fmt: skip
     return 0

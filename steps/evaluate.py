@@ -9,6 +9,7 @@ is visible. Below `min_auc` the gate fails: the report is still written, then ex
 import argparse
 import hashlib
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,11 @@ from sklearn.metrics import (
 )
 
 from steps import html_report as html
+from steps.attestation import attest
 from steps.dataset import Split, load_split, read_manifest
 from steps.errors import BadInput, GateFailed
 from steps.features import encode, load_schema
-from steps.names import Artifact, ModelFile, Param
+from steps.names import Artifact, ModelFile, Param, Step
 from steps.outputs import write_parameter
 from steps.quantize import open_session, predict_proba
 from steps.specs import EvaluateSpec
@@ -244,11 +246,19 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--evaluate-spec", required=True, help="EvaluateSpec as JSON")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    started = datetime.now(UTC)
     spec = EvaluateSpec.from_json_arg(args.evaluate_spec)
     store = ArtifactStore.from_env(os.environ)
     evaluation = evaluate(store, args.onnx, args.model, args.dataset_uri, spec)
     # The report is written either way: a failed gate is a result the user must see.
     write_outputs(evaluation, args.out)
+    attest(
+        Step.EVALUATE, args.out, store, started,
+        outputs=[args.out / Artifact.EVALUATION.filename,
+                 args.out / Artifact.EVALUATION_REPORT.filename],
+        input_paths=[args.onnx, args.model], datasets=[args.dataset_uri],
+        parameters={"evaluate_spec": spec.model_dump(mode="json")},
+    )  # fmt: skip
     if not evaluation.gate.passed:
         raise GateFailed(
             f"test AUC {evaluation.gate.auc:.4f} is below the minimum {spec.min_auc:g} "

@@ -21,6 +21,10 @@ class Step(StrEnum):
     QUANTIZE = "quantize"
     EVALUATE = "evaluate"
     DEPLOY = "deploy"
+    DRIFT = "drift"
+    SUMMARY = "summary"
+    CHAIN = "chain"
+    """Not a pipeline step: `mlpipe provenance show|verify` runs it to read the chain."""
 
 
 class Param(StrEnum):
@@ -41,6 +45,14 @@ class Param(StrEnum):
     GATE = "gate"
     DEPLOYED_DIGEST = "deployed_digest"
     ENDPOINT = "endpoint"
+    RETRAIN = "retrain"
+    REASON = "reason"
+    DRIFT_SCORE = "drift_score"
+    NOTIFIED = "notified"
+
+
+PARAMETERS_DIR = "parameters"
+"""Folder under a step's `--out` that holds one file per output parameter."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,14 @@ class Artifact:
     EVALUATION = ArtifactName("evaluation", "evaluation.json")
     EVALUATION_REPORT = ArtifactName("evaluation-report", "evaluation-report.html")
     ROLLOUT = ArtifactName("rollout", "rollout.json")
+    DRIFT_RESULT = ArtifactName("drift-result", "drift-result.json")
+    DRIFT_REPORT = ArtifactName("drift-report", "drift-report.html")
+    PARAMETERS = ArtifactName("parameters", PARAMETERS_DIR)
+    """The `parameters/` folder itself, so a run's key numbers outlive its pods."""
+    RUN_SUMMARY = ArtifactName("run-summary", "run-summary.json")
+    RUN_SUMMARY_REPORT = ArtifactName("run-summary-report", "run-summary.html")
+    ATTESTATION = ArtifactName("attestation", "attestation.intoto.json")
+    """The step's in-toto statement (a DSSE envelope), see steps/attestation.py."""
 
 
 class ModelFile(StrEnum):
@@ -95,7 +115,14 @@ class Env(StrEnum):
     ACCESS_KEY = "AWS_ACCESS_KEY_ID"
     SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
     PROGRESS_FILE = "ARGO_PROGRESS_FILE"
-
-
-PARAMETERS_DIR = "parameters"
-"""Folder under a step's `--out` that holds one file per output parameter."""
+    WEBHOOK_URL = "MLPIPE_WEBHOOK_URL"
+    # Run details for the step's provenance statement (steps/attestation.py); the templates
+    # set them from Argo variables, so a step never needs to know which engine runs it.
+    WORKFLOW_NAME = "MLPIPE_WORKFLOW_NAME"
+    WORKFLOW_UID = "MLPIPE_WORKFLOW_UID"
+    ARTIFACT_PREFIX = "MLPIPE_ARTIFACT_PREFIX"
+    CODE_VERSION = "MLPIPE_CODE_VERSION"
+    CONFIG_DIGEST = "MLPIPE_CONFIG_DIGEST"
+    ENGINE = "MLPIPE_ENGINE"
+    IMAGE_DIGEST = "MLPIPE_IMAGE_DIGEST"
+    SIGNING_KEY = "MLPIPE_SIGNING_KEY"

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from steps.dataset import FeatureKind
 from steps.errors import BadInput
@@ -182,3 +182,12 @@ def _group(row: npt.NDArray[np.int64], layout: ProfileLayout) -> GroupProfile:
         label_rate=positives / rows if rows else None,
         features=features,
     )
+
+
+def parse_profile(data: bytes, where: str) -> ReferenceProfile:
+    """A `reference-profile.json` read back (drift check, audit); malformed is BadInput."""
+    try:
+        return ReferenceProfile.model_validate_json(data)
+    except ValidationError as error:
+        reason = " ".join(str(error).split())
+        raise BadInput(f"reference profile {where} is not valid: {reason}") from None

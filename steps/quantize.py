@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +28,11 @@ import xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
 from xgboost.core import XGBoostError
 
+from steps.attestation import attest
 from steps.dataset import Split, load_split
 from steps.errors import BadInput, GateFailed
 from steps.features import encode, load_schema
-from steps.names import Artifact, ModelFile, Param
+from steps.names import Artifact, ModelFile, Param, Step
 from steps.outputs import write_parameter
 from steps.specs import QuantizeSpec
 from steps.store import ArtifactStore
@@ -193,7 +195,14 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--quantize-spec", required=True, help="QuantizeSpec as JSON")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    started = datetime.now(UTC)
     spec = QuantizeSpec.from_json_arg(args.quantize_spec)
     store = ArtifactStore.from_env(os.environ)
     write_outputs(quantize(store, args.model, args.dataset_uri, spec), args.out)
+    attest(
+        Step.QUANTIZE, args.out, store, started,
+        outputs=[args.out / Artifact.ONNX.filename, args.out / Artifact.QUANTIZE_REPORT.filename],
+        input_paths=[args.model], datasets=[args.dataset_uri],
+        parameters={"quantize_spec": spec.model_dump(mode="json")},
+    )  # fmt: skip
     return 0

@@ -40,12 +40,48 @@ class DataSpec(Spec):
     exclude: list[str] = Field(default_factory=list, description="columns that are not features")
 
 
-class AuditSpec(Spec):
-    """The audit gate: a GX-native expectation suite plus row-count bounds."""
+class AuditBounds(Spec):
+    """The audit's built-in checks (steps/audit.py), each against a bound set here.
 
-    suite: dict[str, Any] = Field(default_factory=dict)
+    Shares are fractions of rows (0.05 = 5%). The `*_shift` and `unseen` bounds compare with
+    the reference profile of the data the current stable model was trained on; without a
+    stable model those checks are skipped and the report says so.
+    """
+
     min_rows: int = Field(default=100, ge=1)
     max_rows: int | None = Field(default=None, ge=1)
+    min_positive_share: float = Field(default=0.02, ge=0, le=1, description="class balance")
+    max_positive_share: float = Field(default=0.98, ge=0, le=1, description="class balance")
+    max_null_share: float = Field(default=0.25, ge=0, le=1, description="per column")
+    max_duplicate_share: float = Field(default=0.05, ge=0, le=1, description="whole rows")
+    near_constant_share: float = Field(
+        default=0.995, gt=0, le=1, description="warn when one value fills this share"
+    )
+    max_single_feature_auc: float = Field(
+        default=0.97, gt=0.5, le=1, description="leakage: one feature predicting the label"
+    )
+    max_conflicting_share: float = Field(
+        default=0.01, ge=0, le=1, description="poisoning: identical features, other label"
+    )
+    max_slice_shift: float = Field(
+        default=0.15, gt=0, le=1, description="poisoning: slice label-rate shift beyond overall"
+    )
+    min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are not judged")
+    max_label_rate_shift: float = Field(
+        default=0.15, gt=0, le=1, description="warn: overall label-rate shift vs reference"
+    )
+    max_unseen_share: float = Field(
+        default=0.01, ge=0, le=1, description="rows with a category the reference never saw"
+    )
+    max_null_increase: float = Field(
+        default=0.1, ge=0, le=1, description="warn: null share above the reference's"
+    )
+
+
+class AuditSpec(AuditBounds):
+    """The audit gate: a GX-native expectation suite plus the built-in checks' bounds."""
+
+    suite: dict[str, Any] = Field(default_factory=dict)
 
 
 class TrainSpec(Spec):
@@ -84,3 +120,39 @@ class DeploySpec(Spec):
     port: int = Field(default=0, ge=0, le=65535, description="0: any free port")
     smoke_rows: int = Field(default=64, ge=1)
     startup_timeout_seconds: float = Field(default=60, gt=0)
+
+
+class SummarySpec(Spec):
+    """What the run summary (the workflow's onExit step) reports on, in pipeline order."""
+
+    templates: list[str] = Field(min_length=1, description="container templates, in DAG order")
+    argo_ui: str | None = Field(default=None, description="Argo UI base URL, for links")
+    namespace: str = Field(default="default", description="the run's namespace, for links")
+    webhook_timeout_seconds: float = Field(default=10, gt=0, le=120)
+
+
+class DriftSpec(Spec):
+    """When the scheduled drift check asks for retraining (steps/drift.py).
+
+    Large windows make every test significant, so a feature counts as drifted only when
+    its effect size also passes its threshold; small windows make effect sizes noisy, so
+    decay counts only when it is also significant at `significance`.
+    """
+
+    psi: float = Field(default=0.2, gt=0, description="PSI above this: the feature drifted")
+    ks_statistic: float = Field(default=0.1, gt=0, le=1, description="numeric: KS distance")
+    cramers_v: float = Field(default=0.1, gt=0, le=1, description="categorical: chi2 effect")
+    significance: float = Field(default=0.01, gt=0, lt=1, description="p-value of every test")
+    unseen_share: float = Field(
+        default=0.01, ge=0, lt=1, description="share of rows with unknown categories allowed"
+    )
+    min_drifted_features: int = Field(default=1, ge=1)
+    prediction_psi: float = Field(default=0.2, gt=0, description="PSI of the model's scores")
+    auc_drop: float = Field(default=0.05, gt=0, lt=1, description="decay: AUC below evaluation")
+    calibration_gap: float = Field(
+        default=0.05, gt=0, lt=1, description="decay: shift of mean score minus positive rate"
+    )
+    min_labelled_rows: int = Field(default=200, ge=10, description="fewer: decay not judged")
+    max_model_age_days: float = Field(default=30.0, gt=0)
+    min_window_rows: int = Field(default=100, ge=1)
+    report_features: int = Field(default=6, ge=0, description="histograms in the HTML report")

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,11 @@ from xgboost import collective
 from xgboost.callback import EarlyStopping, TrainingCallback
 from xgboost.core import XGBoostError
 
+from steps.attestation import attest
 from steps.dataset import DatasetManifest, Split, load_split, read_manifest
 from steps.errors import BadInput
 from steps.features import FeatureSchema, encode, save_schema, schema_from_manifest
-from steps.names import Env, ModelFile, Param
+from steps.names import Env, ModelFile, Param, Step
 from steps.outputs import report_progress, write_parameter
 from steps.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
 from steps.specs import TrainSpec
@@ -331,6 +333,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--tracker-port", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True, help="folder for output parameters")
     args = parser.parse_args(argv)
+    started = datetime.now(UTC)
     spec = TrainSpec.from_json_arg(args.train_spec)
     store = ArtifactStore.from_env(os.environ)
     progress = os.environ.get(Env.PROGRESS_FILE.value)
@@ -344,7 +347,13 @@ def cli(argv: list[str]) -> int:
         Path(progress) if progress else None,
     )
     if args.rank == 0:
-        publish_bundle(store, model)
+        bundle = publish_bundle(store, model)
+        # Every worker ends with the same model: rank 0, which stored it, vouches for it.
+        attest(
+            Step.TRAIN, args.out, store, started,
+            output_keys=[f"{bundle}/"], datasets=[args.dataset_uri],
+            parameters={"train_spec": spec.model_dump(mode="json")},
+        )  # fmt: skip
     write_parameter(args.out, Param.MODEL_DIGEST, model.digest)
     write_parameter(args.out, Param.BEST_ITERATION, model.best_iteration)
     write_parameter(args.out, Param.VALID_AUC, model.valid_auc)

@@ -3,6 +3,7 @@
 import uuid
 from collections.abc import Iterator
 
+import boto3
 import pytest
 
 from steps.names import Env
@@ -18,8 +19,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
 
 
 @pytest.fixture
-def store(s3_server: EmbeddedS3) -> ArtifactStore:
-    """An ArtifactStore on a new, empty bucket, so tests never see each other's objects."""
+def store(s3_server: EmbeddedS3) -> Iterator[ArtifactStore]:
+    """An ArtifactStore on a new, empty bucket, so tests never see each other's objects.
+
+    The bucket is deleted afterwards: SeaweedFS gives each bucket its own volume, and
+    `weed mini` refuses writes (InternalError) once a session has made ~75 of them
+    (its volume count is capped at free disk / 1 GB).
+    """
     artifact_store = ArtifactStore(
         endpoint=s3_server.endpoint,
         bucket=f"test-{uuid.uuid4().hex[:16]}",
@@ -27,7 +33,18 @@ def store(s3_server: EmbeddedS3) -> ArtifactStore:
         secret_key=s3_server.secret_key,
     )
     artifact_store.ensure_bucket()
-    return artifact_store
+    yield artifact_store
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name=DEFAULT_REGION,
+    )
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=artifact_store.bucket):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=artifact_store.bucket, Key=item["Key"])
+    client.delete_bucket(Bucket=artifact_store.bucket)
 
 
 @pytest.fixture

@@ -10,6 +10,10 @@ from workflows.config import LoadedConfig
 from workflows.cron import build_cron
 from workflows.pipeline import build_template, build_workflow
 
+TEMPLATE_FILE = "workflow-template.yaml"
+WORKFLOW_FILE = "workflow.yaml"
+CRON_FILE = "cron-workflow.yaml"
+
 
 @dataclass(frozen=True)
 class CompiledManifests:
@@ -21,9 +25,9 @@ class CompiledManifests:
 
     def files(self) -> dict[str, dict[str, Any]]:
         return {
-            "workflow-template.yaml": self.template,
-            "workflow.yaml": self.workflow,
-            "cron-workflow.yaml": self.cron,
+            TEMPLATE_FILE: self.template,
+            WORKFLOW_FILE: self.workflow,
+            CRON_FILE: self.cron,
         }
 
 

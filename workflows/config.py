@@ -2,22 +2,34 @@
 
 Step settings are the step's own spec models (steps/specs.py), so a value is validated here
 with exactly the rules the step applies. Environment overrides (documented in README.md):
-MLPIPE_DATA_URI, MLPIPE_S3_ENDPOINT, MLPIPE_S3_BUCKET, MLPIPE_NAMESPACE.
+MLPIPE_DATA_URI, MLPIPE_S3_ENDPOINT, MLPIPE_S3_BUCKET, MLPIPE_NAMESPACE, MLPIPE_ARGO_SERVER.
+The Argo server token is read at the CLI edge (workflows/argo_client.py): env ARGO_TOKEN, else
+`argo.token_file`, else `argo.token`.
 """
 
 import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steps.specs import (
+    AuditBounds,
     AuditSpec,
     DataSpec,
     DeploySpec,
+    DriftSpec,
     EvaluateSpec,
     QuantizeSpec,
     TrainSpec,
@@ -30,6 +42,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "MLPIPE_S3_ENDPOINT": "storage.endpoint",
     "MLPIPE_S3_BUCKET": "storage.bucket",
     "MLPIPE_NAMESPACE": "argo.namespace",
+    "MLPIPE_ARGO_SERVER": "argo.server",
 }
 
 
@@ -50,10 +63,30 @@ class DataConfig(DataSpec):
         return DataSpec.model_validate(self.model_dump(exclude={"uri"}))
 
 
-class AuditConfig(Section):
+class AuditConfig(AuditBounds):
+    """The expectation suite file plus the built-in checks' bounds."""
+
     suite_file: Path = Path("expectations/default.json")
-    min_rows: int = Field(default=100, ge=1)
-    max_rows: int | None = Field(default=None, ge=1)
+
+
+class ProvenanceConfig(Section):
+    """Provenance statements, their signing, and memoization of the training group.
+
+    Signing: locally `signing_key` is an Ed25519 private key PEM (relative to this file),
+    served to the steps as the Secret `signing_secret`; on a cluster that Secret (key
+    `private-key`) must exist. `mlpipe provenance verify` then requires valid signatures.
+    """
+
+    memoize: bool = True
+    memoize_max_age: str = Field(default="168h", pattern=r"^(\d+(ns|us|ms|s|m|h))+$")
+    signing: bool = False
+    signing_key: Path | None = None
+    signing_secret: str = "mlpipe-signing"
+    code_version: str | None = Field(
+        default=None,
+        pattern=r"^[a-zA-Z0-9][-a-zA-Z0-9]*$",
+        description="default: derived from argo.steps_image; `mlpipe run` uses git",
+    )
 
 
 class StorageConfig(Section):
@@ -81,7 +114,14 @@ class ArgoConfig(Section):
     """How the manifests address a cluster; the local engine accepts but does not need these."""
 
     namespace: str = "mlpipe"
-    server: str | None = None
+    server: str | None = Field(
+        default=None, pattern=r"^https?://[^/\s@]+(/|$)", description="Argo server (and UI) URL"
+    )
+    token: SecretStr | None = Field(default=None, description="prefer ARGO_TOKEN or token_file")
+    token_file: Path | None = Field(default=None, description="relative to this file")
+    verify_tls: bool = True
+    ca_file: Path | None = Field(default=None, description="PEM bundle; relative to this file")
+    request_timeout_seconds: float = Field(default=30, gt=0)
     steps_image: str = "ghcr.io/mlpipe/steps:0.1.0"
     serving_image: str = "ghcr.io/mlpipe/serving:0.1.0"
     service_account: str = "mlpipe-steps"
@@ -89,12 +129,62 @@ class ArgoConfig(Section):
     active_deadline_seconds: int = Field(default=4 * 3600, ge=60)
     step_cpu: str = "1"
     step_memory: str = "2Gi"
+    step_deadline_seconds: int = Field(default=3600, ge=60, description="per template")
+    deploy_service_account: str = "mlpipe-deploy"
+    submit_service_account: str = "mlpipe-submitter"
+    webhook_secret: str | None = Field(
+        default=None, description="Secret whose key `url` is the run-summary webhook"
+    )
+    memoize_cache: str = "mlpipe-memoize"
+
+    @field_validator("steps_image", "serving_image")
+    @classmethod
+    def _pinned(cls, image: str) -> str:
+        """A tag or a digest, never the implicit `latest` that changes under a running cron."""
+        name = image.split("@", 1)[0]
+        if "@sha256:" not in image and ":" not in name.rsplit("/", 1)[-1]:
+            raise ValueError(f"image {image!r} needs a tag or an @sha256: digest")
+        return image
+
+    @field_validator("service_account", "deploy_service_account", "submit_service_account")
+    @classmethod
+    def _not_default(cls, name: str) -> str:
+        if name == "default":
+            raise ValueError("the namespace's `default` ServiceAccount is shared; name your own")
+        return name
+
+    @model_validator(mode="after")
+    def _deadlines(self) -> Self:
+        if self.step_deadline_seconds > self.active_deadline_seconds:
+            raise ValueError(
+                f"step_deadline_seconds ({self.step_deadline_seconds}) exceeds "
+                f"active_deadline_seconds ({self.active_deadline_seconds})"
+            )
+        return self
 
 
 class ScheduleConfig(Section):
+    """The retraining CronWorkflow (workflows/cron.py); it never runs two at once."""
+
     schedules: list[str] = Field(default_factory=lambda: ["0 3 * * *"], min_length=1)
     timezone: str = "UTC"
     suspend: bool = False
+    starting_deadline_seconds: int = Field(default=600, ge=0)
+    successful_jobs_history_limit: int = Field(default=5, ge=0)
+    failed_jobs_history_limit: int = Field(default=5, ge=0)
+
+
+class DriftConfig(DriftSpec):
+    """The drift check's thresholds, plus which data it looks at."""
+
+    window_uri: str | None = Field(
+        default=None,
+        description="file, or prefix ending in '/' (its last key in sort order); "
+        "default: data.uri, the data a retraining would train on",
+    )
+
+    def spec(self) -> DriftSpec:
+        return DriftSpec.model_validate(self.model_dump(exclude={"window_uri"}))
 
 
 class EngineConfig(Section):
@@ -106,6 +196,7 @@ class PipelineConfig(Section):
     model_name: str = Field(default="churn", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
+    provenance: ProvenanceConfig = ProvenanceConfig()
     train: TrainSpec = TrainSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     evaluate: EvaluateSpec = EvaluateSpec()
@@ -113,6 +204,7 @@ class PipelineConfig(Section):
     storage: StorageConfig = StorageConfig()
     argo: ArgoConfig = ArgoConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    drift: DriftConfig = DriftConfig()
     engine: EngineConfig = EngineConfig()
 
 
@@ -133,11 +225,8 @@ class LoadedConfig(BaseModel):
                 f"{self.path}: key 'audit.suite_file': cannot read a GX suite JSON "
                 f"from {suite_path}: {error}"
             ) from error
-        return AuditSpec(
-            suite=suite,
-            min_rows=self.pipeline.audit.min_rows,
-            max_rows=self.pipeline.audit.max_rows,
-        )
+        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
+        return AuditSpec(suite=suite, **bounds)
 
 
 def load_config(

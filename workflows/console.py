@@ -184,7 +184,11 @@ def locations_table(result: RunResult) -> Table:
 
 
 def _phase(node: NodeResult) -> Text:
-    return Text(node.phase.value, style=PHASE_STYLES[node.phase])
+    """The phase, and whether the outputs were reused instead of running the node."""
+    text = Text(node.phase.value, style=PHASE_STYLES[node.phase])
+    if node.reused:
+        text.append(f" ({node.reused})", style="cyan")
+    return text
 
 
 def _detail(node: NodeResult) -> str:

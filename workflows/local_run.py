@@ -2,26 +2,42 @@
 
 The run sees exactly what a cluster would: the compiled manifest files on disk are read back
 and handed to the local engine, with an embedded (or configured) S3 server behind them.
+`--resume RUN` reads back the manifests that run was compiled to and lets the engine reuse
+every node its journal records as finished. The steps of a local run (storage, compile,
+engine context, execute, report) are shared with `mlpipe schedule run-once`
+(workflows/schedule.py), which runs the CronWorkflow's workflow instead.
 """
 
 import hashlib
 import os
+import re
 import socket
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from steps.names import Env
 from steps.store import ArtifactStore
-from workflows.compiler import compile_manifests, load_manifest, write_manifests
+from workflows.compiler import (
+    TEMPLATE_FILE,
+    WORKFLOW_FILE,
+    compile_manifests,
+    load_manifest,
+    write_manifests,
+)
 from workflows.config import ConfigError, LoadedConfig, PipelineConfig
 from workflows.console import ConsoleView, locations_table, summary_table
-from workflows.engine import EngineContext, ManifestError, run_workflow
+from workflows.engine import EngineContext, ManifestError, Observer, RunResult, run_workflow
+from workflows.engine.reuse import JOURNAL_FILE
 from workflows.s3server import EmbeddedS3, read_state
+from workflows.step_template import SIGNING_SECRET_KEY
 
 INPUTS_PREFIX = "inputs"
 
@@ -60,6 +76,7 @@ def s3_for(pipeline: PipelineConfig, environ: dict[str, str]) -> Iterator[S3Acce
 
 def step_environment(access: S3Access, pipeline: PipelineConfig) -> dict[str, str]:
     return {
+        Env.ENGINE: "local",
         Env.S3_ENDPOINT: access.endpoint,
         Env.S3_BUCKET: pipeline.storage.bucket,
         Env.S3_REGION: pipeline.storage.region,
@@ -111,11 +128,78 @@ def run_directory(pipeline: PipelineConfig) -> Path:
     return pipeline.engine.workdir / stamp
 
 
-def run_pipeline(config: LoadedConfig, console: Console) -> int:
-    """Stage the data, compile, execute locally, print the summary; the exit code says how
-    it went (0 succeeded, 1 a task failed)."""
-    pipeline = config.pipeline
-    environ = dict(os.environ)
+def resumed_directory(pipeline: PipelineConfig, run: str) -> Path:
+    """The folder of an earlier run named `run` (it holds its manifests and its journal)."""
+    found = sorted(pipeline.engine.workdir.glob(f"*/{run}/{JOURNAL_FILE}"))
+    if not found:
+        raise ConfigError(
+            f"no run named {run!r} to resume under {pipeline.engine.workdir} "
+            f"(looked for */{run}/{JOURNAL_FILE})"
+        )
+    return found[-1].parent.parent
+
+
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def local_code_version(root: Path = SOURCE_ROOT) -> str:
+    """`mlpipe-<version>-g<commit>`, plus `-dirty-<digest of the changes>` for uncommitted
+    code, so a memoized step never reuses what other code computed."""
+    try:
+        package = version("mlpipe")
+    except PackageNotFoundError:
+        package = "unknown"
+    name = f"mlpipe-{package}"
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, check=True, timeout=30
+        ).stdout
+
+    try:
+        name += "-g" + git("rev-parse", "--short=12", "HEAD").decode().strip()
+        changes = git("diff", "HEAD", "--binary")
+        untracked = git("ls-files", "--others", "--exclude-standard", "-z").split(b"\0")
+        for rel in sorted(p for p in untracked if p.endswith(b".py")):
+            changes += rel + b"\0" + (root / rel.decode()).read_bytes()
+        if changes:
+            name += "-dirty-" + hashlib.sha256(changes).hexdigest()[:12]
+    except (OSError, subprocess.SubprocessError):
+        pass  # not a git checkout (an installed package): the version alone
+    return re.sub(r"[^a-zA-Z0-9]+", "-", name)
+
+
+def signing_secrets(config: LoadedConfig) -> dict[str, dict[str, str]]:
+    """The signing Secret the manifests reference, served from the configured key file."""
+    provenance = config.pipeline.provenance
+    if not provenance.signing:
+        return {}
+    if provenance.signing_key is None:
+        raise ConfigError(
+            f"{config.path}: key 'provenance.signing_key': required locally when "
+            "provenance.signing is true (an Ed25519 private key PEM)"
+        )
+    path = config.path.parent / provenance.signing_key
+    try:
+        pem = path.read_text()
+    except OSError as error:
+        raise ConfigError(
+            f"{config.path}: key 'provenance.signing_key': cannot read {path}: {error.strerror}"
+        ) from error
+    return {provenance.signing_secret: {SIGNING_SECRET_KEY: pem}}
+
+
+@dataclass(frozen=True)
+class LocalStorage:
+    """A local run's S3 endpoint and the artifact store on the configured bucket."""
+
+    access: S3Access
+    store: ArtifactStore
+
+
+@contextmanager
+def local_storage(pipeline: PipelineConfig, environ: dict[str, str]) -> Iterator[LocalStorage]:
+    """`s3_for` with the store on its bucket, created if missing."""
     with s3_for(pipeline, environ) as access:
         store = ArtifactStore(
             access.endpoint,
@@ -125,34 +209,68 @@ def run_pipeline(config: LoadedConfig, console: Console) -> int:
             pipeline.storage.region,
         )
         store.ensure_bucket()
-        data_uri = stage_data(store, pipeline.data.uri)
-        # The tracker listens on a fixed port in the manifest (a pod has its own IP); on one
-        # machine two runs would share loopback, so each local run compiles with a free one.
-        run_config = with_overrides(
-            config, {"data.uri": data_uri, "train.tracker_port": free_port()}
-        )
-        run_dir = run_directory(pipeline)
-        manifests = write_manifests(compile_manifests(run_config), run_dir / "manifests")
-        template, workflow = (load_manifest(path) for path in manifests[:2])
-        context = EngineContext(
-            store=store,
-            key_format=pipeline.storage.key_format,
-            workdir=run_dir,
-            # The collective needs every worker at once: fewer slots would deadlock it.
-            parallelism=max(
-                min(pipeline.engine.parallelism, os.cpu_count() or 1), pipeline.train.workers
+        yield LocalStorage(access, store)
+
+
+def compile_local(config: LoadedConfig, data_uri: str, run_dir: Path) -> list[Path]:
+    """Compile for a run on this machine and write the manifests under `run_dir`."""
+    # The tracker listens on a fixed port in the manifest (a pod has its own IP); on one
+    # machine two runs would share loopback, so each local run compiles with a free one.
+    run_config = with_overrides(
+        config,
+        {
+            "data.uri": data_uri,
+            "train.tracker_port": free_port(),
+            "provenance.code_version": (
+                config.pipeline.provenance.code_version or local_code_version()
             ),
-            env={**environ, **step_environment(access, pipeline)},
-            secrets={pipeline.storage.credentials_secret: credentials_secret(access)},
+        },
+    )
+    return write_manifests(compile_manifests(run_config), run_dir / "manifests")
+
+
+def engine_context(
+    config: LoadedConfig,
+    storage: LocalStorage,
+    run_dir: Path,
+    environ: dict[str, str],
+    secrets: dict[str, dict[str, str]],
+) -> EngineContext:
+    pipeline = config.pipeline
+    return EngineContext(
+        store=storage.store,
+        key_format=pipeline.storage.key_format,
+        workdir=run_dir,
+        # The collective needs every worker at once: fewer slots would deadlock it.
+        parallelism=max(
+            min(pipeline.engine.parallelism, os.cpu_count() or 1), pipeline.train.workers
+        ),
+        env={**environ, **step_environment(storage.access, pipeline)},
+        secrets={
+            pipeline.storage.credentials_secret: credentials_secret(storage.access),
+            **secrets,
+        },
+    )
+
+
+def execute(
+    workflow: dict[str, Any],
+    template: dict[str, Any],
+    context: EngineContext,
+    observer: Observer,
+    resume: str | None = None,
+) -> RunResult:
+    """Run a Workflow manifest (which may use the WorkflowTemplate) with the local engine."""
+    try:
+        return run_workflow(
+            workflow, {template["metadata"]["name"]: template}, context, observer, resume
         )
-        console.print(f"manifests: {run_dir / 'manifests'}", highlight=False)
-        try:
-            with ConsoleView(console) as view:
-                result = run_workflow(
-                    workflow, {template["metadata"]["name"]: template}, context, view
-                )
-        except ManifestError as error:
-            raise ConfigError(f"the compiled manifest cannot run locally: {error}") from error
+    except ManifestError as error:
+        raise ConfigError(f"the compiled manifest cannot run locally: {error}") from error
+
+
+def report(result: RunResult, console: Console) -> int:
+    """Print what the run did and where its artifacts are; 0 if it succeeded, else 1."""
     console.print(summary_table(result))
     console.print(locations_table(result))
     if not result.succeeded:
@@ -160,6 +278,28 @@ def run_pipeline(config: LoadedConfig, console: Console) -> int:
         return 1
     console.print(f"[bold green]Succeeded[/] {result.name} in {result.duration:.1f}s")
     return 0
+
+
+def run_pipeline(config: LoadedConfig, console: Console, resume: str | None = None) -> int:
+    """Stage the data, compile, execute locally, print the summary; the exit code says how
+    it went (0 succeeded, 1 a task failed). With `resume`, run that interrupted run again."""
+    pipeline = config.pipeline
+    environ = dict(os.environ)
+    secrets = signing_secrets(config)
+    with local_storage(pipeline, environ) as storage:
+        if resume is not None:
+            run_dir = resumed_directory(pipeline, resume)
+            manifests = [run_dir / "manifests" / name for name in (TEMPLATE_FILE, WORKFLOW_FILE)]
+        else:
+            run_dir = run_directory(pipeline)
+            data_uri = stage_data(storage.store, pipeline.data.uri)
+            manifests = compile_local(config, data_uri, run_dir)
+        template, workflow = (load_manifest(path) for path in manifests[:2])
+        context = engine_context(config, storage, run_dir, environ, secrets)
+        console.print(f"manifests: {run_dir / 'manifests'}", highlight=False)
+        with ConsoleView(console) as view:
+            result = execute(workflow, template, context, view, resume)
+    return report(result, console)
 
 
 def with_overrides(config: LoadedConfig, values: dict[str, object]) -> LoadedConfig:

@@ -17,6 +17,12 @@ class WorkflowParam(StrEnum):
     DEPLOY_SPEC = "deploy-spec"
     MODEL_NAME = "model-name"
     WORKERS = "workers"
+    CONFIG_DIGEST = "config-digest"
+    """SHA-256 of the run's step specs: part of the memoization key and of every statement."""
+    CODE_VERSION = "code-version"
+    """The steps' code: image reference on a cluster, package version + git commit locally."""
+    WINDOW_URI = "window-uri"
+    DRIFT_SPEC = "drift-spec"
 
 
 class StepInput(StrEnum):
@@ -30,3 +36,10 @@ class StepInput(StrEnum):
     PORT = "port"
     WORKER_OUTPUTS = "worker-outputs"
     ONNX_DIGEST = "onnx-digest"
+    DATASET_DIGEST = "dataset-digest"
+    # The onExit summary's inputs, valued from Argo's exit-handler variables.
+    WORKFLOW_NAME = "workflow-name"
+    WORKFLOW_STATUS = "workflow-status"
+    WORKFLOW_FAILURES = "workflow-failures"
+    RUN_PREFIX = "run-prefix"
+    SUMMARY_SPEC = "summary-spec"

@@ -5,7 +5,10 @@ audit -> provenance -> train (tracker daemon + N workers + model check) -> quant
 artifact repository named in the config. Nothing here runs a step: the manifests do.
 """
 
+import hashlib
 import itertools
+import json
+import re
 
 from hera.workflows import (
     DAG,
@@ -22,9 +25,11 @@ from hera.workflows import models as m
 from steps.names import Artifact as StepArtifact
 from steps.names import Param, Step
 from workflows.config import LoadedConfig
+from workflows.exit_handler import EXIT_TEMPLATE, summary_template
 from workflows.parameters import StepInput, WorkflowParam
 from workflows.step_template import (
     WORK_VOLUME,
+    Attestation,
     ImageSettings,
     pod_security,
     step_container,
@@ -33,6 +38,7 @@ from workflows.step_template import (
 TEMPLATE_NAME = "mlpipe-training"
 ENTRYPOINT = "pipeline"
 TRAIN_GROUP = "train"
+MANUAL_TRIGGER = "manual"
 
 
 class TaskName:
@@ -52,7 +58,7 @@ class TaskName:
 def workflow_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
     """The run's parameter values, each step spec serialised as the JSON its step parses."""
     pipeline = config.pipeline
-    return {
+    values = {
         WorkflowParam.DATA_URI: pipeline.data.uri,
         WorkflowParam.DATA_SPEC: pipeline.data.spec().model_dump_json(),
         WorkflowParam.AUDIT_SPEC: config.audit_spec().model_dump_json(),
@@ -63,6 +69,57 @@ def workflow_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
         WorkflowParam.MODEL_NAME: pipeline.model_name,
         WorkflowParam.WORKERS: str(pipeline.train.workers),
     }
+    values[WorkflowParam.CONFIG_DIGEST] = config_digest(values)
+    values[WorkflowParam.CODE_VERSION] = code_version(config)
+    return values
+
+
+def code_version(config: LoadedConfig) -> str:
+    """The code version the provenance chain records: configured, else the steps image."""
+    pipeline = config.pipeline
+    return pipeline.provenance.code_version or re.sub(
+        r"[^a-zA-Z0-9]+", "-", pipeline.argo.steps_image
+    )
+
+
+def config_digest(values: dict[WorkflowParam, str]) -> str:
+    """SHA-256 of what decides the results: every spec, not where the data is (the data is
+    keyed by its dataset digest) nor the tracker's port (a local run picks a free one)."""
+    specs: dict[str, object] = {
+        name.value: value for name, value in values.items() if name is not WorkflowParam.DATA_URI
+    }
+    train = json.loads(values[WorkflowParam.TRAIN_SPEC])
+    train.pop("tracker_port", None)
+    specs[WorkflowParam.TRAIN_SPEC.value] = train
+    return hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()
+
+
+def attestation(config: LoadedConfig) -> Attestation:
+    provenance = config.pipeline.provenance
+    return Attestation(
+        key_format=config.pipeline.storage.key_format,
+        signing_secret=provenance.signing_secret if provenance.signing else None,
+    )
+
+
+def train_memoize(config: LoadedConfig) -> m.Memoize | None:
+    """The training group's cache entry: same dataset, same specs, same code, same model.
+
+    The key uses only letters, digits and dashes, as Argo requires of a ConfigMap cache key.
+    """
+    pipeline = config.pipeline
+    if not pipeline.provenance.memoize:
+        return None
+    parts = [
+        f"{{{{inputs.parameters.{StepInput.DATASET_DIGEST.value}}}}}",
+        _workflow_param(WorkflowParam.CONFIG_DIGEST),
+        _workflow_param(WorkflowParam.CODE_VERSION),
+    ]
+    return m.Memoize(
+        key="-".join([TRAIN_GROUP, *parts]),
+        max_age=pipeline.provenance.memoize_max_age,
+        cache=m.Cache(config_map=m.LocalObjectReference(name=pipeline.argo.memoize_cache)),
+    )
 
 
 def image_settings(config: LoadedConfig) -> ImageSettings:
@@ -74,7 +131,41 @@ def image_settings(config: LoadedConfig) -> ImageSettings:
         credentials_secret=pipeline.storage.credentials_secret,
         cpu=pipeline.argo.step_cpu,
         memory=pipeline.argo.step_memory,
+        service_account=pipeline.argo.service_account,
+        deadline_seconds=pipeline.argo.step_deadline_seconds,
     )
+
+
+def label_value(text: str) -> str:
+    """A Kubernetes label value (63 characters at most, alphanumeric at both ends): the
+    tail, which for an image by digest is the digest."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", text)[-63:].strip("-_.")
+
+
+def run_labels(config: LoadedConfig, trigger: str) -> dict[str, str]:
+    """Labels of a run (a Workflow, or a CronWorkflow's workflowMetadata): what `mlpipe list`
+    and the Argo UI filter on. The dataset digest is not among them: it is computed by the
+    provenance step, after the Workflow object exists (`mlpipe list` reads it from there)."""
+    return {
+        "app.kubernetes.io/name": "mlpipe",
+        "mlpipe/model": config.pipeline.model_name,
+        "mlpipe/trigger": trigger,
+        "mlpipe/code-version": label_value(code_version(config)),
+    }
+
+
+def run_annotations(config: LoadedConfig, trigger: str) -> dict[str, str]:
+    """The Argo UI's title and description of a run."""
+    pipeline = config.pipeline
+    return {
+        "workflows.argoproj.io/title": f"Train {pipeline.model_name} ({trigger})",
+        "workflows.argoproj.io/description": (
+            f"model: {pipeline.model_name}\n"
+            f"data: {pipeline.data.uri} (dataset digest: see the provenance step)\n"
+            f"code version: {code_version(config)} (image {pipeline.argo.steps_image})\n"
+            f"trigger: {trigger}"
+        ),
+    }
 
 
 def _ref(task: str, kind: str, name: str) -> str:
@@ -93,17 +184,24 @@ def _chain(*tasks: Task) -> None:
 
 def build_template(config: LoadedConfig) -> WorkflowTemplate:
     settings = image_settings(config)
+    attest = attestation(config)
     pipeline = config.pipeline
     tracker_port = pipeline.train.tracker_port
     with WorkflowTemplate(
         name=TEMPLATE_NAME,
         namespace=pipeline.argo.namespace,
         entrypoint=ENTRYPOINT,
-        labels={"app.kubernetes.io/name": "mlpipe", "mlpipe/model": pipeline.model_name},
+        labels={
+            "app.kubernetes.io/name": "mlpipe",
+            "mlpipe/model": pipeline.model_name,
+            "mlpipe/code-version": label_value(code_version(config)),
+        },
         annotations={
             "workflows.argoproj.io/title": f"mlpipe training: {pipeline.model_name}",
             "workflows.argoproj.io/description": (
-                "audit -> provenance -> distributed XGBoost -> ONNX -> evaluate -> deploy"
+                "audit -> provenance -> distributed XGBoost -> ONNX -> evaluate -> deploy\n"
+                f"model: {pipeline.model_name}; code version: {code_version(config)} "
+                f"(image {pipeline.argo.steps_image}); dataset digest: per run (provenance step)"
             ),
         },
         arguments=[
@@ -120,14 +218,27 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
         ),
         pod_gc=m.PodGC(strategy="OnPodSuccess", delete_delay_duration="10m"),
         artifact_gc=m.WorkflowLevelArtifactGC(strategy="OnWorkflowDeletion"),
+        # Logs go to the artifact repository whatever the controller's default: the run
+        # summary and `mlpipe logs` after pod GC both rely on them.
+        archive_logs=True,
+        on_exit=EXIT_TEMPLATE,
+        pod_metadata=m.Metadata(
+            labels={"app.kubernetes.io/name": "mlpipe", "mlpipe/model": pipeline.model_name}
+        ),
     ) as template:
         audit = step_container(
             "audit",
             Step.AUDIT,
             settings,
-            inputs=[WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, WorkflowParam.AUDIT_SPEC],
+            inputs=[
+                WorkflowParam.DATA_URI,
+                WorkflowParam.DATA_SPEC,
+                WorkflowParam.AUDIT_SPEC,
+                WorkflowParam.MODEL_NAME,
+            ],
             output_parameters=[Param.PASSED, Param.ROWS, Param.CRITICAL_FAILURES, Param.WARNINGS],
             output_artifacts=[StepArtifact.AUDIT_REPORT, StepArtifact.AUDIT_RESULT],
+            attestation=attest,
         )
         provenance = step_container(
             "provenance",
@@ -136,6 +247,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             inputs=[WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, StepInput.SHARDS],
             output_parameters=[Param.DATASET_DIGEST, Param.DATASET_URI, Param.ROWS],
             output_artifacts=[StepArtifact.PROVENANCE],
+            attestation=attest,
         )
         tracker = step_container(
             "tracker",
@@ -158,6 +270,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 StepInput.TRACKER_PORT,
             ],
             output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
+            attestation=attest,
         )
         model_check = step_container(
             "model-check",
@@ -175,6 +288,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             input_artifacts=[StepArtifact.MODEL],
             output_parameters=[Param.ONNX_DIGEST, Param.PARITY_MAX_DIFF],
             output_artifacts=[StepArtifact.ONNX, StepArtifact.QUANTIZE_REPORT],
+            attestation=attest,
         )
         evaluate = step_container(
             "evaluate",
@@ -184,6 +298,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
             output_parameters=[Param.AUC, Param.GATE],
             output_artifacts=[StepArtifact.EVALUATION, StepArtifact.EVALUATION_REPORT],
+            attestation=attest,
         )
         deploy = step_container(
             "deploy",
@@ -198,15 +313,22 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
             output_parameters=[Param.DEPLOYED_DIGEST, Param.ENDPOINT],
             output_artifacts=[StepArtifact.ROLLOUT],
+            attestation=attest,
+            # Its own identity: rights to roll a model out never reach the other steps.
+            service_account=pipeline.argo.deploy_service_account,
         )
+        in_order = (audit, provenance, tracker, worker, model_check, quantize, evaluate, deploy)
+        summary_template(config, settings, [str(t.name) for t in in_order])
 
         with DAG(
             name=TRAIN_GROUP,
             inputs=[
                 Parameter(name=StepInput.DATASET_URI),
+                Parameter(name=StepInput.DATASET_DIGEST),
                 Parameter(name=WorkflowParam.TRAIN_SPEC),
                 Parameter(name=WorkflowParam.WORKERS),
             ],
+            memoize=train_memoize(config),
             outputs=[
                 Parameter(
                     name=param.value,
@@ -269,6 +391,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                         WorkflowParam.DATA_URI,
                         WorkflowParam.DATA_SPEC,
                         WorkflowParam.AUDIT_SPEC,
+                        WorkflowParam.MODEL_NAME,
                     )
                 },
             )
@@ -286,6 +409,9 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 template=train_group,
                 arguments={
                     StepInput.DATASET_URI.value: dataset_uri,
+                    StepInput.DATASET_DIGEST.value: _ref(
+                        TaskName.PROVENANCE, "parameters", Param.DATASET_DIGEST.value
+                    ),
                     WorkflowParam.TRAIN_SPEC.value: _workflow_param(WorkflowParam.TRAIN_SPEC),
                     WorkflowParam.WORKERS.value: _workflow_param(WorkflowParam.WORKERS),
                 },
@@ -356,15 +482,8 @@ def build_workflow(config: LoadedConfig) -> Workflow:
     return Workflow(
         generate_name=f"{pipeline.model_name}-training-",
         namespace=pipeline.argo.namespace,
-        labels={
-            "app.kubernetes.io/name": "mlpipe",
-            "mlpipe/model": pipeline.model_name,
-            "mlpipe/trigger": "manual",
-        },
-        annotations={
-            "workflows.argoproj.io/title": f"Train {pipeline.model_name}",
-            "workflows.argoproj.io/description": f"data: {pipeline.data.uri}",
-        },
+        labels=run_labels(config, MANUAL_TRIGGER),
+        annotations=run_annotations(config, MANUAL_TRIGGER),
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
         arguments=[
             Parameter(name=name.value, value=value)

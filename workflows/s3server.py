@@ -37,6 +37,10 @@ GRPC_OFFSET = 10000
 # weed's maintenance worker dials the admin server on admin.port + 10000 whatever
 # -admin.port.grpc says (measured with 4.48), so every gRPC port keeps weed's offset.
 
+PORT_TAKEN_MARKERS = ("Port allocation failed", "address already in use")
+"""How weed's log says a port went to someone else between our pick and its bind: weed checks
+its ports up front and exits (first marker), or loses a bind race later (second)."""
+
 STATE_FILE = "mlpipe-s3.json"
 LOG_FILE = "weed.log"
 STARTUP_TIMEOUT = 30.0
@@ -103,6 +107,13 @@ class EmbeddedS3:
         """
         if self._process is not None:
             raise RuntimeError("EmbeddedS3 is already running")
+        # Two weeds on one folder would fight over its metadata store.
+        running = read_state(self.data_dir)
+        if running is not None:
+            raise StorageError(
+                f"{self.data_dir} is already served by weed (pid {running.pid}) at "
+                f"{running.endpoint}: use that server or stop it (`mlpipe store down`)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         weed = _weed_binary()
         for attempt in range(2):
@@ -112,7 +123,7 @@ class EmbeddedS3:
             if failure is None:
                 return
             self.stop()
-            port_taken = "address already in use" in failure
+            port_taken = any(marker in failure for marker in PORT_TAKEN_MARKERS)
             if not (port_taken and attempt == 0):
                 raise StorageError(f"SeaweedFS did not start: {failure}")
 

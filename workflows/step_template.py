@@ -4,9 +4,15 @@ Every step template follows one shape, so the local engine and a reader can rely
 inputs become `--<name> <value>` arguments, input artifacts land under IN_DIR, and the step
 writes its outputs under OUT_DIR (parameters in OUT_DIR/parameters/<name>). The one
 writable place is an emptyDir at /tmp, because the root filesystem is read-only.
+
+Hardened by default: every template runs under a named ServiceAccount, with requests and
+limits, an activeDeadlineSeconds, a non-root read-only container without capabilities, and
+S3 credentials only by secretKeyRef. Each gets Prometheus gauges (workflows/metrics.py), and
+its `parameters/` folder is also stored as an artifact so the run summary can read the key
+numbers after the pod is gone.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hera.workflows import (
@@ -21,7 +27,10 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.names import PARAMETERS_DIR, ArtifactName, Param, Step
+from steps.names import Artifact as StepArtifact
 from steps.names import Env as StepEnv
+from workflows.metrics import template_metrics
+from workflows.parameters import WorkflowParam
 
 WORK_VOLUME = "work"
 WORK_MOUNT = "/tmp"
@@ -40,6 +49,8 @@ class ImageSettings:
     credentials_secret: str
     cpu: str
     memory: str
+    service_account: str
+    deadline_seconds: int
 
 
 def container_security() -> m.SecurityContext:
@@ -89,6 +100,61 @@ def output_artifact(artifact: ArtifactName) -> Artifact:
     )
 
 
+SIGNING_SECRET_KEY = "private-key"
+"""Key in the signing Secret holding the Ed25519 private key PEM."""
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """What a step needs to write its provenance statement (steps/attestation.py): where its
+    artifacts will be stored (the repository's keyFormat) and the signing key's Secret."""
+
+    key_format: str
+    signing_secret: str | None = None
+
+
+def attestation_env(attestation: Attestation) -> list[Env | SecretEnv]:
+    """The run details a statement records, from Argo's variables and the workflow's
+    `code-version` and `config-digest` parameters (set by both engines alike)."""
+    env: list[Env | SecretEnv] = [
+        Env(name=StepEnv.WORKFLOW_NAME, value="{{workflow.name}}"),
+        Env(name=StepEnv.WORKFLOW_UID, value="{{workflow.uid}}"),
+        Env(name=StepEnv.ARTIFACT_PREFIX, value=attestation.key_format),
+        Env(
+            name=StepEnv.CODE_VERSION,
+            value=f"{{{{workflow.parameters.{WorkflowParam.CODE_VERSION.value}}}}}",
+        ),
+        Env(
+            name=StepEnv.CONFIG_DIGEST,
+            value=f"{{{{workflow.parameters.{WorkflowParam.CONFIG_DIGEST.value}}}}}",
+        ),
+    ]
+    if attestation.signing_secret is not None:
+        env.append(
+            SecretEnv(
+                name=StepEnv.SIGNING_KEY,
+                secret_name=attestation.signing_secret,
+                secret_key=SIGNING_SECRET_KEY,
+            )
+        )
+    return env
+
+
+def attestation_artifact() -> Artifact:
+    """The step's statement; optional, as a failed step (or a train worker other than rank 0)
+    writes none."""
+    artifact = output_artifact(StepArtifact.ATTESTATION)
+    artifact.optional = True
+    return artifact
+
+
+def parameters_artifact() -> Artifact:
+    """The step's `parameters/` folder; optional, as a step may fail before writing it."""
+    artifact = output_artifact(StepArtifact.PARAMETERS)
+    artifact.optional = True
+    return artifact
+
+
 def input_artifact_path(artifact: ArtifactName) -> str:
     return f"{IN_DIR}/{artifact.filename}"
 
@@ -105,8 +171,20 @@ def step_container(
     writes_outputs: bool = True,
     daemon: bool = False,
     readiness_port: int | None = None,
+    input_values: Mapping[str, str] | None = None,
+    extra_env: Sequence[Env | SecretEnv] = (),
+    service_account: str | None = None,
+    cpu: str | None = None,
+    memory: str | None = None,
+    attestation: Attestation | None = None,
+    memoize: m.Memoize | None = None,
 ) -> Container:
-    """A step template; each input `x` is passed to the step as `--x {{inputs.parameters.x}}`."""
+    """A step template; each input `x` is passed to the step as `--x {{inputs.parameters.x}}`.
+
+    `input_values` gives inputs a value when no argument supplies one (the onExit template
+    has no caller); `service_account`, `cpu` and `memory` override the settings' defaults.
+    With `attestation` the step records its provenance statement as an artifact.
+    """
     args: list[str] = []
     for parameter in inputs:
         args += [f"--{parameter}", f"{{{{inputs.parameters.{parameter}}}}}"]
@@ -126,19 +204,32 @@ def step_container(
         image=settings.image,
         command=["python", "-m", "steps", step.value],
         args=args,
-        inputs=[Parameter(name=parameter) for parameter in inputs]
+        inputs=[
+            Parameter(name=parameter, value=(input_values or {}).get(parameter))
+            for parameter in inputs
+        ]
         + [Artifact(name=a.name, path=input_artifact_path(a)) for a in input_artifacts],
         outputs=[output_parameter(p) for p in output_parameters]
-        + [output_artifact(a) for a in output_artifacts],
-        env=storage_env(settings),
+        + [output_artifact(a) for a in output_artifacts]
+        + ([parameters_artifact()] if output_parameters else [])
+        + ([attestation_artifact()] if attestation is not None else []),
+        env=[
+            *storage_env(settings),
+            *(attestation_env(attestation) if attestation is not None else []),
+            *extra_env,
+        ],
         volume_mounts=[m.VolumeMount(name=WORK_VOLUME, mount_path=WORK_MOUNT)],
         security_context=container_security(),
         resources=Resources(
-            cpu_request=settings.cpu,
-            cpu_limit=settings.cpu,
-            memory_request=settings.memory,
-            memory_limit=settings.memory,
+            cpu_request=cpu or settings.cpu,
+            cpu_limit=cpu or settings.cpu,
+            memory_request=memory or settings.memory,
+            memory_limit=memory or settings.memory,
         ),
+        service_account_name=service_account or settings.service_account,
+        active_deadline_seconds=settings.deadline_seconds,
+        metrics=template_metrics(name, [p.value for p in output_parameters]),
         daemon=daemon or None,
         readiness_probe=probe,
+        memoize=memoize,
     )
