@@ -65,8 +65,9 @@ def test_service_accounts_for_steps_deploy_and_submitters(
     installed: dict[str, list[dict[str, Any]]],
 ) -> None:
     accounts = by_kind(installed, "ServiceAccount")
-    assert set(accounts) == {"mlpipe-steps", "mlpipe-deploy", "mlpipe-submitter"}
+    assert set(accounts) == {"mlpipe-steps", "mlpipe-deploy", "mlpipe-submitter", "mlpipe-serving"}
     assert accounts["mlpipe-submitter"]["automountServiceAccountToken"] is False
+    assert accounts["mlpipe-serving"]["automountServiceAccountToken"] is False
     [token] = by_kind(installed, "Secret").values()
     assert token["type"] == "kubernetes.io/service-account-token"
     assert token["metadata"]["name"] == "mlpipe-submitter.service-account-token"
@@ -95,8 +96,13 @@ def test_rbac_is_least_privilege(installed: dict[str, list[dict[str, Any]]]) -> 
     }
     assert ("argoproj.io", "workflows", "create") in granted
     assert ("", "pods/log", "get") in granted
+    # `mlpipe schedule apply` creates the CronWorkflow or updates it: the one update granted.
+    assert {("argoproj.io", "cronworkflows", v) for v in ("create", "update", "get")} <= granted
     for forbidden in ("delete", "update", "patch", "*"):
-        assert not any(verb == forbidden for _, _, verb in granted), forbidden
+        assert not any(
+            verb == forbidden and resource != "cronworkflows" for _, resource, verb in granted
+        ), forbidden
+    assert not any(verb in ("delete", "patch") for _, _, verb in granted)
     assert not any(resource in ("secrets", "*") for _, resource, _ in granted)
     bindings = by_kind(installed, "RoleBinding")
     accounts = by_kind(installed, "ServiceAccount")

@@ -4,9 +4,12 @@ For `kubectl apply -f DIR` by a platform engineer, in file-name order:
 - ServiceAccounts: one for the steps, one for deploy (so rights to roll a model out never
   reach the other steps), one for people and CI that submit runs (it runs no pod, so it
   mounts no token), plus the submitter's long-lived token Secret, filled in by Kubernetes;
+  with a `serving:` section also the model servers' own (they mount no token either);
 - Roles and RoleBindings, least privilege: the executor of every step pod may only create
   and patch `workflowtaskresults` (how outputs and progress reach the controller); the
-  submitter may create and read workflows, read the WorkflowTemplate and pod logs;
+  submitter may create and read workflows, read the WorkflowTemplate and pod logs, and
+  create or update the CronWorkflow (`mlpipe schedule apply`); the deploy task may touch
+  only the serving objects its kubernetes backend applies (steps/kube_manifests.py);
 - the `artifact-repositories` ConfigMap: endpoint, bucket, region, keyFormat and *references*
   to the credentials Secret, never the credentials;
 - the memoization cache ConfigMap, labelled as a cache for the controller;
@@ -17,6 +20,7 @@ no credential ever sits in generated YAML (tests/test_hardening.py scans for it)
 """
 
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +29,18 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from steps.kube_manifests import (
+    ServedModel,
+    Track,
+    deploy_rbac,
+    http_route,
+    metadata,
+    role,
+    role_binding,
+    rule,
+    service_account,
+    track_manifests,
+)
 from workflows.compiler import compile_manifests, render
 from workflows.config import ConfigError, LoadedConfig
 
@@ -41,46 +57,96 @@ def install_manifests(config: LoadedConfig) -> dict[str, list[dict[str, Any]]]:
     """File name -> the Kubernetes objects it holds."""
     pipeline = config.pipeline
     argo = pipeline.argo
+    namespace = argo.namespace
     compiled = compile_manifests(config)
     accounts = [argo.service_account, argo.deploy_service_account]
+    serving = config.deploy_spec().kubernetes
     return {
         "00-service-accounts.yaml": [
-            *(_service_account(config, name, mount_token=True) for name in accounts),
-            _service_account(config, argo.submit_service_account, mount_token=False),
+            *(service_account(namespace, name, mount_token=True) for name in accounts),
+            service_account(namespace, argo.submit_service_account, mount_token=False),
             _token_secret(config, argo.submit_service_account),
+            *(
+                [service_account(namespace, serving.service_account, mount_token=False)]
+                if serving
+                else []
+            ),
         ],
         "10-rbac.yaml": [
-            _role(
-                config,
+            role(
+                namespace,
                 EXECUTOR_ROLE,
-                [_rule("argoproj.io", ["workflowtaskresults"], ["create", "patch"])],
+                [rule("argoproj.io", ["workflowtaskresults"], ["create", "patch"])],
             ),
-            _binding(config, EXECUTOR_ROLE, accounts),
-            _role(
-                config,
+            role_binding(namespace, EXECUTOR_ROLE, accounts),
+            role(
+                namespace,
                 argo.submit_service_account,
                 [
-                    _rule("argoproj.io", ["workflows"], ["create", "get", "list", "watch"]),
-                    _rule("argoproj.io", ["workflowtemplates"], ["get", "list"]),
-                    _rule("argoproj.io", ["cronworkflows"], ["get", "list"]),
+                    rule("argoproj.io", ["workflows"], ["create", "get", "list", "watch"]),
+                    rule("argoproj.io", ["workflowtemplates"], ["get", "list"]),
+                    # `mlpipe schedule apply` creates the CronWorkflow or updates it in place.
+                    rule("argoproj.io", ["cronworkflows"], ["create", "update", "get", "list"]),
                     # The Argo server reads logs with the caller's own rights.
-                    _rule("", ["pods"], ["get", "list", "watch"]),
-                    _rule("", ["pods/log"], ["get"]),
+                    rule("", ["pods"], ["get", "list", "watch"]),
+                    rule("", ["pods/log"], ["get"]),
                 ],
             ),
-            _binding(config, argo.submit_service_account, [argo.submit_service_account]),
+            role_binding(namespace, argo.submit_service_account, [argo.submit_service_account]),
+            *(deploy_rbac(serving, argo.deploy_service_account) if serving else []),
         ],
         "20-artifact-repositories.yaml": [artifact_repositories(config)],
         "30-memoization-cache.yaml": [
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
-                "metadata": _metadata(config, argo.memoize_cache, {CACHE_LABEL: "Cache"}),
+                "metadata": metadata(namespace, argo.memoize_cache, {CACHE_LABEL: "Cache"}),
             }
         ],
         "40-workflow-template.yaml": [compiled.template],
         "50-cron-workflow.yaml": [compiled.cron],
     }
+
+
+DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def rollout_manifests(
+    config: LoadedConfig, digest: str, stable_digest: str | None, canary_percent: int
+) -> dict[str, list[dict[str, Any]]]:
+    """File name -> objects, for `mlpipe deploy render`: what the deploy task's kubernetes
+    backend applies while `digest` is the canary next to `stable_digest` at `canary_percent`,
+    or, without a stable version, what a first deploy of `digest` leaves behind."""
+    pipeline = config.pipeline
+    spec = config.deploy_spec().kubernetes
+    if spec is None:
+        raise ConfigError(
+            f"{config.path}: key 'serving': required to render the serving manifests "
+            "(see config/cluster.yaml)"
+        )
+    for option, value in (("--digest", digest), ("--stable-digest", stable_digest)):
+        if value is not None and not DIGEST.fullmatch(value):
+            raise ConfigError(f"{option} {value!r}: expected the ONNX file's sha256 (64 hex)")
+    if not 0 <= canary_percent <= 100:
+        raise ConfigError(f"--canary-percent {canary_percent}: expected 0-100")
+    deploy_account = pipeline.argo.deploy_service_account
+    candidate = ServedModel.in_registry(spec.bucket, pipeline.model_name, digest)
+    files = {
+        "00-service-accounts.yaml": [
+            service_account(spec.namespace, spec.service_account, mount_token=False),
+            service_account(spec.namespace, deploy_account, mount_token=True),
+        ],
+        "10-deploy-rbac.yaml": deploy_rbac(spec, deploy_account),
+    }
+    if stable_digest is None:
+        files["20-stable.yaml"] = track_manifests(spec, candidate, Track.STABLE)
+        files["40-http-route.yaml"] = [http_route(spec, pipeline.model_name, None)]
+        return files
+    stable = ServedModel.in_registry(spec.bucket, pipeline.model_name, stable_digest)
+    files["20-stable.yaml"] = track_manifests(spec, stable, Track.STABLE)
+    files["30-canary.yaml"] = track_manifests(spec, candidate, Track.CANARY)
+    files["40-http-route.yaml"] = [http_route(spec, pipeline.model_name, canary_percent)]
+    return files
 
 
 def artifact_repositories(config: LoadedConfig) -> dict[str, Any]:
@@ -121,7 +187,7 @@ def artifact_repositories(config: LoadedConfig) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            **_metadata(config, reference.config_map),
+            **metadata(pipeline.argo.namespace, reference.config_map),
             "annotations": {DEFAULT_REPOSITORY_ANNOTATION: reference.key},
         },
         "data": {reference.key: render(repository)},
@@ -148,59 +214,13 @@ def load_documents(path: Path) -> list[dict[str, Any]]:
     return [document for document in yaml.safe_load_all(path.read_text()) if document]
 
 
-def _metadata(
-    config: LoadedConfig, name: str, labels: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": config.pipeline.argo.namespace,
-        "labels": {"app.kubernetes.io/name": "mlpipe", **(labels or {})},
-    }
-
-
-def _service_account(config: LoadedConfig, name: str, *, mount_token: bool) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": _metadata(config, name),
-        "automountServiceAccountToken": mount_token,
-    }
-
-
 def _token_secret(config: LoadedConfig, account: str) -> dict[str, Any]:
     """An empty token Secret: Kubernetes writes the token into it (no credential here)."""
-    metadata = _metadata(config, account + TOKEN_SUFFIX)
-    metadata["annotations"] = {"kubernetes.io/service-account.name": account}
+    meta = metadata(config.pipeline.argo.namespace, account + TOKEN_SUFFIX)
+    meta["annotations"] = {"kubernetes.io/service-account.name": account}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": metadata,
+        "metadata": meta,
         "type": "kubernetes.io/service-account-token",
-    }
-
-
-def _rule(group: str, resources: list[str], verbs: list[str]) -> dict[str, Any]:
-    return {"apiGroups": [group], "resources": resources, "verbs": verbs}
-
-
-def _role(config: LoadedConfig, name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _metadata(config, name),
-        "rules": rules,
-    }
-
-
-def _binding(config: LoadedConfig, role: str, accounts: list[str]) -> dict[str, Any]:
-    namespace = config.pipeline.argo.namespace
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": _metadata(config, role),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-        "subjects": [
-            {"kind": "ServiceAccount", "name": account, "namespace": namespace}
-            for account in accounts
-        ],
     }
