@@ -41,7 +41,6 @@ from steps.dataset import (
     read_manifest,
     read_table,
 )
-from steps.deploy import RECORD_FILE, stable_key
 from steps.drift_report import render_report
 from steps.drift_result import (
     Decision,
@@ -62,12 +61,13 @@ from steps.drift_stats import (
     shares,
 )
 from steps.errors import BadInput
-from steps.evaluate import score_metrics
 from steps.features import FeatureSchema, encode, load_schema
 from steps.names import Artifact, Env, ModelFile, Param
 from steps.outputs import report_progress, write_parameter
 from steps.profile import ReferenceProfile, parse_profile
 from steps.quantize import open_session, predict_proba
+from steps.registry import read_stable, stable_key
+from steps.slice_metrics import score_metrics
 from steps.specs import DataSpec, DriftSpec
 from steps.store import ArtifactStore, parse_s3_uri
 from steps.train import model_prefix
@@ -166,36 +166,25 @@ def stable_model(
 ) -> tuple[StableModel, FeatureSchema, ReferenceProfile, Path] | str:
     """The stable model with its schema, profile and ONNX file (downloaded into `folder`),
     or why there is none to compare with."""
-    pointer_key = stable_key(model_name)
-    if not store.exists(pointer_key):
-        return f"{store.uri(pointer_key)} does not exist"
-    stable = store.get_json(pointer_key)
-    try:
-        version = str(stable["version_key"])
-        record = store.get_json(f"{version}/{RECORD_FILE}")
-        model = StableModel(
-            name=model_name,
-            digest=str(stable["digest"]),
-            model_digest=str(record["model_digest"]),
-            dataset_uri=str(record["dataset_uri"]),
-            deployed_at=str(stable["deployed_at"]),
-            age_days=max(
-                0.0, (now - datetime.fromisoformat(stable["deployed_at"])).total_seconds() / 86400
-            ),
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise BadInput(
-            f"registry entry {store.uri(pointer_key)} (or its record.json) is malformed: "
-            f"{type(error).__name__}: {error}"
-        ) from None
+    stable = read_stable(store, model_name)
+    if stable is None:
+        return f"{store.uri(stable_key(model_name))} does not exist"
+    model = StableModel(
+        name=model_name,
+        digest=stable.digest,
+        model_digest=stable.model_digest,
+        dataset_uri=stable.dataset_uri,
+        deployed_at=stable.deployed_at.isoformat(),
+        age_days=max(0.0, (now - stable.deployed_at).total_seconds() / 86400),
+    )
     profile_key = f"{model_prefix(model.model_digest)}/{ModelFile.REFERENCE_PROFILE.value}"
     if not store.exists(profile_key):
         return f"stable model {model.digest} has no reference profile at {profile_key}"
     profile = parse_profile(store.get_bytes(profile_key), store.uri(profile_key))
     schema_path = folder / ModelFile.FEATURE_SCHEMA.value
-    store.download_file(f"{version}/{ModelFile.FEATURE_SCHEMA.value}", schema_path)
+    store.download_file(stable.key(ModelFile.FEATURE_SCHEMA.value), schema_path)
     onnx = folder / Artifact.ONNX.filename
-    store.download_file(f"{version}/{Artifact.ONNX.filename}", onnx)
+    store.download_file(stable.key(Artifact.ONNX.filename), onnx)
     return model, load_schema(schema_path), profile, onnx
 
 

@@ -64,6 +64,13 @@ def test_bad_values_name_file_and_key(tmp_path: Path, text: str, key: str, expec
     assert str(path) in message and f"'{key}'" in message and expected in message
 
 
+def test_a_misplaced_token_is_not_echoed(tmp_path: Path) -> None:
+    path = write(tmp_path, "argo:\n  token:\n    value: s3cr3t-t0ken\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, [], {})
+    assert "'argo.token'" in str(raised.value) and "s3cr3t-t0ken" not in str(raised.value)
+
+
 def test_malformed_yaml_is_a_clear_error(tmp_path: Path) -> None:
     path = write(tmp_path, "train: [rounds: 3\n")
     with pytest.raises(ConfigError, match="not valid YAML"):

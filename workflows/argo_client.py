@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Literal, Self
 from urllib.parse import urljoin
 
 import requests
@@ -233,6 +233,27 @@ class ArgoClient:
         runs = [_run_view(item) for item in found.items or []]
         runs.sort(key=lambda run: run.created_at or datetime.min.astimezone(), reverse=True)
         return runs[:limit]
+
+    def apply_cron(self, manifest: Mapping[str, Any]) -> Literal["created", "updated"]:
+        """Create the CronWorkflow `manifest`, or update the one of the same name in place
+        (the resourceVersion guards against a concurrent change), so it keeps its run history
+        and its place in the UI."""
+        cron = m.CronWorkflow.model_validate(manifest)
+        name = cron.metadata.name
+        if not name:
+            raise ArgoError("the CronWorkflow manifest has no metadata.name", 2)
+        with self._errors(f"applying CronWorkflow {name!r}"):
+            try:
+                existing = self._service.get_cron_workflow(name)
+            except NotFound:
+                request = m.CreateCronWorkflowRequest(cron_workflow=cron)
+                self._service.create_cron_workflow(request)
+                return "created"
+            cron.metadata.resource_version = existing.metadata.resource_version
+            self._service.update_cron_workflow(
+                name, m.UpdateCronWorkflowRequest(cron_workflow=cron)
+            )
+            return "updated"
 
     def logs(self, name: str, pods: Sequence[str] = ()) -> Iterator[LogLine]:
         """The main container's log lines of the whole run, or of the given pods."""
