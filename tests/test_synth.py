@@ -1,8 +1,6 @@
 """The synthetic churn data: deterministic, shaped like the contract says, learnable but noisy."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from steps.errors import BadInput
 from steps.synth import REGIONS, ChurnParams, generate
-
-
-def run_step(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "steps", *args],
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.datasets import run_step
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +85,10 @@ def test_params_shift_the_population() -> None:
 
 def test_cli_writes_the_same_rows_as_parquet_and_csv(tmp_path: Path) -> None:
     for name in ["d.parquet", "d.csv"]:
-        result = run_step("synth", "--rows", "400", "--seed", "5", "--out", str(tmp_path / name))
+        result = run_step(
+            ["synth", "--rows", "400", "--seed", "5", "--out", str(tmp_path / name)],
+            dict(os.environ),
+        )
         assert result.returncode == 0, result.stderr
     from_parquet = pd.read_parquet(tmp_path / "d.parquet")
     from_csv = pd.read_csv(tmp_path / "d.csv")
@@ -115,7 +107,7 @@ def test_cli_writes_the_same_rows_as_parquet_and_csv(tmp_path: Path) -> None:
 def test_cli_bad_input_exits_2_and_writes_nothing(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    result = run_step("synth", *[a.format(tmp=tmp_path) for a in args])
+    result = run_step(["synth", *[a.format(tmp=tmp_path) for a in args]], dict(os.environ))
     assert result.returncode == 2
     assert message in result.stderr
     assert list(tmp_path.iterdir()) == []
