@@ -1,164 +1,224 @@
 """Evaluation of the exported model and the promotion gate: `python -m steps evaluate ...`.
 
 What is measured is what will be served: the ONNX model under ONNX Runtime, on the test
-split, encoded with the bundle's feature schema. Overall metrics, then AUC per value of
-the dataset's slice column, so a model that is good on average but poor for one region
-is visible. Below `min_auc` the gate fails: the report is still written, then exit 1.
+split, encoded with the bundle's feature schema. Metrics with confidence intervals overall
+and per slice (steps/slices.py, steps/slice_metrics.py), reliability diagrams, robustness
+under perturbed inputs (steps/robustness.py), behavioural checks (steps/behaviour.py), and,
+when the registry has a stable model, the same rows scored by that champion. The gate
+(steps/promotion_gate.py) decides: the report is written either way, then exit 1 on a fail.
 """
 
 import argparse
 import hashlib
 import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    brier_score_loss,
-    f1_score,
-    log_loss,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
 
-from steps import html_report as html
 from steps.attestation import attest
+from steps.behaviour import run_checks
 from steps.dataset import Split, load_split, read_manifest
-from steps.errors import BadInput, GateFailed
-from steps.features import encode, load_schema
-from steps.names import Artifact, ModelFile, Param, Step
-from steps.outputs import write_parameter
-from steps.quantize import open_session, predict_proba
-from steps.specs import EvaluateSpec
+from steps.errors import GateFailed
+from steps.evaluate_report import render_report
+from steps.evaluation import Evaluation, SliceResult
+from steps.features import FeatureSchema, encode, load_schema
+from steps.names import Artifact, Env, ModelFile, Param, Step
+from steps.onnx_session import open_session, predict_proba
+from steps.outputs import report_progress, write_parameter
+from steps.promotion_gate import SlicePair, compare, judge
+from steps.registry import check_model_name, read_stable
+from steps.robustness import measure
+from steps.slice_metrics import Assessment, Settings, assess
+from steps.slices import Slice, build_slices, default_groups
+from steps.specs import EvaluateSpec, SliceGroup
 from steps.store import ArtifactStore
 
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Metrics(_Record):
-    rows: int
-    positives: int
-    auc: float
-    pr_auc: float
-    log_loss: float
-    brier: float
-    threshold: float
-    accuracy: float
-    precision: float
-    recall: float
-    f1: float
+Scores = npt.NDArray[np.float64]
+Progress = Callable[[int, int], None]
 
 
-class SliceMetrics(_Record):
-    value: str
-    rows: int
-    positives: int
-    auc: float | None
-    """None when the slice holds one class only: AUC is undefined there."""
+@dataclass(frozen=True)
+class Scored:
+    """One model's scores on the test rows and their ascending order (shared by slices)."""
+
+    scores: Scores
+    order: npt.NDArray[np.intp]
 
 
-class Gate(_Record):
-    min_auc: float
-    auc: float
-    passed: bool
+def scorer(model: bytes | Path) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """P(label = 1) per encoded row. The one place evaluate reads a model's outputs, so a new
+    ONNX layout changes only steps.onnx_session.predict_proba."""
+    return partial(predict_proba, open_session(model))
 
 
-class Evaluation(_Record):
-    """`evaluation.json`."""
-
-    onnx_digest: str
-    model_digest: str
-    dataset_uri: str
-    metrics: Metrics
-    slice_column: str | None
-    slices: list[SliceMetrics]
-    gate: Gate
+def score_rows(
+    model: bytes | Path, frame: pd.DataFrame, schema: FeatureSchema
+) -> tuple[Scored, Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]]:
+    score = scorer(model)
+    scores = score(encode(frame, schema)).astype(np.float64)
+    return Scored(scores, np.argsort(scores, kind="stable")), score
 
 
-def score_metrics(
-    labels: npt.NDArray[np.int8], probabilities: npt.NDArray[np.float32], threshold: float
-) -> Metrics:
-    """Ranking (AUC, PR-AUC), calibration (log loss, Brier) and decisions at `threshold`."""
-    if len(np.unique(labels)) < 2:
-        classes = ", ".join(str(c) for c in np.unique(labels)) or "none"
-        raise BadInput(
-            f"the test split has {len(labels)} rows of class(es) {classes}: "
-            "AUC is undefined; evaluation needs both classes"
-        )
-    scores = probabilities.astype(np.float64)
-    decisions = (scores >= threshold).astype(np.int8)
-    return Metrics(
-        rows=len(labels),
-        positives=int(labels.sum()),
-        auc=float(roc_auc_score(labels, scores)),
-        pr_auc=float(average_precision_score(labels, scores)),
-        log_loss=float(log_loss(labels, scores, labels=[0, 1])),
-        brier=float(brier_score_loss(labels, scores)),
-        threshold=threshold,
-        accuracy=float(accuracy_score(labels, decisions)),
-        precision=float(precision_score(labels, decisions, zero_division=0)),
-        recall=float(recall_score(labels, decisions, zero_division=0)),
-        f1=float(f1_score(labels, decisions, zero_division=0)),
-    )
+@dataclass(frozen=True)
+class Champion:
+    """The registry's stable model: its ONNX bytes and the feature schema it was trained on."""
+
+    digest: str
+    onnx: bytes
+    schema: FeatureSchema
 
 
-def slice_metrics(
-    column: pd.Series,
-    values: list[str],
-    labels: npt.NDArray[np.int8],
-    probabilities: npt.NDArray[np.float32],
-) -> list[SliceMetrics]:
-    """AUC per slice value (rows whose slice value is missing count only overall)."""
-    slices = []
-    for value in values:
-        members = (column == value).to_numpy(dtype=bool)
-        ys = labels[members]
-        auc = (
-            float(roc_auc_score(ys, probabilities[members].astype(np.float64)))
-            if len(np.unique(ys)) == 2
-            else None
-        )
-        slices.append(
-            SliceMetrics(value=value, rows=int(members.sum()), positives=int(ys.sum()), auc=auc)
-        )
-    return slices
+def read_champion(store: ArtifactStore, model_name: str) -> Champion | None:
+    stable = read_stable(store, model_name)
+    if stable is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        schema_path = Path(tmp) / ModelFile.FEATURE_SCHEMA.value
+        store.download_file(stable.key(ModelFile.FEATURE_SCHEMA.value), schema_path)
+        schema = load_schema(schema_path)
+    return Champion(stable.digest, store.get_bytes(stable.key(Artifact.ONNX.filename)), schema)
+
+
+def within(scored: Scored, rows: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
+    """The slice's ascending order in slice-local indices, from the global order (no sort)."""
+    member = np.zeros(total, dtype=bool)
+    member[rows] = True
+    local = np.empty(total, dtype=np.intp)
+    local[rows] = np.arange(len(rows))
+    return local[scored.order[member[scored.order]]]
 
 
 def evaluate(
-    store: ArtifactStore, onnx_path: Path, model_dir: Path, dataset_uri: str, spec: EvaluateSpec
+    store: ArtifactStore,
+    onnx_path: Path,
+    model_dir: Path,
+    dataset_uri: str,
+    model_name: str,
+    spec: EvaluateSpec,
+    report_uri: str,
+    progress: Progress,
 ) -> Evaluation:
-    session = open_session(onnx_path)
-    schema = load_schema(model_dir / ModelFile.FEATURE_SCHEMA)
+    """Read the test split, the bundle's schema and the champion, then evaluate_rows."""
     manifest = read_manifest(store, dataset_uri)
     test = load_split(store, dataset_uri, Split.TEST)
-    labels = test[manifest.label].to_numpy(dtype=np.int8)
-    probabilities = predict_proba(session, encode(test, schema))
-    metrics = score_metrics(labels, probabilities, spec.threshold)
-    slice_column = manifest.slice_column
-    slices = (
-        slice_metrics(
-            test[slice_column], schema.feature(slice_column).categories, labels, probabilities
-        )
-        if slice_column is not None
-        else []
-    )
-    return Evaluation(
-        onnx_digest=_sha256(onnx_path),
+    return evaluate_rows(
+        test,
+        test[manifest.label].to_numpy(dtype=np.int8),
+        load_schema(model_dir / ModelFile.FEATURE_SCHEMA),
+        onnx_path,
+        read_champion(store, model_name),
+        spec.slices or default_groups(manifest.slice_column),
+        spec,
+        progress,
         model_digest=_sha256(model_dir / ModelFile.BOOSTER),
         dataset_uri=dataset_uri,
-        metrics=metrics,
-        slice_column=slice_column,
-        slices=slices,
-        gate=Gate(min_auc=spec.min_auc, auc=metrics.auc, passed=metrics.auc >= spec.min_auc),
+        report_uri=report_uri,
     )
+
+
+def evaluate_rows(
+    test: pd.DataFrame,
+    labels: npt.NDArray[np.int8],
+    schema: FeatureSchema,
+    onnx_path: Path,
+    champion: Champion | None,
+    groups: list[SliceGroup],
+    spec: EvaluateSpec,
+    progress: Progress,
+    *,
+    model_digest: str,
+    dataset_uri: str,
+    report_uri: str,
+) -> Evaluation:
+    """Everything evaluate measures and decides, on test rows already in memory."""
+    ours, score = score_rows(onnx_path, test, schema)
+    theirs = None if champion is None else score_rows(champion.onnx, test, champion.schema)[0]
+    slices = build_slices(test, schema, groups)
+    settings = Settings(
+        spec.threshold, spec.confidence, spec.bootstrap_rounds, spec.calibration_bins
+    )
+    rng = np.random.default_rng(spec.seed)
+    overall = assess(labels, ours.scores, ours.order, settings, rng)
+    results: list[tuple[SliceResult, Assessment | None]] = []
+    pairs: list[SlicePair] = []
+    for done, piece in enumerate(slices, start=1):
+        result, assessment = _assess_slice(piece, labels, ours, settings, spec, rng)
+        results.append((result, assessment))
+        if theirs is not None and assessment is not None:
+            order = within(theirs, piece.rows, len(labels))
+            their_assessment = assess(
+                labels[piece.rows], theirs.scores[piece.rows], order, settings, rng
+            )
+            pairs.append(SlicePair(piece.name, result.judged, assessment, their_assessment))
+        progress(done, len(slices))
+    comparison = None
+    if champion is not None and theirs is not None:
+        their_overall = assess(labels, theirs.scores, theirs.order, settings, rng)
+        overall_pair = SlicePair("overall", True, overall, their_overall)
+        comparison = compare(champion.digest, overall_pair, pairs, spec.confidence)
+    results.sort(key=_worst_first)
+    worst = next((a for r, a in results if r.judged and a is not None), None)
+    worst_name = next((r.name for r, a in results if r.judged and a is not None), None)
+    robustness = measure(test, labels, schema, score, spec.perturbations, spec.threshold, rng)
+    sample = rng.choice(len(test), min(len(test), spec.behaviour_rows), replace=False)
+    behaviour = run_checks(test.iloc[np.sort(sample)], schema, score, spec.checks)
+    gate = judge(overall.metrics.auc, overall.metrics.ece, comparison, behaviour, robustness, spec)
+    return Evaluation(
+        onnx_digest=_sha256(onnx_path),
+        model_digest=model_digest,
+        dataset_uri=dataset_uri,
+        metrics=overall.metrics,
+        intervals=overall.intervals,
+        reliability=overall.reliability,
+        slices=[result for result, _ in results],
+        worst_slice=worst_name,
+        worst_slice_auc=None if worst is None else worst.metrics.auc,
+        worst_slice_reliability=[] if worst is None else worst.reliability,
+        robustness=robustness,
+        behaviour=behaviour,
+        champion=comparison,
+        gate=gate,
+        report_uri=report_uri,
+    )
+
+
+def _assess_slice(
+    piece: Slice,
+    labels: npt.NDArray[np.int8],
+    ours: Scored,
+    settings: Settings,
+    spec: EvaluateSpec,
+    rng: np.random.Generator,
+) -> tuple[SliceResult, Assessment | None]:
+    ys = labels[piece.rows]
+    rows, positives = len(ys), int(ys.sum())
+    assessment = None
+    if 0 < positives < rows:
+        order = within(ours, piece.rows, len(labels))
+        assessment = assess(ys, ours.scores[piece.rows], order, settings, rng)
+    result = SliceResult(
+        group=piece.group,
+        name=piece.name,
+        rows=rows,
+        positives=positives,
+        judged=assessment is not None and rows >= spec.min_slice_rows,
+        metrics=None if assessment is None else assessment.metrics,
+        intervals=None if assessment is None else assessment.intervals,
+    )
+    return result, assessment
+
+
+def _worst_first(entry: tuple[SliceResult, Assessment | None]) -> tuple[bool, bool, float]:
+    result, assessment = entry
+    auc = float("inf") if assessment is None else assessment.metrics.auc
+    return (not result.judged, assessment is None, auc)
 
 
 def _sha256(path: Path) -> str:
@@ -166,76 +226,28 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
-def render_report(evaluation: Evaluation) -> str:
-    """The static HTML report Argo shows next to evaluation.json."""
-    gate = evaluation.gate
-    verdict = "pass" if gate.passed else "fail"
-    metrics = evaluation.metrics
-    overall = [
-        ("rows", metrics.rows),
-        ("positives", metrics.positives),
-        ("AUC", metrics.auc),
-        ("PR-AUC (average precision)", metrics.pr_auc),
-        ("log loss", metrics.log_loss),
-        ("Brier score", metrics.brier),
-        (f"accuracy at {metrics.threshold:g}", metrics.accuracy),
-        (f"precision at {metrics.threshold:g}", metrics.precision),
-        (f"recall at {metrics.threshold:g}", metrics.recall),
-        (f"F1 at {metrics.threshold:g}", metrics.f1),
-    ]
-    sections = [
-        html.section(
-            "Gate",
-            html.table(
-                ["gate", "AUC", "minimum", "result"],
-                [["AUC on the test split", gate.auc, gate.min_auc, verdict]],
-                [verdict],
-            ),
-        ),
-        html.section("Overall", html.table(["metric", "value"], overall)),
-    ]
-    if evaluation.slice_column is not None:
-        rows = [
-            [s.value, s.rows, s.positives, "undefined (one class)" if s.auc is None else s.auc]
-            for s in evaluation.slices
-        ]
-        bars = [
-            html.Bar(s.value, s.auc, html.PASS if s.auc >= gate.min_auc else html.FAIL)
-            for s in evaluation.slices
-            if s.auc is not None
-        ]
-        sections.append(
-            html.section(
-                f"AUC by {evaluation.slice_column}",
-                html.table([evaluation.slice_column, "rows", "positives", "AUC"], rows),
-                html.bar_chart(bars, scale_max=1.0),
-                html.paragraph(
-                    f"Bars in red are below the gate's minimum AUC ({gate.min_auc:g}).", "muted"
-                ),
-            )
-        )
-    sections.append(
-        html.section(
-            "Provenance",
-            html.table(
-                ["artifact", "identity"],
-                [
-                    ["ONNX model (sha256)", evaluation.onnx_digest],
-                    ["XGBoost model (sha256)", evaluation.model_digest],
-                    ["dataset", evaluation.dataset_uri],
-                ],
-            ),
-        )
-    )
-    return html.page(f"Evaluation: {verdict} (AUC {gate.auc:.4f})", sections)
-
-
 def write_outputs(evaluation: Evaluation, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.EVALUATION.filename).write_text(evaluation.model_dump_json(indent=2) + "\n")
     (out / Artifact.EVALUATION_REPORT.filename).write_text(render_report(evaluation))
-    write_parameter(out, Param.AUC, evaluation.gate.auc)
+    write_parameter(out, Param.AUC, evaluation.metrics.auc)
+    # Argo needs a value for every declared output: without a judged slice, the worst slice
+    # is "none" and its AUC the overall one, so a dashboard's gauge never reads a gap.
+    write_parameter(out, Param.WORST_SLICE, evaluation.worst_slice or "none")
+    worst_auc = evaluation.worst_slice_auc
+    write_parameter(
+        out, Param.WORST_SLICE_AUC, evaluation.metrics.auc if worst_auc is None else worst_auc
+    )
+    write_parameter(out, Param.ECE, evaluation.metrics.ece)
     write_parameter(out, Param.GATE, "pass" if evaluation.gate.passed else "fail")
+
+
+def report_uri(store: ArtifactStore, environ: dict[str, str], out: Path) -> str:
+    """Where the report will be stored: under the run's artifact prefix on either engine
+    (the key format Argo fills in), else the local file."""
+    name = Artifact.EVALUATION_REPORT.filename
+    prefix = environ.get(Env.ARTIFACT_PREFIX.value)
+    return f"{store.uri(prefix.strip('/'))}/{name}" if prefix else str(out / name)
 
 
 def cli(argv: list[str]) -> int:
@@ -243,13 +255,26 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--onnx", type=Path, required=True, help="the exported model.onnx")
     parser.add_argument("--model", type=Path, required=True, help="model bundle folder")
     parser.add_argument("--dataset-uri", required=True)
+    parser.add_argument("--model-name", required=True, help="registry name of the champion")
     parser.add_argument("--evaluate-spec", required=True, help="EvaluateSpec as JSON")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     started = datetime.now(UTC)
     spec = EvaluateSpec.from_json_arg(args.evaluate_spec)
-    store = ArtifactStore.from_env(os.environ)
-    evaluation = evaluate(store, args.onnx, args.model, args.dataset_uri, spec)
+    check_model_name(args.model_name)
+    environ = dict(os.environ)
+    store = ArtifactStore.from_env(environ)
+    progress_file = environ.get(Env.PROGRESS_FILE.value)
+    evaluation = evaluate(
+        store,
+        args.onnx,
+        args.model,
+        args.dataset_uri,
+        args.model_name,
+        spec,
+        report_uri(store, environ, args.out),
+        partial(report_progress, Path(progress_file) if progress_file else None),
+    )
     # The report is written either way: a failed gate is a result the user must see.
     write_outputs(evaluation, args.out)
     attest(
@@ -257,11 +282,15 @@ def cli(argv: list[str]) -> int:
         outputs=[args.out / Artifact.EVALUATION.filename,
                  args.out / Artifact.EVALUATION_REPORT.filename],
         input_paths=[args.onnx, args.model], datasets=[args.dataset_uri],
-        parameters={"evaluate_spec": spec.model_dump(mode="json")},
+        parameters={"evaluate_spec": spec.model_dump(mode="json"), "model_name": args.model_name},
     )  # fmt: skip
-    if not evaluation.gate.passed:
+    gate = evaluation.gate
+    if not gate.passed:
+        # One line: the engines show a failed step's last line of stderr as its reason.
+        breaches = "; ".join(breach.message for breach in gate.breaches)
         raise GateFailed(
-            f"test AUC {evaluation.gate.auc:.4f} is below the minimum {spec.min_auc:g} "
-            f"({evaluation.metrics.rows} rows, {evaluation.metrics.positives} positive)"
+            f"evaluation gate failed on {evaluation.metrics.rows} test rows "
+            f"({evaluation.metrics.positives} positive): {breaches}; "
+            f"report {evaluation.report_uri}"
         )
     return 0

@@ -34,12 +34,12 @@ OUTPUT_GAUGES: Final[dict[str, OutputGauge]] = {
         "AUC of the trained model on the validation split, as agreed by every worker",
     ),
     Param.AUC: OutputGauge("mlpipe_test_auc", "AUC of the deployable ONNX model on the test split"),
-    # Evaluate by slice (issue 5) and the drift check (issue 7) publish these parameter
-    # names; their gauges appear as soon as a template declares the output.
-    "worst_slice_auc": OutputGauge(
-        "mlpipe_worst_slice_auc", "Lowest AUC over the evaluated slices, on the test split"
+    Param.WORST_SLICE_AUC: OutputGauge(
+        "mlpipe_worst_slice_auc", "Lowest AUC over the judged slices, on the test split"
     ),
-    "ece": OutputGauge("mlpipe_ece", "Expected calibration error on the test split"),
+    Param.ECE: OutputGauge("mlpipe_ece", "Expected calibration error on the test split"),
+    # The drift check (issue 7) publishes this parameter name; its gauge appears as soon
+    # as a template declares the output.
     "drift_score": OutputGauge(
         "mlpipe_drift_score", "Largest per-feature drift score of the recent data window"
     ),
