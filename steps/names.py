@@ -41,7 +41,11 @@ class Param(StrEnum):
     VALID_AUC = "valid_auc"
     ONNX_DIGEST = "onnx_digest"
     PARITY_MAX_DIFF = "parity_max_diff"
+    ENCODING = "encoding"
     AUC = "auc"
+    WORST_SLICE = "worst_slice"
+    WORST_SLICE_AUC = "worst_slice_auc"
+    ECE = "ece"
     GATE = "gate"
     DEPLOYED_DIGEST = "deployed_digest"
     ENDPOINT = "endpoint"
@@ -73,9 +77,11 @@ class Artifact:
     LEARNING_CURVE = ArtifactName("learning-curve", "learning-curve.svg")
     ONNX = ArtifactName("onnx", "model.onnx")
     QUANTIZE_REPORT = ArtifactName("quantize-report", "quantize-report.json")
+    QUANTIZE_REPORT_HTML = ArtifactName("quantize-report-html", "quantize-report.html")
     EVALUATION = ArtifactName("evaluation", "evaluation.json")
     EVALUATION_REPORT = ArtifactName("evaluation-report", "evaluation-report.html")
     ROLLOUT = ArtifactName("rollout", "rollout.json")
+    ROLLOUT_REPORT = ArtifactName("rollout-report", "rollout-report.html")
     DRIFT_RESULT = ArtifactName("drift-result", "drift-result.json")
     DRIFT_REPORT = ArtifactName("drift-report", "drift-report.html")
     PARAMETERS = ArtifactName("parameters", PARAMETERS_DIR)
@@ -84,6 +90,26 @@ class Artifact:
     RUN_SUMMARY_REPORT = ArtifactName("run-summary-report", "run-summary.html")
     ATTESTATION = ArtifactName("attestation", "attestation.intoto.json")
     """The step's in-toto statement (a DSSE envelope), see steps/attestation.py."""
+
+
+class Encoding(StrEnum):
+    """The quantize step's candidate ONNX encodings (steps/onnx_encoding.py), by the name its
+    report, its `encoding` output parameter and QuantizeSpec.candidates use."""
+
+    BASELINE = "opset1-float32"
+    OPSET5 = "opset5-float32"
+    OPSET5_FP16_LEAVES = "opset5-fp16-leaves"
+    OPSET5_FP16 = "opset5-fp16"
+
+
+class CategoricalSplits(StrEnum):
+    """How a model splits on categorical features (TrainSpec.categorical, recorded in the
+    bundle's feature-schema.json). Either way a category enters the model as its index in
+    the schema's categories; `codes` splits on that index as a number (`code < t`), `native`
+    uses XGBoost's category-set splits (`enable_categorical`)."""
+
+    CODES = "codes"
+    NATIVE = "native"
 
 
 class ModelFile(StrEnum):

@@ -1,22 +1,27 @@
-"""The ONNX export and its parity gate: `python -m steps quantize ...`.
+"""The ONNX export, its parity gate, and the choice of encoding: `python -m steps quantize ...`.
 
-The booster becomes an ONNX tree ensemble (onnxmltools) that the model server runs with
-ONNX Runtime. Before it goes anywhere, its probabilities on the test split are compared
-with XGBoost's own: a difference above the tolerance stops the pipeline, naming the row.
-This issue exports the float32 baseline; smaller re-encodings are candidates for later,
-held to the same parity gate.
+The booster becomes an ONNX tree ensemble that the model server runs with ONNX Runtime.
+First the baseline export (onnxmltools, ai.onnx.ml opset 1) must match XGBoost's own
+probabilities on the test split: a difference above `parity_tolerance` stops the pipeline,
+naming the row. Then candidate encodings (steps/onnx_encoding.py) are measured against
+XGBoost and the baseline (steps/quantize_measure.py), and the smallest candidate inside the
+tolerances is chosen (else the baseline): that file is model.onnx, what evaluate scores,
+deploy serves, and provenance records.
 
-The exported model's interface, which evaluation, deployment and the benchmarks rely on:
-one float32 input `input` of shape [rows, features] (steps.features.encode order), and
-an output `probabilities` of shape [rows, 2] whose column 1 is P(label = 1).
+A booster with categorical splits has no baseline (onnxmltools cannot express them); the
+opset-5 float32 encoding, which can, takes its place as reference and gate.
+
+The model interface (steps/onnx_session.py) and the baseline export are re-exported here,
+where evaluate, drift, deploy and tests import them from.
 """
 
 import argparse
 import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,23 +30,24 @@ import onnx
 import onnxmltools
 import onnxruntime
 import xgboost
-from onnxmltools.convert.common.data_types import FloatTensorType
 from xgboost.core import XGBoostError
 
 from steps.attestation import attest
-from steps.dataset import Split, load_split
+from steps.dataset import Split, load_split, read_manifest
 from steps.errors import BadInput, GateFailed
 from steps.features import encode, load_schema
-from steps.names import Artifact, ModelFile, Param, Step
-from steps.outputs import write_parameter
+from steps.names import Artifact, Encoding, Env, ModelFile, Param, Step
+from steps.onnx_encoding import DESCRIPTIONS, EXACT, encode_model, has_categorical_splits
+from steps.onnx_encoding import to_onnx as to_onnx
+from steps.onnx_session import ONNX_INPUT as ONNX_INPUT
+from steps.onnx_session import ONNX_PROBABILITIES as ONNX_PROBABILITIES
+from steps.onnx_session import open_session as open_session
+from steps.onnx_session import predict_proba as predict_proba
+from steps.outputs import report_progress, write_parameter
+from steps.quantize_measure import Measurement, TestSplit, measure
+from steps.quantize_report import Candidate, Parity, QuantizeReport, render_report
 from steps.specs import QuantizeSpec
 from steps.store import ArtifactStore
-
-ONNX_INPUT = "input"
-ONNX_PROBABILITIES = "probabilities"
-# A fixed graph name: the converter's default is a random UUID, which would give the same
-# model a new digest on every export.
-GRAPH_NAME = "mlpipe_xgboost"
 
 
 def load_booster(model_dir: Path) -> xgboost.Booster:
@@ -56,70 +62,12 @@ def load_booster(model_dir: Path) -> xgboost.Booster:
         raise BadInput(f"{path} is not a readable XGBoost model: {reason}") from None
 
 
-def to_onnx(booster: xgboost.Booster, target_opset: int) -> bytes:
-    """The booster as a serialized ONNX model (same bytes for the same booster)."""
-    features = booster.num_features()
-    # onnxmltools reads split features from the booster's text dump and only understands
-    # `f<column index>`; the real names stay in feature-schema.json.
-    renamed = booster.copy()
-    renamed.feature_names = [f"f{index}" for index in range(features)]
-    model = onnxmltools.convert_xgboost(
-        renamed,
-        name=GRAPH_NAME,
-        initial_types=[(ONNX_INPUT, FloatTensorType([None, features]))],
-        target_opset=target_opset,
-    )
-    return bytes(model.SerializeToString())
-
-
-def open_session(model: bytes | Path) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session on the CPU for a model with the interface above; anything
-    else (a corrupted file, another model) is BadInput."""
-    where = str(model) if isinstance(model, Path) else "exported model"
-    if isinstance(model, Path) and not model.is_file():
-        raise BadInput(f"ONNX model {model} does not exist")
-    try:
-        session = onnxruntime.InferenceSession(
-            str(model) if isinstance(model, Path) else model, providers=["CPUExecutionProvider"]
-        )
-    except Exception as error:  # ORT's pybind errors (InvalidProtobuf, ...) subclass Exception
-        reason = " ".join(str(error).split())
-        raise BadInput(f"{where} is not a valid ONNX model: {reason}") from None
-    inputs = [node.name for node in session.get_inputs()]
-    outputs = [node.name for node in session.get_outputs()]
-    if inputs != [ONNX_INPUT] or ONNX_PROBABILITIES not in outputs:
-        raise BadInput(
-            f"{where} has inputs {inputs} and outputs {outputs}; expected input "
-            f"{ONNX_INPUT!r} and output {ONNX_PROBABILITIES!r}"
-        )
-    return session
-
-
-def predict_proba(
-    session: onnxruntime.InferenceSession, matrix: npt.NDArray[np.float32]
-) -> npt.NDArray[np.float32]:
-    """P(label = 1) for each row of an encoded matrix."""
-    (probabilities,) = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: matrix})
-    return np.asarray(probabilities, dtype=np.float32)[:, 1]
-
-
-@dataclass(frozen=True)
-class Parity:
-    rows: int
-    max_abs_diff: float
-    worst_row: int
-    tolerance: float
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
-
-
 def check_parity(
     session: onnxruntime.InferenceSession,
     booster: xgboost.Booster,
     matrix: npt.NDArray[np.float32],
     tolerance: float,
+    encoding: Encoding = Encoding.BASELINE,
 ) -> Parity:
     """Compare ONNX and XGBoost probabilities row by row; GateFailed beyond `tolerance`."""
     if len(matrix) == 0:
@@ -127,65 +75,197 @@ def check_parity(
     expected = booster.inplace_predict(matrix)
     diff = np.abs(predict_proba(session, matrix).astype(np.float64) - expected)
     worst = int(np.argmax(diff))
-    parity = Parity(len(matrix), float(diff[worst]), worst, tolerance)
-    if not parity.passed:
+    max_diff = float(diff[worst])
+    if not max_diff <= tolerance:
         raise GateFailed(
-            f"ONNX export disagrees with XGBoost: max |P_onnx - P_xgboost| = "
-            f"{parity.max_abs_diff:.3g} at test row {worst} (of {len(matrix)}), "
-            f"tolerance {tolerance:g}"
+            f"ONNX export ({encoding}) disagrees with XGBoost: max |P_onnx - P_xgboost| = "
+            f"{max_diff:.3g} at test row {worst} (of {len(matrix)}), tolerance {tolerance:g}"
         )
-    return parity
+    return Parity(
+        encoding=encoding,
+        rows=len(matrix),
+        max_abs_diff=max_diff,
+        worst_row=worst,
+        tolerance=tolerance,
+        passed=True,
+    )
 
 
-@dataclass(frozen=True)
-class Export:
-    model: bytes
-    digest: str
-    parity: Parity
-    report: dict[str, object]
+def verdict(measurement: Measurement, reference: Measurement, spec: QuantizeSpec) -> Candidate:
+    """A candidate with the tolerances it breaks (none: eligible). The reference passed the
+    parity gate and is the fallback, so it is always eligible."""
+    reasons = []
+    if measurement.encoding is not reference.encoding:
+        if not measurement.max_abs_diff <= spec.max_abs_diff:
+            reasons.append(
+                f"max |Δp| {measurement.max_abs_diff:.3g} > {spec.max_abs_diff:g} "
+                f"(test row {measurement.worst_row})"
+            )
+        if not abs(measurement.auc_delta) <= spec.auc_delta:
+            reasons.append(f"AUC Δ {measurement.auc_delta:+.3g} beyond ±{spec.auc_delta:g}")
+        for part in measurement.slices:
+            if part.judged and part.auc_delta is not None and abs(part.auc_delta) > spec.auc_delta:
+                reasons.append(
+                    f"slice {part.value!r} ({part.rows} rows) AUC Δ {part.auc_delta:+.3g} "
+                    f"beyond ±{spec.auc_delta:g}"
+                )
+        slowest = reference.latency_p50_us * spec.max_slowdown
+        if measurement.latency_p50_us > slowest:
+            reasons.append(
+                f"single-row p50 {measurement.latency_p50_us:.1f} µs > {spec.max_slowdown:g} x "
+                f"{reference.encoding}'s {reference.latency_p50_us:.1f} µs"
+            )
+        if measurement.batch_rows_per_second * spec.max_slowdown < reference.batch_rows_per_second:
+            reasons.append(
+                f"batch throughput {measurement.batch_rows_per_second:.0f} rows/s < "
+                f"{reference.encoding}'s {reference.batch_rows_per_second:.0f} / "
+                f"{spec.max_slowdown:g}"
+            )
+    return Candidate(measurement=measurement, eligible=not reasons, reasons=reasons)
 
 
-def quantize(store: ArtifactStore, model_dir: Path, dataset_uri: str, spec: QuantizeSpec) -> Export:
-    """Export the bundle's booster to ONNX and gate it on parity over the test split."""
-    booster = load_booster(model_dir)
+def choose(candidates: list[Candidate], reference: Encoding) -> tuple[Candidate, str]:
+    """The smallest eligible file, then the best compressed, then an exact one; the reason."""
+    eligible = [c for c in candidates if c.eligible]
+    best = min(
+        eligible,
+        key=lambda c: (c.measurement.bytes, c.measurement.gzip_bytes, not c.measurement.exact),
+    )
+    m = best.measurement
+    base = next(c.measurement for c in candidates if c.measurement.encoding is reference)
+    rejected = [c for c in candidates if not c.eligible]
+    why_not = "".join(
+        f"; {c.measurement.encoding} rejected: {', '.join(c.reasons)}" for c in rejected
+    )
+    if m.encoding is reference:
+        head = f"{reference} kept: no other candidate is smaller and inside the tolerances"
+    else:
+        head = (
+            f"{m.encoding} chosen: the smallest candidate inside the tolerances, "
+            f"{m.bytes} bytes ({m.bytes / base.bytes:.2f} x {reference}), gzip {m.gzip_bytes} "
+            f"({m.gzip_bytes / base.gzip_bytes:.2f} x), max |Δp| {m.max_abs_diff:.2g}, "
+            f"AUC Δ {m.auc_delta:+.2g}"
+        )
+    return best, head + why_not
+
+
+def load_test_split(
+    store: ArtifactStore, dataset_uri: str, model_dir: Path, booster: xgboost.Booster
+) -> tuple[TestSplit, str | None]:
+    """The test rows encoded with the bundle's schema, and the slice column's name."""
     schema = load_schema(model_dir / ModelFile.FEATURE_SCHEMA)
     if booster.num_features() != len(schema.features):
         raise BadInput(
             f"model bundle {model_dir}: the booster takes {booster.num_features()} features, "
             f"its feature schema lists {len(schema.features)}"
         )
-    exported = to_onnx(booster, spec.target_opset)
-    matrix = encode(load_split(store, dataset_uri, Split.TEST), schema)
-    parity = check_parity(open_session(exported), booster, matrix, spec.parity_tolerance)
-    digest = hashlib.sha256(exported).hexdigest()
-    report: dict[str, object] = {
-        "model_digest": hashlib.sha256((model_dir / ModelFile.BOOSTER).read_bytes()).hexdigest(),
-        "onnx_digest": digest,
-        "dataset_uri": dataset_uri,
-        "encoding": "float32",
-        "target_opset": spec.target_opset,
-        "input": ONNX_INPUT,
-        "output": ONNX_PROBABILITIES,
-        "parity": {**asdict(parity), "passed": parity.passed},
-        "versions": {
+    manifest = read_manifest(store, dataset_uri)
+    test = load_split(store, dataset_uri, Split.TEST)
+    matrix = encode(test, schema)
+    if len(matrix) == 0:
+        raise BadInput("parity needs rows: the test split is empty")
+    slices: dict[str, npt.NDArray[np.bool_]] = {}
+    if manifest.slice_column is not None:
+        present = test[manifest.slice_column].notna()
+        values = test[manifest.slice_column].astype(str)
+        for value in sorted(values[present].unique()):
+            slices[value] = ((values == value) & present).to_numpy(dtype=bool)
+    split = TestSplit(
+        matrix=matrix,
+        labels=test[manifest.label].to_numpy(dtype=np.int8),
+        slices=slices,
+        expected=np.asarray(booster.inplace_predict(matrix), dtype=np.float32),
+    )
+    return split, manifest.slice_column
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Every candidate's verdict and the chosen model's bytes."""
+
+    reference: Encoding
+    parity: Parity
+    candidates: list[Candidate]
+    chosen: Encoding
+    reason: str
+    model: bytes
+    notes: list[str]
+
+
+def select(
+    booster: xgboost.Booster,
+    split: TestSplit,
+    spec: QuantizeSpec,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> Selection:
+    """Gate the reference export on parity, measure every candidate, choose one."""
+    notes = []
+    reference = Encoding.BASELINE
+    if has_categorical_splits(booster):
+        reference = Encoding.OPSET5
+        notes.append(
+            f"The booster has categorical splits, which {Encoding.BASELINE} (onnxmltools) "
+            f"cannot express: {Encoding.OPSET5} (BRANCH_MEMBER nodes) is the reference."
+        )
+    order = [reference, *(e for e in spec.candidates if e not in (reference, Encoding.BASELINE))]
+    models = {encoding: encode_model(booster, encoding, spec.target_opset) for encoding in order}
+    session = open_session(models[reference])
+    parity = check_parity(session, booster, split.matrix, spec.parity_tolerance, reference)
+    measurements = measure(models, DESCRIPTIONS, EXACT, split, spec.min_slice_rows, progress)
+    candidates = [verdict(m, measurements[0], spec) for m in measurements]
+    chosen, reason = choose(candidates, reference)
+    encoding = chosen.measurement.encoding
+    return Selection(reference, parity, candidates, encoding, reason, models[encoding], notes)
+
+
+def quantize(
+    store: ArtifactStore,
+    model_dir: Path,
+    dataset_uri: str,
+    spec: QuantizeSpec,
+    progress_file: Path | None = None,
+) -> tuple[bytes, QuantizeReport]:
+    """The chosen model's bytes and the report on every candidate."""
+    booster = load_booster(model_dir)
+    split, slice_column = load_test_split(store, dataset_uri, model_dir, booster)
+    selection = select(booster, split, spec, partial(report_progress, progress_file))
+    report = QuantizeReport(
+        model_digest=hashlib.sha256((model_dir / ModelFile.BOOSTER).read_bytes()).hexdigest(),
+        onnx_digest=hashlib.sha256(selection.model).hexdigest(),
+        dataset_uri=dataset_uri,
+        encoding=selection.chosen,
+        reason=selection.reason,
+        reference=selection.reference,
+        target_opset=spec.target_opset,
+        input=ONNX_INPUT,
+        output=ONNX_PROBABILITIES,
+        parity=selection.parity,
+        tolerances=spec.model_dump(mode="json", exclude={"candidates", "target_opset"}),
+        xgboost_auc=split.expected_auc,
+        slice_column=slice_column,
+        candidates=selection.candidates,
+        notes=selection.notes,
+        versions={
             module.__name__: module.__version__
             for module in (xgboost, onnxmltools, onnx, onnxruntime)
         },
-    }
-    return Export(exported, digest, parity, report)
+    )
+    return selection.model, report
 
 
-def write_outputs(export: Export, out: Path) -> None:
+def write_outputs(model: bytes, report: QuantizeReport, out: Path) -> None:
     """model.onnx appears whole or not at all (written aside, then renamed)."""
     out.mkdir(parents=True, exist_ok=True)
     target = out / Artifact.ONNX.filename
     staging = target.with_name(f".{target.name}.part")
-    staging.write_bytes(export.model)
+    staging.write_bytes(model)
     staging.replace(target)
-    report = json.dumps(export.report, indent=2) + "\n"
-    (out / Artifact.QUANTIZE_REPORT.filename).write_text(report)
-    write_parameter(out, Param.ONNX_DIGEST, export.digest)
-    write_parameter(out, Param.PARITY_MAX_DIFF, export.parity.max_abs_diff)
+    (out / Artifact.QUANTIZE_REPORT.filename).write_text(report.model_dump_json(indent=2) + "\n")
+    (out / Artifact.QUANTIZE_REPORT_HTML.filename).write_text(render_report(report))
+    chosen = next(c for c in report.candidates if c.measurement.encoding is report.encoding)
+    write_parameter(out, Param.ONNX_DIGEST, report.onnx_digest)
+    write_parameter(out, Param.PARITY_MAX_DIFF, chosen.measurement.max_abs_diff)
+    write_parameter(out, Param.ENCODING, report.encoding.value)
 
 
 def cli(argv: list[str]) -> int:
@@ -198,10 +278,15 @@ def cli(argv: list[str]) -> int:
     started = datetime.now(UTC)
     spec = QuantizeSpec.from_json_arg(args.quantize_spec)
     store = ArtifactStore.from_env(os.environ)
-    write_outputs(quantize(store, args.model, args.dataset_uri, spec), args.out)
+    progress = os.environ.get(Env.PROGRESS_FILE)
+    model, report = quantize(
+        store, args.model, args.dataset_uri, spec, Path(progress) if progress else None
+    )
+    write_outputs(model, report, args.out)
     attest(
         Step.QUANTIZE, args.out, store, started,
-        outputs=[args.out / Artifact.ONNX.filename, args.out / Artifact.QUANTIZE_REPORT.filename],
+        outputs=[args.out / Artifact.ONNX.filename, args.out / Artifact.QUANTIZE_REPORT.filename,
+                 args.out / Artifact.QUANTIZE_REPORT_HTML.filename],
         input_paths=[args.model], datasets=[args.dataset_uri],
         parameters={"quantize_spec": spec.model_dump(mode="json")},
     )  # fmt: skip
