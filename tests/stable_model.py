@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 
 from steps.dataset import Split, load_split, read_manifest
-from steps.deploy import Rollout, file_sha256, register, stable_key, version_key
+from steps.deploy import Rollout, file_sha256, register
 from steps.features import schema_from_manifest
 from steps.names import ModelFile
 from steps.profile import assemble, count, layout_for, quantile_edges
 from steps.quantize import load_booster, to_onnx
+from steps.registry import stable_key, version_key
 from steps.store import ArtifactStore
 from steps.train import model_prefix
 from tests.datasets import quick_bundle, write_dataset

@@ -4,11 +4,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 
+from steps.canary_local import read_server, stop_server
 from steps.names import Env
 from steps.store import ArtifactStore
 from workflows.s3server import EmbeddedS3
@@ -37,7 +40,16 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_make_run_path_embedded_s3_whole_pipeline(sample: Path, tmp_path: Path) -> None:
+@pytest.fixture
+def serving_dir(tmp_path: Path) -> Iterator[Path]:
+    """Where deploy's detached stable model server keeps its state; stopped after the test."""
+    yield tmp_path / "serving"
+    stop_server(tmp_path / "serving")
+
+
+def test_make_run_path_embedded_s3_whole_pipeline(
+    sample: Path, tmp_path: Path, serving_dir: Path
+) -> None:
     s3_dir = tmp_path / "s3"
     result = mlpipe(
         "run",
@@ -48,6 +60,8 @@ def test_make_run_path_embedded_s3_whole_pipeline(sample: Path, tmp_path: Path) 
         f"storage.data_dir={s3_dir}",
         "--set",
         f"engine.workdir={tmp_path / 'runs'}",
+        "--set",
+        f"deploy.state_dir={serving_dir}",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Succeeded" in result.stdout
@@ -64,6 +78,10 @@ def test_make_run_path_embedded_s3_whole_pipeline(sample: Path, tmp_path: Path) 
         stable = store.get_json("registry/churn/stable.json")
         onnx_key = by_suffix["model.onnx"][0]
         assert stable["digest"] == store.download_file(onnx_key, tmp_path / "m.onnx")
+        server = read_server(serving_dir)  # the run is over; the model keeps serving
+        assert server is not None
+        served = httpx.get(f"{server.base_url}/v2/models/churn", timeout=5).json()
+        assert served["versions"] == [stable["digest"]]
         evaluation = json.loads(store.get_bytes(by_suffix["evaluation.json"][0]))
         assert 0.6 < evaluation["metrics"]["auc"] <= 1.0
         assert any(k.startswith("datasets/") and k.endswith("manifest.json") for k in keys)

@@ -11,11 +11,13 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from steps.canary_local import stop_server
 from steps.store import ArtifactStore
 from tests.test_end_to_end import ROOT, external, mlpipe
 
@@ -29,6 +31,13 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = mlpipe("data", "synth", "--rows", "3000", "--out", str(path), "--seed", "5")
     assert result.returncode == 0, result.stderr
     return path
+
+
+@pytest.fixture(autouse=True)
+def _stop_stable_server(tmp_path: Path) -> Iterator[None]:
+    """A deploy leaves its stable model server running detached under the test's tmp dir."""
+    yield
+    stop_server(tmp_path / "serving")
 
 
 def descendants(pid: int) -> set[int]:
@@ -65,7 +74,8 @@ def test_killed_run_resumes_memoizes_and_verifies_until_tampered(
     sample: Path, tmp_path: Path, s3_env: dict[str, str], store: ArtifactStore
 ) -> None:
     workdir = tmp_path / "runs"
-    settings = [*RUN, *external(s3_env), "--set", f"engine.workdir={workdir}"]
+    settings = [*RUN, *external(s3_env), "--set", f"engine.workdir={workdir}",
+                "--set", f"deploy.state_dir={tmp_path / 'serving'}"]  # fmt: skip
     log = (tmp_path / "killed.log").open("wb")
     engine = subprocess.Popen(
         [sys.executable, "-m", "workflows.cli", "run", "--data", str(sample), *settings],
