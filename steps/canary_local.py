@@ -14,9 +14,7 @@ would spread them. Rows are encoded with *stable's* feature schema: clients spea
 contract of the model serving now, and a candidate that changed it must fail them.
 """
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from steps.canary_backend import ModelVersion, Scrape
 from steps.errors import BadInput, GateFailed, StorageError
 from steps.features import encode, load_schema
 from steps.names import Artifact, ModelFile
+from steps.processes import is_alive, terminate
 from steps.registry import StableVersion
 from steps.specs import DeploySpec
 from steps.store import ArtifactStore
@@ -172,7 +171,7 @@ def read_server(state_dir: Path) -> ServerState | None:
         return None
     except ValidationError as error:
         raise BadInput(f"unreadable serving state file {path}: {error}") from None
-    if _is_alive(state.pid):
+    if is_alive(state.pid):
         return state
     path.unlink(missing_ok=True)
     return None
@@ -183,29 +182,8 @@ def stop_server(state_dir: Path) -> bool:
     state = read_server(state_dir)
     if state is None:
         return False
-    os.kill(state.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while _is_alive(state.pid):
-        if time.monotonic() > deadline:
-            os.kill(state.pid, signal.SIGKILL)
-            deadline = float("inf")
-        time.sleep(0.05)
+    terminate(state.pid, STOP_TIMEOUT_SECONDS)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return True
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our own child (a test that deployed in-process), else it would
-        # linger as a zombie that signal 0 still finds.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     return True
 
 
@@ -346,7 +324,7 @@ class LocalBackend:
                         return
                 except httpx.TransportError:
                     pass
-                if not _is_alive(server.pid) or time.monotonic() > deadline:
+                if not is_alive(server.pid) or time.monotonic() > deadline:
                     (self._state_dir / STATE_FILE).unlink(missing_ok=True)
                     log = Path(server.log).read_text(errors="replace").strip().splitlines()
                     raise GateFailed(

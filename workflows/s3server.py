@@ -9,13 +9,11 @@ across commands (`mlpipe store up` / `down`), remembered by a state file in `dat
 import errno
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -25,6 +23,7 @@ from urllib.request import urlopen
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from steps.errors import StorageError
+from steps.processes import is_alive, terminate
 
 HOST = "127.0.0.1"
 DEFAULT_ACCESS_KEY = "mlpipe"
@@ -132,7 +131,7 @@ class EmbeddedS3:
         process = self._process
         if process is None:
             return
-        _stop_pid(process.pid, lambda: process.poll() is not None)
+        terminate(process.pid, STOP_TIMEOUT)
         _remove_sockets(_all_ports(self._ports))
         self._process = None
         self._ports = {}
@@ -243,7 +242,7 @@ def stop_detached(data_dir: Path) -> bool:
     state = read_state(data_dir)
     if state is None:
         return False
-    _stop_pid(state.pid, lambda: not _is_alive(state.pid))
+    terminate(state.pid, STOP_TIMEOUT)
     _remove_sockets(state.ports)
     (data_dir / STATE_FILE).unlink(missing_ok=True)
     return True
@@ -317,37 +316,9 @@ def _answers_http(endpoint: str) -> bool:
         return False
 
 
-def _stop_pid(pid: int, exited: Callable[[], bool]) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while not exited():
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline = float("inf")
-        time.sleep(0.05)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        # Reap it if it is our own child (started detached by this process), else it would
-        # linger as a zombie that signal 0 still finds.
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def _is_running(state: ServerState) -> bool:
     """The pid is alive and still our weed (a pid can be reused after a reboot or crash)."""
-    if not _is_alive(state.pid):
+    if not is_alive(state.pid):
         return False
     cmdline = Path(f"/proc/{state.pid}/cmdline")
     if not cmdline.exists():  # no procfs (macOS): the live pid is the best evidence there is
