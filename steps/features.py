@@ -4,7 +4,8 @@ Training, quantization, evaluation and deployment all encode rows with the same
 FeatureSchema, built once from the dataset manifest and shipped in the model bundle as
 `feature-schema.json`, so a category gets the same code wherever a row is scored.
 The model server reads that JSON itself (serving/ does not import steps/): its format
-is `{"features": [{"name": .., "kind": "numeric"|"categorical", "categories": [..]}, ..]}`.
+is `{"features": [{"name": .., "kind": "numeric"|"categorical", "categories": [..]}, ..]}`,
+plus `categorical`, how the model splits on the category codes (steps.names.CategoricalSplits).
 """
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from steps.dataset import DatasetManifest, FeatureKind
 from steps.errors import BadInput
+from steps.names import CategoricalSplits
 
 # XGBoost refuses feature names holding these characters; better to say so at the schema.
 FORBIDDEN_IN_NAMES = ("[", "]", "<")
@@ -51,6 +53,7 @@ class FeatureSchema(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: list[Feature]
+    categorical: CategoricalSplits = CategoricalSplits.CODES
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -71,14 +74,17 @@ class FeatureSchema(BaseModel):
         raise BadInput(f"no feature named {name!r}; features: {', '.join(self.names)}")
 
 
-def schema_from_manifest(manifest: DatasetManifest) -> FeatureSchema:
+def schema_from_manifest(
+    manifest: DatasetManifest, categorical: CategoricalSplits = CategoricalSplits.CODES
+) -> FeatureSchema:
     """The schema for the dataset's features, in manifest order."""
     try:
         return FeatureSchema(
             features=[
                 Feature(name=feature.name, kind=feature.kind, categories=feature.categories or [])
                 for feature in manifest.features
-            ]
+            ],
+            categorical=categorical,
         )
     except ValidationError as error:
         reason = " ".join(str(error).split())
@@ -119,6 +125,23 @@ def encode(frame: pd.DataFrame, schema: FeatureSchema) -> npt.NDArray[np.float32
                 )
             matrix[:, index] = column.to_numpy(dtype=np.float32, na_value=np.nan)
     return matrix
+
+
+def categorical_frame(matrix: npt.NDArray[np.float32], schema: FeatureSchema) -> pd.DataFrame:
+    """`encode`'s matrix with each categorical column as pandas `category` dtype over the
+    schema's categories: what XGBoost's native categorical splits train on. The codes stay
+    the schema's, so the model scores the plain encoded matrix (ONNX, the server) the same."""
+    columns: dict[str, npt.ArrayLike] = {}
+    for index, feature in enumerate(schema.features):
+        values = matrix[:, index]
+        if feature.kind is FeatureKind.CATEGORICAL:
+            codes = np.where(np.isnan(values), -1, values).astype(np.int32)
+            columns[feature.name] = pd.Categorical.from_codes(
+                codes, categories=pd.Index(feature.categories, dtype=object)
+            )
+        else:
+            columns[feature.name] = values
+    return pd.DataFrame(columns)
 
 
 def category_codes(column: pd.Series, feature: Feature) -> npt.NDArray[np.intp]:

@@ -4,15 +4,23 @@ On Argo it runs as a daemon step; the N training workers (steps/train.py) connec
 get their ranks, find each other, and train as one group. It exits 0 once every worker
 has finished, and non-zero when the group does not form or finish in time, so a missing
 worker fails the workflow instead of hanging it.
+
+One timeout, the TrainSpec's `timeout_seconds`, bounds every wait: here, the group forming
+and shutting down; in the workers, each collective operation. When a worker dies the others
+fail at their next collective call (at once on a reset connection, else after the timeout),
+and the workflow retries tracker and workers together.
 """
 
 import argparse
 import contextlib
+import socket
+import time
 
 from xgboost.core import XGBoostError
 from xgboost.tracker import RabitTracker
 
 from steps.errors import StepError
+from steps.specs import TrainSpec
 
 
 class CollectiveError(StepError):
@@ -37,6 +45,24 @@ def xgboost_reason(error: XGBoostError) -> str:
     return " ".join(causes) or str(error).splitlines()[0]
 
 
+TIME_WAIT_SECONDS = 65
+"""How long to wait for a port that only closed connections hold. XGBoost's tracker socket
+does not set SO_REUSEADDR, and Linux keeps the tracker's side of a connection it closed in
+TIME_WAIT for 60 s; a retried group whose new tracker binds the same port on the same host
+(the local engine: every attempt on one loopback) waits that out instead of failing."""
+
+
+def _held_by_closed_connections(reason: str, host: str, port: int) -> bool:
+    """The bind failed on a port nobody listens on: only TIME_WAIT leftovers hold it."""
+    if "Address already in use" not in reason:
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port), 1):
+            return False
+    except OSError:
+        return True
+
+
 def run_tracker(
     workers: int, port: int, host: str, timeout_seconds: int, max_seconds: int | None
 ) -> None:
@@ -47,13 +73,20 @@ def run_tracker(
     Ranks follow the workers' task ids (`sortby="task"`), so worker I gets rank I.
     """
     where = f"tracker on {host}:{port} for {workers} worker(s)"
-    try:
-        tracker = RabitTracker(
-            n_workers=workers, host_ip=host, port=port, sortby="task", timeout=timeout_seconds
-        )
-    except (XGBoostError, OSError) as error:  # port taken, host unknown
-        reason = xgboost_reason(error) if isinstance(error, XGBoostError) else str(error)
-        raise CollectiveError(f"{where} could not start: {reason}") from None
+    waited_until = time.monotonic() + TIME_WAIT_SECONDS
+    while True:
+        try:
+            tracker = RabitTracker(
+                n_workers=workers, host_ip=host, port=port, sortby="task", timeout=timeout_seconds
+            )
+            break
+        except (XGBoostError, OSError) as error:  # port taken, host unknown
+            reason = xgboost_reason(error) if isinstance(error, XGBoostError) else str(error)
+            if not _held_by_closed_connections(reason, host, port) or (
+                time.monotonic() > waited_until
+            ):
+                raise CollectiveError(f"{where} could not start: {reason}") from None
+            time.sleep(1)
     try:
         tracker.start()
         tracker.wait_for(max_seconds)
@@ -76,10 +109,10 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, required=True, help="port the workers connect to")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
     parser.add_argument(
-        "--timeout",
-        type=int,
-        default=300,
-        help="seconds for all workers to connect, and to disconnect at the end (0: no limit)",
+        "--train-spec",
+        required=True,
+        help="TrainSpec as JSON: its timeout_seconds bounds how long the workers may take "
+        "to connect, and to disconnect at the end",
     )
     parser.add_argument(
         "--max-seconds",
@@ -90,5 +123,6 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    run_tracker(args.workers, args.port, args.host, args.timeout, args.max_seconds)
+    spec = TrainSpec.from_json_arg(args.train_spec)
+    run_tracker(args.workers, args.port, args.host, spec.timeout_seconds, args.max_seconds)
     return 0

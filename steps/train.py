@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +34,14 @@ from xgboost.core import XGBoostError
 from steps.attestation import attest
 from steps.dataset import DatasetManifest, Split, load_split, read_manifest
 from steps.errors import BadInput
-from steps.features import FeatureSchema, encode, save_schema, schema_from_manifest
-from steps.names import Env, ModelFile, Param, Step
+from steps.features import (
+    FeatureSchema,
+    categorical_frame,
+    encode,
+    save_schema,
+    schema_from_manifest,
+)
+from steps.names import CategoricalSplits, Env, ModelFile, Param, Step
 from steps.outputs import report_progress, write_parameter
 from steps.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
 from steps.specs import TrainSpec
@@ -53,6 +60,7 @@ Part of what makes a model reproducible: a different batch size may move a bin e
 EVAL_METRICS = ["logloss", "auc"]
 STOPPING_METRIC = "auc"
 TRAIN_NAME, VALID_NAME = "train", "valid"
+TRAINING_SECONDS_LABEL = "training seconds (quantile sketch and boosting)"
 
 
 class LearningCurve(BaseModel):
@@ -84,10 +92,11 @@ class ShardBatches(xgboost.DataIter):
     """Feeds a shard to XGBoost one encoded batch at a time, so the float32 matrix for
     the whole shard never exists next to the DataFrame.
 
-    Categorical features arrive as integer codes (steps.features.encode) and get ordinary
-    numeric splits: no `enable_categorical`. That keeps the model a plain numeric tree
-    ensemble that the ONNX export converts exactly; native category-set splits would need
-    converter support and their own parity tests first.
+    Categorical features arrive as their index in the schema's categories
+    (steps.features.encode). With `codes` (the default) they get ordinary numeric splits,
+    a plain numeric tree ensemble that the ONNX export converts exactly; with `native` the
+    same codes go in as pandas `category` columns for XGBoost's category-set splits, whose
+    ONNX export is the quantize step's to accept or refuse.
     """
 
     def __init__(self, frame: pd.DataFrame, schema: FeatureSchema, label: str) -> None:
@@ -104,8 +113,10 @@ class ShardBatches(xgboost.DataIter):
         if self._start >= len(self._frame):
             return False
         batch = self._frame.iloc[self._start : self._start + BATCH_ROWS]
+        matrix = encode(batch, self._schema)
+        native = self._schema.categorical is CategoricalSplits.NATIVE
         input_data(
-            data=encode(batch, self._schema),
+            data=categorical_frame(matrix, self._schema) if native else matrix,
             label=batch[self._label].to_numpy(dtype=np.float32),
             feature_names=self._schema.names,
         )
@@ -142,7 +153,8 @@ def training_group(rank: int, host: str, port: int, timeout_seconds: int) -> Ite
             yield
     except XGBoostError as error:
         raise CollectiveError(
-            f"worker {rank} (tracker {host}:{port}, timeout {timeout_seconds}s): "
+            f"worker {rank} lost its training group (tracker {host}:{port}, timeout "
+            f"{timeout_seconds}s; a peer or the tracker died, hung or is unreachable): "
             f"{xgboost_reason(error)}"
         ) from None
 
@@ -162,7 +174,7 @@ def train_worker(
         raise BadInput(
             f"--rank {rank} out of range: dataset {dataset_uri} has {manifest.shards} shards"
         )
-    schema = schema_from_manifest(manifest)
+    schema = schema_from_manifest(manifest, spec.categorical)
     train = _shard(store, dataset_uri, manifest, Split.TRAIN, rank)
     valid = _shard(store, dataset_uri, manifest, Split.VALID, rank)
     with training_group(rank, tracker_host, tracker_port, spec.timeout_seconds):
@@ -174,16 +186,28 @@ def train_worker(
                 f"{manifest.shards - 1}"
             )
         profile = _reference_profile(train, schema, manifest)
+        started = time.perf_counter()
+        native = spec.categorical is CategoricalSplits.NATIVE
         dtrain = xgboost.QuantileDMatrix(
-            ShardBatches(train, schema, manifest.label), nthread=spec.nthread
+            ShardBatches(train, schema, manifest.label), nthread=spec.cpu, enable_categorical=native
         )
         dvalid = xgboost.QuantileDMatrix(
-            ShardBatches(valid, schema, manifest.label), ref=dtrain, nthread=spec.nthread
+            ShardBatches(valid, schema, manifest.label),
+            ref=dtrain,
+            nthread=spec.cpu,
+            enable_categorical=native,
         )
         booster, curve = _fit(dtrain, dvalid, spec, _scale_pos_weight(spec, profile), progress_file)
+        # The log says where a slow worker spent its time (benchmarks/train.py reads it too).
+        print(
+            f"worker {rank}: {len(train)} rows, {curve.rounds} rounds, "
+            f"{TRAINING_SECONDS_LABEL} {time.perf_counter() - started:.3f}",
+            flush=True,
+        )
     report_progress(progress_file, spec.rounds, spec.rounds)
     # Keep only the rounds up to the best one: what gets exported, evaluated and served is
-    # the early-stopped model, and the digest names exactly those trees.
+    # the early-stopped model, and the digest names exactly those trees. (Slicing drops the
+    # category names XGBoost stores with a native model; the feature schema keeps them.)
     best = booster[: curve.best_iteration + 1]
     raw = bytes(best.save_raw("ubj"))
     # One float per used feature for a single-target model (lists are per target).
@@ -257,7 +281,7 @@ def _fit(
         "eta": spec.eta,
         "max_depth": spec.max_depth,
         "seed": spec.seed,
-        "nthread": spec.nthread,
+        "nthread": spec.cpu,
         "scale_pos_weight": scale_pos_weight,
     }
     callbacks: list[TrainingCallback] = [ProgressReporter(progress_file, spec.rounds)]

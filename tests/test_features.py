@@ -128,7 +128,8 @@ def test_schema_file_round_trips_in_the_format_serving_reads(tmp_path: Path) -> 
         "features": [
             {"name": "tenure", "kind": "numeric", "categories": []},
             {"name": "region", "kind": "categorical", "categories": ["central", "east"]},
-        ]
+        ],
+        "categorical": "codes",
     }
 
 

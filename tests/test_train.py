@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -43,6 +44,13 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def tracker_args(workers: int, port: int, spec: dict[str, object]) -> list[str]:
+    return [
+        *["tracker", "--workers", str(workers), "--port", str(port), "--host", "127.0.0.1"],
+        *["--train-spec", json.dumps(spec)],
+    ]
+
+
 @dataclass(frozen=True)
 class Worker:
     params: dict[str, str]
@@ -54,9 +62,8 @@ def train_group(
 ) -> list[Worker]:
     """Run the tracker and `workers` workers as the workflow does; all must exit 0."""
     port = free_port()
-    tracker_args = ["--workers", str(workers), "--port", str(port), "--host", "127.0.0.1"]
     tracker = subprocess.Popen(
-        [sys.executable, "-m", "steps", "tracker", *tracker_args, "--timeout", "60"],
+        [sys.executable, "-m", "steps", *tracker_args(workers, port, spec)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -235,13 +242,49 @@ def test_early_stopping_ends_training_when_validation_stops_improving(
 
 
 def test_tracker_fails_clearly_when_workers_never_come() -> None:
-    result = run_step(
-        ["tracker", "--workers", "2", "--port", str(free_port()), "--timeout", "1"],
-        dict(os.environ),
-    )
+    result = run_step(tracker_args(2, free_port(), {"timeout_seconds": 1}), dict(os.environ))
     assert result.returncode == 3
     assert "for 2 worker(s) failed (bootstrap timeout 1s" in result.stderr
     assert "timed out" in result.stderr and "Stack trace" not in result.stderr
+
+
+def test_tracker_fails_at_once_on_a_port_another_process_listens_on() -> None:
+    """Only a port held by closed connections (TIME_WAIT) is waited for, not a live one."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        started = time.monotonic()
+        result = run_step(tracker_args(2, port, {"timeout_seconds": 60}), dict(os.environ))
+    assert result.returncode == 3
+    assert "could not start" in result.stderr and "Address already in use" in result.stderr
+    assert time.monotonic() - started < 30
+
+
+def test_tracker_waits_for_a_port_that_only_closed_connections_hold() -> None:
+    """A retried tracker on the same host finds its port in TIME_WAIT: it waits, not fails."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+            client.recv(1)
+    tracker = subprocess.Popen(
+        [sys.executable, "-m", "steps", *tracker_args(1, port, {"timeout_seconds": 5})],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            tracker.wait(timeout=8)
+    finally:
+        tracker.kill()
+        _, stderr = tracker.communicate()
+    assert "Address already in use" not in stderr
+
+
+def test_tracker_refuses_a_bad_train_spec() -> None:
+    result = run_step(tracker_args(2, free_port(), {"timeout_seconds": 0}), dict(os.environ))
+    assert result.returncode == 2
+    assert "invalid TrainSpec: timeout_seconds" in result.stderr
 
 
 def test_worker_rank_outside_the_shards_is_bad_input(
