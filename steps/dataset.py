@@ -86,8 +86,10 @@ class Dataset:
     """The user's data after the DataSpec: typed features and a 0/1 label.
 
     `table` holds the row key (string, if any), numeric features (float64, null for missing,
-    never NaN), categorical features (string, null for missing) and the label (int8, positive
-    class = 1). It stays in Arrow: provenance hashes it without a detour through pandas.
+    never NaN), categorical features (dictionary-encoded strings, null for missing) and the
+    label (int8, positive class = 1). It stays in Arrow: provenance hashes it without a detour
+    through pandas, and categories stay codes as Parquet stores them (decoding every row into
+    a string costs more than reading the rest of the file).
     """
 
     table: pa.Table
@@ -101,8 +103,8 @@ class Dataset:
 
     @property
     def frame(self) -> pd.DataFrame:
-        """The table as pandas (numeric missing values as NaN)."""
-        frame: pd.DataFrame = self.table.to_pandas()
+        """The table as pandas (numeric missing values as NaN, categories as strings)."""
+        frame: pd.DataFrame = decode_categories(self.table).to_pandas()
         return frame
 
     @property
@@ -132,8 +134,14 @@ def read_table(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pd.Data
     return frame
 
 
-def read_arrow(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pa.Table:
-    """`read_table` before pandas: the same checks, markers and string columns, in Arrow."""
+def read_arrow(
+    uri: str, spec: DataSpec, store: ArtifactStore | None, *, encoded: bool = False
+) -> pa.Table:
+    """`read_table` before pandas: the same checks, markers and string columns, in Arrow.
+
+    With `encoded`, categorical columns come dictionary-encoded (from Parquet, a string label
+    too): cheaper than strings, since Parquet stores them so.
+    """
     suffix = Path(uri).suffix.lower()
     if suffix not in _FORMATS:
         raise BadInput(f"data {uri}: unknown format {suffix!r}; expected one of {sorted(_FORMATS)}")
@@ -146,18 +154,18 @@ def read_arrow(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pa.Tabl
         with tempfile.TemporaryDirectory(prefix="mlpipe-data-") as tmp:
             local = Path(tmp) / f"data{suffix}"
             store.download_file(key, local)
-            table = _read_arrow(local, uri, spec)
+            table = _read_arrow(local, uri, spec, encoded)
     else:
         path = Path(uri)
         if not path.is_file():
             raise BadInput(f"data file not found: {uri}")
-        table = _read_arrow(path, uri, spec)
+        table = _read_arrow(path, uri, spec, encoded)
     return _apply_spec(table, uri, spec)
 
 
 def load_dataset(uri: str, spec: DataSpec, store: ArtifactStore | None) -> Dataset:
     """The user's data ready for provenance: typed features, label mapped to 0/1."""
-    raw = read_arrow(uri, spec, store)
+    raw = read_arrow(uri, spec, store, encoded=True)
     names = raw.column_names
     _require_columns(raw, [spec.label], uri, "label")
     for role, name in (("row key", spec.row_key), ("slice column", spec.slice_column)):
@@ -201,13 +209,13 @@ def _label_array(
     column: pa.ChunkedArray, name: str, positive_class: object, where: str
 ) -> pa.ChunkedArray:
     """`map_label` in Arrow: the distinct values (a handful) are judged, not every row."""
-    distinct = pc.unique(column)
+    distinct = _decoded(pc.unique(column))
     floating = pa.types.is_floating(distinct.type)
     if distinct.null_count or (floating and pc.any(pc.is_nan(distinct)).as_py()):
-        map_label(column.to_pandas(), name, positive_class, where)  # raises, naming rows
+        map_label(_decoded(column).to_pandas(), name, positive_class, where)  # raises
     values = pd.Series(distinct.to_pandas())
     if label_problem(values, name, positive_class) is not None:
-        map_label(column.to_pandas(), name, positive_class, where)  # raises, counting rows
+        map_label(_decoded(column).to_pandas(), name, positive_class, where)  # raises
     codes, tokens = _label_codes(values)
     positive = distinct.filter(pa.array(tokens[codes] == _positive_token(positive_class)))
     mapped: pa.ChunkedArray = pc.is_in(column, value_set=positive).cast(pa.int8())
@@ -215,7 +223,10 @@ def _label_array(
 
 
 def _numeric(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedArray:
-    """float64 with null for missing: a NaN (how pandas writes missing) becomes null too."""
+    """float64 with null for missing: a NaN (how pandas writes missing) becomes null too.
+
+    Only the validity bitmap is rebuilt; the values buffer is shared, not copied.
+    """
     kind = column.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
             or pa.types.is_null(kind)):  # fmt: skip
@@ -225,10 +236,17 @@ def _numeric(column: pa.ChunkedArray, name: str, where: str) -> pa.ChunkedArray:
             "categorical, exclude or row_key"
         )
     values = column.cast(pa.float64())
-    nan = pc.is_nan(values)
-    if pc.any(nan).as_py():
-        values = pc.if_else(nan, pa.scalar(None, pa.float64()), values)
-    return values
+    return pa.chunked_array([_nan_as_null(chunk) for chunk in values.chunks], pa.float64())
+
+
+def _nan_as_null(chunk: pa.Array) -> pa.Array:
+    nan = pc.is_nan(chunk)
+    if not pc.any(nan).as_py():
+        return chunk
+    keep = pc.invert(pc.fill_null(nan, True))
+    if chunk.offset or keep.offset:  # the bitmap must line up with the values buffer
+        return pc.if_else(keep, chunk, pa.scalar(None, pa.float64()))
+    return pa.Array.from_buffers(pa.float64(), len(chunk), [keep.buffers()[1], chunk.buffers()[1]])
 
 
 def map_label(column: pd.Series, name: str, positive_class: object, where: str) -> pd.Series:
@@ -289,20 +307,23 @@ def _positive_token(positive_class: object) -> str:
     return str(label_tokens(pd.Series([positive_class])).iloc[0])
 
 
-def _read_arrow(path: Path, where: str, spec: DataSpec) -> pa.Table:
+def _read_arrow(path: Path, where: str, spec: DataSpec, encoded: bool) -> pa.Table:
     """Parse with Arrow: exact float parsing (CSV and Parquet agree bit for bit) and strict
     rows (pandas silently pads short CSV rows; Arrow rejects them)."""
-    string_columns = [*spec.categorical, *([spec.row_key] if spec.row_key else [])]
+    category = pa.dictionary(pa.int32(), pa.string()) if encoded else pa.string()
+    types = {name: category for name in spec.categorical}
+    if spec.row_key:
+        types[spec.row_key] = pa.string()
     try:
         if _FORMATS[path.suffix.lower()] == "csv":
             options = pacsv.ConvertOptions(
-                null_values=spec.missing_values,
-                strings_can_be_null=True,
-                column_types={name: pa.string() for name in string_columns},
+                null_values=spec.missing_values, strings_can_be_null=True, column_types=types
             )
             table = pacsv.read_csv(path, convert_options=options)
         else:
-            table = pq.read_table(path)
+            # Parquet stores these columns dictionary-encoded; Arrow ignores non-string ones.
+            encode = [*spec.categorical, spec.label] if encoded else None
+            table = pq.read_table(path, read_dictionary=encode)
     except (pa.ArrowException, OSError) as error:
         raise BadInput(
             f"data {where}: cannot read {path.suffix[1:]} file: {_short(error)}"
@@ -323,6 +344,8 @@ def _apply_spec(table: pa.Table, where: str, spec: DataSpec) -> pa.Table:
 
     def prepared(index: int) -> pa.ChunkedArray:
         column = table.column(index)
+        if pa.types.is_dictionary(column.type):
+            return _without_markers(column, markers)
         if names[index] in string_columns:
             column = column.cast(pa.string())
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
@@ -335,6 +358,31 @@ def _apply_spec(table: pa.Table, where: str, spec: DataSpec) -> pa.Table:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         columns = list(pool.map(prepared, range(len(names))))
     return pa.Table.from_arrays(columns, names=names)
+
+
+def _without_markers(column: pa.ChunkedArray, markers: pa.Array) -> pa.ChunkedArray:
+    """A dictionary column with missing markers as null, judged on each chunk's dictionary."""
+    chunks = []
+    for chunk in column.chunks:
+        found = pc.is_in(chunk.dictionary, value_set=markers)
+        if pc.any(found).as_py():
+            in_row = pc.fill_null(pc.take(found, chunk.indices), False)
+            chunk = pa.DictionaryArray.from_arrays(
+                pc.if_else(in_row, None, chunk.indices), chunk.dictionary
+            )
+        chunks.append(chunk)
+    return pa.chunked_array(chunks, column.type)
+
+
+def _decoded(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    if pa.types.is_dictionary(values.type):
+        return values.cast(values.type.value_type)
+    return values
+
+
+def decode_categories(table: pa.Table) -> pa.Table:
+    """Dictionary-encoded columns as plain strings (what split files and pandas users get)."""
+    return pa.table({name: _decoded(table.column(name)) for name in table.column_names})
 
 
 def _require_columns(

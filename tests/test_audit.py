@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import great_expectations as gx
 import pandas as pd
 import pytest
 
 from steps import html_report
-from steps.audit import audit_frame, build_suite, render_report
+from steps.audit import _for_gx, audit_frame, build_suite, render_report
 from steps.audit_checks import Source
 from steps.dataset import read_table
 from steps.errors import BadInput
@@ -139,6 +140,61 @@ def test_severity_comes_from_meta_and_reaches_the_gx_result(sample: pd.DataFrame
     assert [c.column for c in result.warnings] == ["gone"]
     severities = [r["expectation_config"]["severity"] for r in result.gx_result["results"]]
     assert severities == ["critical", "warning"]
+
+
+def test_per_column_validation_gives_what_one_gx_validation_gives(sample: pd.DataFrame) -> None:
+    """The audit runs GX one column at a time (to keep GX's copies one column wide); the
+    merged result must be the one a single validation of the whole frame gives."""
+    broken = sample.copy()
+    broken.loc[broken.index[:30], "total_charges"] = -5.0  # a column with missing values
+    broken.loc[broken.index[:4], "region"] = "atlantis"
+    extra = [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "absent"}},
+        {"type": "expect_column_values_to_be_between",
+         "kwargs": {"column": "support_calls", "max_value": 3, "row_condition": "age > 60",
+                    "condition_parser": "pandas"}},
+    ]  # fmt: skip
+    suite = build_suite({**SUITE, "expectations": [*SUITE["expectations"], *extra]})
+    ours = audit_frame(broken, DATA, AUDIT.model_copy(update={"suite": suite_json(suite)}))
+
+    context = gx.get_context(mode="ephemeral")
+    batch = (
+        context.data_sources.add_pandas("data")
+        .add_dataframe_asset("table")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": _for_gx(broken, suite)})
+    )
+    whole = batch.validate(suite).to_json_dict()
+
+    def essence(result: dict[str, Any]) -> list[tuple[str, Any, bool, Any, Any]]:
+        return [
+            (r["expectation_config"]["type"], r["expectation_config"]["kwargs"].get("column"),
+             r["success"], (r.get("result") or {}).get("unexpected_count"),
+             (r.get("result") or {}).get("observed_value"))
+            for r in result["results"]
+        ]  # fmt: skip
+
+    # GX orders a whole validation's results its own way; ours follow the suite.
+    assert sorted(essence(ours.gx_result), key=repr) == sorted(essence(whole), key=repr)
+    assert [r["expectation_config"]["type"] for r in ours.gx_result["results"]] == [
+        e["type"] for e in [*SUITE["expectations"], *extra]
+    ]
+    assert essence(ours.gx_result)[-2][2] is False, "a missing column is GX's failure, kept"
+    conditional = ours.gx_result["results"][-1]
+    assert not conditional["exception_info"].get("raised_exception"), conditional
+    assert 0 < conditional["result"]["element_count"] < len(broken)
+    assert ours.gx_result["statistics"] == {**whole["statistics"]}
+    assert ours.gx_result["success"] is whole["success"] is False
+
+
+def suite_json(suite: gx.ExpectationSuite) -> dict[str, Any]:
+    return {
+        "name": suite.name,
+        "expectations": [
+            {"type": e.expectation_type, "kwargs": e.configuration.kwargs, "meta": e.meta}
+            for e in suite.expectations
+        ],
+    }
 
 
 @pytest.mark.parametrize(

@@ -132,8 +132,11 @@ def publish_stable(store: ArtifactStore, frame: pd.DataFrame, tmp: Path) -> None
     store.put_bytes(
         f"models/m1/{ModelFile.REFERENCE_PROFILE.value}", profile.model_dump_json().encode()
     )
-    store.put_json("registry/churn/versions/v1/record.json", {"model_digest": "m1"})
-    store.put_json("registry/churn/stable.json", {"version_key": "registry/churn/versions/v1"})
+    version = "registry/churn/versions/v1"
+    record = {"model_digest": "m1", "dataset_uri": "s3://b/d", "digest": "v1"}
+    store.put_json(f"{version}/record.json", record)
+    pointer = {"version_key": version, "digest": "v1", "deployed_at": "2026-11-01T00:00:00+00:00"}
+    store.put_json("registry/churn/stable.json", pointer)
 
 
 @pytest.fixture

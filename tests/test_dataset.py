@@ -4,9 +4,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from steps.dataset import load_dataset, read_table
+from steps.dataset import _numeric, load_dataset, read_table
 from steps.errors import BadInput
 from steps.provenance import canonical_table
 from steps.specs import DataSpec
@@ -161,3 +162,12 @@ def test_reads_from_s3(store: ArtifactStore, tmp_path: Path) -> None:
         load_dataset("s3://another-bucket/inputs/d.csv", SPEC, store)
     with pytest.raises(BadInput, match="needs the artifact store"):
         load_dataset(store.uri("inputs/d.csv"), SPEC, None)
+
+
+def test_nan_becomes_missing_whatever_the_array_offset() -> None:
+    values = pa.chunked_array([pa.array([1.0, float("nan"), None, 3.0, 2.0], from_pandas=False)])
+    expected = [1.0, None, None, 3.0, 2.0]
+    for start in [0, 1]:  # a slice shares the buffers at an offset
+        numeric = _numeric(values.slice(start), "x", "test")
+        assert numeric.to_pylist() == expected[start:]
+        assert numeric.null_count == 2

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from steps.dataset import Split, load_dataset, load_split, read_manifest
@@ -60,6 +63,54 @@ def test_digest_without_row_key_uses_content(tmp_path: Path) -> None:
     assert data_digest(tables[0]) == data_digest(tables[1])
     first, second = (assign(t, None, 2) for t in tables)
     assert np.array_equal(first.split, second.split)
+
+
+def test_digest_ignores_chunking_dictionaries_and_missing_spellings(tmp_path: Path) -> None:
+    """Parquet row groups each carry their own category dictionary (in order of appearance,
+    markers included); the digest sees only the categories rows hold, so none of that shows."""
+    frame = generate(600, seed=5)
+    frame.loc[[3, 40, 41], "region"] = None
+    frame.loc[7, "usage_gb"] = 0.0
+    frame.to_parquet(tmp_path / "one.parquet", index=False)
+    shuffled = frame.sample(frac=1, random_state=2)
+    shuffled.to_parquet(tmp_path / "groups.parquet", index=False, row_group_size=50)
+    frame.to_csv(tmp_path / "markers.csv", index=False, na_rep="?")
+    spelled = frame.assign(region=frame["region"].fillna("N/A"))
+    spelled.loc[7, "usage_gb"] = -0.0
+    spelled.to_parquet(tmp_path / "spelled.parquet", index=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    nan = pa.array(frame["age"].to_numpy())  # NaN, where pandas' own writer puts nulls
+    assert pc.is_nan(nan).to_numpy(zero_copy_only=False).sum() == frame["age"].isna().sum() > 0
+    pq.write_table(table.set_column(table.schema.get_field_index("age"), "age", nan),
+                   tmp_path / "nan.parquet")  # fmt: skip
+    names = ["one.parquet", "groups.parquet", "markers.csv", "spelled.parquet", "nan.parquet"]
+    assert len({digest_of(tmp_path / name) for name in names}) == 1
+
+    unkeyed = SPEC.model_copy(update={"row_key": None, "exclude": ["customer_id"]})
+    without_key = [
+        data_digest(canonical_table(load_dataset(str(tmp_path / name), unkeyed, None)))
+        for name in ["one.parquet", "groups.parquet"]
+    ]
+    assert without_key[0] == without_key[1]
+
+
+def test_digest_sees_each_value_in_its_row(tmp_path: Path) -> None:
+    frame = generate(400, seed=9)
+    frame.to_parquet(tmp_path / "base.parquet", index=False)
+    base = digest_of(tmp_path / "base.parquet")
+    changed = frame.copy()
+    changed.loc[5, "plan"] = next(p for p in frame["plan"].unique() if p != frame.loc[5, "plan"])
+    swapped = frame.copy()
+    first, second = swapped.index[swapped["plan"] != swapped.loc[0, "plan"]][0], 0
+    swapped.loc[[first, second], "plan"] = swapped.loc[[second, first], "plan"].to_numpy()
+    missing = frame.copy()
+    missing.loc[5, "plan"] = None
+    variants = {"changed": changed, "swapped": swapped, "missing": missing}
+    for name, variant in variants.items():
+        variant.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    digests = {name: digest_of(tmp_path / f"{name}.parquet") for name in variants}
+    assert base not in digests.values()
+    assert len(set(digests.values())) == len(variants)
 
 
 def test_a_row_keeps_its_split_when_rows_are_added(tmp_path: Path) -> None:
