@@ -27,3 +27,10 @@ class StorageError(StepError):
     """The artifact store could not be reached or did not hold what was expected."""
 
     exit_code = 3
+
+
+class ClusterError(StepError):
+    """The Kubernetes API could not be reached, refused a call, or a rollout never became
+    ready: infrastructure, like storage."""
+
+    exit_code = 3

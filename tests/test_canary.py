@@ -9,6 +9,8 @@ that expects one feature fewer (stable's requests get 400), a model trained on f
 """
 
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -310,3 +312,18 @@ def test_a_stable_server_that_is_gone_is_restarted_from_the_registry(
     server = read_server(state_dir)
     assert server is not None and served_versions(server.base_url) == [model.digest]
     assert store.get_json(stable_key(NAME))["digest"] == model.digest
+
+
+def test_the_cli_shows_and_stops_the_stable_server(spec: DeploySpec, stable: str) -> None:
+    def mlpipe(*args: str) -> subprocess.CompletedProcess[str]:
+        setting = f"deploy.state_dir={spec.state_dir}"
+        command = [sys.executable, "-m", "workflows.cli", "deploy", *args, "--set", setting]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    shown = mlpipe("status")
+    assert shown.returncode == 0 and stable in shown.stdout
+    assert mlpipe("stop").returncode == 0
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{stable}/v2/health/live", timeout=2)
+    gone = mlpipe("status")
+    assert gone.returncode == 1 and "no stable model server running" in gone.stderr

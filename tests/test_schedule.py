@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 
 from steps import synth
+from steps.canary_local import stop_server
 from steps.store import ArtifactStore
 from tests import test_end_to_end as end_to_end
 from tests.stable_model import register_stable_model
@@ -26,7 +27,20 @@ FAST = ["--set", "train.rounds=10", "--set", "audit.min_rows=100"]
 
 def external(s3_env: dict[str, str], tmp_path: Path) -> list[str]:
     """Settings for a run against the test's bucket on the session's SeaweedFS."""
-    return [*end_to_end.external(s3_env), "--set", f"engine.workdir={tmp_path / 'runs'}"]
+    return [
+        *end_to_end.external(s3_env),
+        "--set",
+        f"engine.workdir={tmp_path / 'runs'}",
+        "--set",
+        f"deploy.state_dir={tmp_path / 'serving'}",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _stop_stable_server(tmp_path: Path) -> Iterator[None]:
+    """A deploy leaves its stable model server running detached under the test's tmp dir."""
+    yield
+    stop_server(tmp_path / "serving")
 
 
 def test_run_once_without_drift_checks_and_ends_without_training(

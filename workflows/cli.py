@@ -35,7 +35,12 @@ app.add_typer(config_app, name="config")
 app.add_typer(data_app, name="data")
 app.add_typer(store_app, name="store")
 app.add_typer(schedule_app, name="schedule")
+deploy_app = typer.Typer(
+    no_args_is_help=True,
+    help="Model servers: the local stable server deploy leaves running; Kubernetes manifests.",
+)
 app.add_typer(provenance_app, name="provenance")
+app.add_typer(deploy_app, name="deploy")
 
 console = Console()
 errors = Console(stderr=True)
@@ -161,6 +166,22 @@ def data_synth(
     raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 
+@app.command(
+    "serve",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    # --help goes to the server too: its own help lists every option, so it is never stale.
+    add_help_option=False,
+)
+def serve_command(ctx: typer.Context) -> None:
+    """Serve an ONNX model over the Open Inference Protocol v2, in the foreground.
+
+    The server deploy runs; every argument goes to `python -m serving`, whose options
+    `mlpipe serve --help` lists: `mlpipe serve --model model.onnx --name churn --port 8080`.
+    """
+    # exec, not a child: signals (Ctrl-C, SIGTERM's graceful drain) reach the server itself.
+    os.execv(sys.executable, [sys.executable, "-m", "serving", *ctx.args])
+
+
 @store_app.command("up")
 def store_up(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
     """Start the embedded S3 server in the background (data kept under storage.data_dir)."""
@@ -193,21 +214,12 @@ def store_ls(
     set_: SetOption = None,
 ) -> None:
     """List artifact keys (starts the server for the listing when it is not up)."""
-    from steps.store import ArtifactStore
-    from workflows.local_run import s3_for
+    from workflows.local_run import local_storage
 
     pipeline = load(config, set_).pipeline
     try:
-        with s3_for(pipeline, dict(os.environ)) as access:
-            store = ArtifactStore(
-                access.endpoint,
-                pipeline.storage.bucket,
-                access.access_key,
-                access.secret_key,
-                pipeline.storage.region,
-            )
-            store.ensure_bucket()
-            keys = store.list(prefix)
+        with local_storage(pipeline, dict(os.environ)) as storage:
+            keys = storage.store.list(prefix)
     except StepError as error:
         raise fail(str(error), error.exit_code) from error
     for key in keys:
@@ -406,16 +418,72 @@ def install_command(
         console.print(str(path), highlight=False)
 
 
+@deploy_app.command("status")
+def deploy_status(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """The local stable model server that deploy started (it keeps serving after the run)."""
+    from steps.canary_local import read_server
+
+    state_dir = Path(load(config, set_).pipeline.deploy.state_dir).expanduser()
+    server = read_server(state_dir)
+    if server is None:
+        raise fail(f"no stable model server running for {state_dir}", 1)
+    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", highlight=False)
+
+
+@deploy_app.command("stop")
+def deploy_stop(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
+    """Stop the local stable model server (it drains in-flight requests first)."""
+    from steps.canary_local import stop_server
+
+    state_dir = Path(load(config, set_).pipeline.deploy.state_dir).expanduser()
+    stopped = stop_server(state_dir)
+    console.print("stopped" if stopped else f"no stable model server running for {state_dir}")
+
+
+@deploy_app.command("render")
+def deploy_render(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the YAML manifests.")],
+    digest: Annotated[
+        str, typer.Option("--digest", help="sha256 of the ONNX model to roll out (registry).")
+    ],
+    stable_digest: Annotated[
+        str | None,
+        typer.Option(
+            "--stable-digest",
+            help="sha256 of the model serving now: render the canary beside it. "
+            "Omitted: a first deploy, the model alone as stable.",
+        ),
+    ] = None,
+    canary_percent: Annotated[
+        int | None,
+        typer.Option("--canary-percent", help="Canary traffic share (default: first canary step)."),
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+) -> None:
+    """Write the serving manifests the deploy task applies (config section `serving:`)."""
+    from workflows.install import rollout_manifests, write_install
+
+    loaded = load(config, set_)
+    percent = loaded.pipeline.deploy.canary.steps[0] if canary_percent is None else canary_percent
+    try:
+        paths = write_install(rollout_manifests(loaded, digest, stable_digest, percent), out)
+    except ConfigError as error:
+        raise fail(str(error), 2) from error
+    for path in paths:
+        console.print(str(path), highlight=False, soft_wrap=True)
+
+
 @schedule_app.command("apply")
 def schedule_apply(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
     """Create or update the retraining CronWorkflow on the Argo server (argo.server)."""
-    from workflows.argo_client import ArgoError, argo_settings
-    from workflows.schedule_apply import apply_cron
+    from workflows.argo_client import ArgoClient, ArgoError, argo_settings
 
     loaded = load(config, set_)
     try:
         cron = compile_manifests(loaded).cron
-        applied = apply_cron(argo_settings(loaded, os.environ), cron)
+        with ArgoClient(argo_settings(loaded, os.environ)) as client:
+            applied = client.apply_cron(cron)
     except ConfigError as error:
         raise fail(str(error), 2) from error
     except ArgoError as error:

@@ -31,7 +31,9 @@ from steps.specs import (
     DeploySpec,
     DriftSpec,
     EvaluateSpec,
+    KubeServingSpec,
     QuantizeSpec,
+    ServingSettings,
     TrainSpec,
 )
 
@@ -44,6 +46,10 @@ ENV_OVERRIDES: dict[str, str] = {
     "MLPIPE_NAMESPACE": "argo.namespace",
     "MLPIPE_ARGO_SERVER": "argo.server",
 }
+
+
+SLICES_FILE_KEYS = frozenset({"slices", "min_slice_rows", "checks"})
+"""What evaluate.slices_file may set (EvaluateSpec fields about the data, not the gate)."""
 
 
 class ConfigError(Exception):
@@ -67,6 +73,15 @@ class AuditConfig(AuditBounds):
     """The expectation suite file plus the built-in checks' bounds."""
 
     suite_file: Path = Path("expectations/default.json")
+
+
+class EvaluateConfig(EvaluateSpec):
+    """The evaluation's settings, plus a YAML file of slices and behavioural checks."""
+
+    slices_file: Path | None = Field(
+        default=None,
+        description="relative to this file; keys: " + ", ".join(sorted(SLICES_FILE_KEYS)),
+    )
 
 
 class ProvenanceConfig(Section):
@@ -199,13 +214,23 @@ class PipelineConfig(Section):
     provenance: ProvenanceConfig = ProvenanceConfig()
     train: TrainSpec = TrainSpec()
     quantize: QuantizeSpec = QuantizeSpec()
-    evaluate: EvaluateSpec = EvaluateSpec()
+    evaluate: EvaluateConfig = EvaluateConfig()
     deploy: DeploySpec = DeploySpec()
     storage: StorageConfig = StorageConfig()
     argo: ArgoConfig = ArgoConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     drift: DriftConfig = DriftConfig()
     engine: EngineConfig = EngineConfig()
+    serving: ServingSettings | None = Field(
+        default=None, description="model servers on Kubernetes; unset: the local backend"
+    )
+
+    @field_validator("deploy")
+    @classmethod
+    def _serving_from_its_section(cls, deploy: DeploySpec) -> DeploySpec:
+        if deploy.kubernetes is not None:
+            raise ValueError("derived from the config: set the `serving:` section instead")
+        return deploy
 
 
 class LoadedConfig(BaseModel):
@@ -215,6 +240,59 @@ class LoadedConfig(BaseModel):
 
     path: Path
     pipeline: PipelineConfig
+
+    def deploy_spec(self) -> DeploySpec:
+        """The deploy step's spec; with a `serving:` section, the kubernetes backend's
+        settings joined with the namespace, serving image and storage they run with."""
+        pipeline = self.pipeline
+        if pipeline.serving is None:
+            return pipeline.deploy
+        try:
+            kubernetes = KubeServingSpec(
+                **pipeline.serving.model_dump(),
+                namespace=pipeline.argo.namespace,
+                image=pipeline.argo.serving_image,
+                bucket=pipeline.storage.bucket,
+                region=pipeline.storage.region,
+                credentials_secret=pipeline.storage.credentials_secret,
+            )
+        except ValidationError as error:
+            raise ConfigError(_describe(self.path, error)) from error
+        return pipeline.deploy.model_copy(update={"kubernetes": kubernetes})
+
+    def evaluate_spec(self) -> EvaluateSpec:
+        """The evaluate section joined with its slices file; errors name the file and key."""
+        section = self.pipeline.evaluate
+        values = section.model_dump(exclude={"slices_file"})
+        if section.slices_file is None:
+            return EvaluateSpec.model_validate(values)
+        path = self.path.parent / section.slices_file
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(
+                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: {error.strerror}"
+            ) from error
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
+            found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            raise ConfigError(
+                f"{path}: expected a mapping with keys {', '.join(sorted(SLICES_FILE_KEYS))}; "
+                f"got {found}"
+            )
+        # A value other than the default, not `model_fields_set`: configs are re-validated
+        # from a full dump (with_overrides), which marks every key as set.
+        defaults = EvaluateSpec()
+        twice = sorted(k for k in raw if getattr(section, k) != getattr(defaults, k))
+        if twice:
+            raise ConfigError(
+                f"{self.path}: key 'evaluate.{twice[0]}' is also set in {path}; keep one"
+            )
+        try:
+            return EvaluateSpec.model_validate({**values, **raw})
+        except ValidationError as error:
+            raise ConfigError(_describe(path, error)) from error
 
     def audit_spec(self) -> AuditSpec:
         suite_path = self.path.parent / self.pipeline.audit.suite_file
@@ -279,5 +357,7 @@ def _describe(path: Path, error: ValidationError) -> str:
         expected = issue["msg"]
         if issue["type"] == "extra_forbidden":
             expected = "unknown key (check the spelling; see config/local.yaml for all keys)"
-        lines.append(f"{path}: key '{key}': {expected} (got {issue.get('input')!r})")
+        # A token typed into the wrong place must not end up in a CI log.
+        got = "<redacted>" if "token" in key else repr(issue.get("input"))
+        lines.append(f"{path}: key '{key}': {expected} (got {got})")
     return "\n".join(lines)

@@ -64,8 +64,8 @@ def workflow_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
         WorkflowParam.AUDIT_SPEC: config.audit_spec().model_dump_json(),
         WorkflowParam.TRAIN_SPEC: pipeline.train.model_dump_json(),
         WorkflowParam.QUANTIZE_SPEC: pipeline.quantize.model_dump_json(),
-        WorkflowParam.EVALUATE_SPEC: pipeline.evaluate.model_dump_json(),
-        WorkflowParam.DEPLOY_SPEC: pipeline.deploy.model_dump_json(),
+        WorkflowParam.EVALUATE_SPEC: config.evaluate_spec().model_dump_json(),
+        WorkflowParam.DEPLOY_SPEC: config.deploy_spec().model_dump_json(),
         WorkflowParam.MODEL_NAME: pipeline.model_name,
         WorkflowParam.WORKERS: str(pipeline.train.workers),
     }
@@ -253,7 +253,8 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             "tracker",
             Step.TRACKER,
             settings,
-            inputs=[WorkflowParam.WORKERS, StepInput.PORT],
+            # The train spec's timeout_seconds bounds the tracker's waits as the workers'.
+            inputs=[WorkflowParam.WORKERS, StepInput.PORT, WorkflowParam.TRAIN_SPEC],
             writes_outputs=False,
             daemon=True,
             readiness_port=tracker_port,
@@ -271,6 +272,9 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             ],
             output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
             attestation=attest,
+            # The request and XGBoost's nthread come from the one key (train.cpu): a worker
+            # never runs more threads than it has cores, nor idles cores it asked for.
+            cpu=str(pipeline.train.cpu),
         )
         model_check = step_container(
             "model-check",
@@ -286,17 +290,27 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             settings,
             inputs=[StepInput.DATASET_URI, WorkflowParam.QUANTIZE_SPEC],
             input_artifacts=[StepArtifact.MODEL],
-            output_parameters=[Param.ONNX_DIGEST, Param.PARITY_MAX_DIFF],
-            output_artifacts=[StepArtifact.ONNX, StepArtifact.QUANTIZE_REPORT],
+            output_parameters=[Param.ONNX_DIGEST, Param.PARITY_MAX_DIFF, Param.ENCODING],
+            output_artifacts=[
+                StepArtifact.ONNX,
+                StepArtifact.QUANTIZE_REPORT,
+                StepArtifact.QUANTIZE_REPORT_HTML,
+            ],
             attestation=attest,
         )
         evaluate = step_container(
             "evaluate",
             Step.EVALUATE,
             settings,
-            inputs=[StepInput.DATASET_URI, WorkflowParam.EVALUATE_SPEC],
+            inputs=[StepInput.DATASET_URI, WorkflowParam.MODEL_NAME, WorkflowParam.EVALUATE_SPEC],
             input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
-            output_parameters=[Param.AUC, Param.GATE],
+            output_parameters=[
+                Param.AUC,
+                Param.WORST_SLICE,
+                Param.WORST_SLICE_AUC,
+                Param.ECE,
+                Param.GATE,
+            ],
             output_artifacts=[StepArtifact.EVALUATION, StepArtifact.EVALUATION_REPORT],
             attestation=attest,
         )
@@ -310,9 +324,9 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 WorkflowParam.MODEL_NAME,
                 WorkflowParam.DEPLOY_SPEC,
             ],
-            input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
+            input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL, StepArtifact.EVALUATION],
             output_parameters=[Param.DEPLOYED_DIGEST, Param.ENDPOINT],
-            output_artifacts=[StepArtifact.ROLLOUT],
+            output_artifacts=[StepArtifact.ROLLOUT, StepArtifact.ROLLOUT_REPORT],
             attestation=attest,
             # Its own identity: rights to roll a model out never reach the other steps.
             service_account=pipeline.argo.deploy_service_account,
@@ -346,8 +360,12 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 for artifact in (StepArtifact.MODEL, StepArtifact.LEARNING_CURVE)
             ],
             # Tracker and workers form one collective: a lost worker fails them all, so the
-            # whole group is what gets retried.
-            retry_strategy=RetryStrategy(limit=1, retry_policy="Always"),
+            # whole group is what gets retried. After a minute: the tracker's port leaves
+            # TCP TIME_WAIT (60 s) by then, which matters where the retried tracker binds it
+            # on the same host (the local engine), and a lost node has time to be replaced.
+            retry_strategy=RetryStrategy(
+                limit=1, retry_policy="Always", backoff=m.Backoff(duration="60s")
+            ),
         ) as train_group:
             tracker_task = Task(
                 name=TaskName.TRACKER,
@@ -355,6 +373,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 arguments={
                     WorkflowParam.WORKERS.value: "{{inputs.parameters.workers}}",
                     StepInput.PORT.value: str(tracker_port),
+                    WorkflowParam.TRAIN_SPEC.value: "{{inputs.parameters.train-spec}}",
                 },
             )
             worker_task = Task(
@@ -442,6 +461,10 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 arguments=[
                     Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
                     Parameter(
+                        name=WorkflowParam.MODEL_NAME.value,
+                        value=_workflow_param(WorkflowParam.MODEL_NAME),
+                    ),
+                    Parameter(
                         name=WorkflowParam.EVALUATE_SPEC.value,
                         value=_workflow_param(WorkflowParam.EVALUATE_SPEC),
                     ),
@@ -468,6 +491,10 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                     ),
                     onnx_artifact,
                     model_artifact,
+                    Artifact(
+                        name=StepArtifact.EVALUATION.name,
+                        from_=_ref(TaskName.EVALUATE, "artifacts", StepArtifact.EVALUATION.name),
+                    ),
                 ],
             )
             _chain(

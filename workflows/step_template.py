@@ -205,8 +205,7 @@ def step_container(
         command=["python", "-m", "steps", step.value],
         args=args,
         inputs=[
-            Parameter(name=parameter, value=(input_values or {}).get(parameter))
-            for parameter in inputs
+            _input_parameter(parameter, (input_values or {}).get(parameter)) for parameter in inputs
         ]
         + [Artifact(name=a.name, path=input_artifact_path(a)) for a in input_artifacts],
         outputs=[output_parameter(p) for p in output_parameters]
@@ -233,3 +232,8 @@ def step_container(
         readiness_probe=probe,
         memoize=memoize,
     )
+
+
+def _input_parameter(name: str, default: str | None) -> Parameter:
+    # Hera serialises value=None as the string 'null', which Argo would pass on as a value.
+    return Parameter(name=name) if default is None else Parameter(name=name, value=default)
