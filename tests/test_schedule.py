@@ -201,5 +201,7 @@ def test_apply_with_a_rejected_token_is_a_clear_error(argo: str) -> None:
         "schedule", "apply", "--set", f"argo.server={argo}", env={"ARGO_TOKEN": "wrong"}
     )
     assert result.returncode == 2
-    assert "rejected the credentials (HTTP 401" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "rejected the credentials (HTTP 401" in result.stderr and "Traceback" not in result.stderr
+    )
     assert not FakeArgo.crons
