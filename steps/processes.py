@@ -1,26 +1,41 @@
 """Detached server processes (the embedded S3 server, the local stable model server): is one
-still running, and stop it gracefully. psutil rather than os.kill: it reaps our own children
-(a zombie still answers signal 0) and waits for processes that are not our children."""
+still running, and stop it gracefully. psutil rather than bare os.kill: it tells a zombie (a
+dead child not yet reaped, which still answers signal 0) from a live process."""
+
+import time
 
 import psutil
+
+POLL_SECONDS = 0.05
 
 
 def is_alive(pid: int) -> bool:
     try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            process.wait(0)  # reaps it when it is our own child; harmless otherwise
+            return False
+        return True
+    except (psutil.NoSuchProcess, psutil.TimeoutExpired, ChildProcessError):
         return False
 
 
 def terminate(pid: int, timeout: float) -> None:
-    """SIGTERM (servers drain in-flight work on it), then SIGKILL after `timeout` seconds."""
+    """SIGTERM (servers drain in-flight work on it), then SIGKILL after `timeout` seconds.
+
+    Polls rather than psutil's wait(): a process that is another process's child stays a
+    zombie until that parent reaps it, and wait() would block on it forever."""
     try:
         process = psutil.Process(pid)
         process.terminate()
-        try:
-            process.wait(timeout)
-        except psutil.TimeoutExpired:
-            process.kill()
-            process.wait()
     except psutil.NoSuchProcess:
         return
+    deadline = time.monotonic() + timeout
+    while is_alive(pid):
+        if time.monotonic() > deadline:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                return
+            deadline = float("inf")
+        time.sleep(POLL_SECONDS)
