@@ -255,7 +255,7 @@ class LocalBackend:
         if len(self._rows) == 0:
             raise BadInput("no test rows to send as canary traffic")
         with _client() as client:
-            metadata = _ok(client.get(f"{base_url}/v2/models/{self._stable.model_name}"))
+            metadata = ok_json(client.get(f"{base_url}/v2/models/{self._stable.model_name}"))
         self._input_name = str(metadata["inputs"][0]["name"])
         return base_url
 
@@ -441,11 +441,12 @@ def _metrics(client: httpx.Client, base_url: str, track: str) -> str:
     return response.text
 
 
-def _ok(response: httpx.Response) -> dict[str, Any]:
+def ok_json(response: httpx.Response, what: str = "") -> dict[str, Any]:
+    """The body of a 200 answer; anything else fails the deploy, naming the request."""
     if response.status_code != 200:
         raise GateFailed(
-            f"{response.request.method} {response.request.url} answered "
-            f"{response.status_code}: {response.text[:500]}"
+            f"{what + ' ' if what else ''}{response.request.method} {response.request.url} "
+            f"answered {response.status_code}: {response.text[:500]}"
         )
     body: dict[str, Any] = response.json()
     return body

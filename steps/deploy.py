@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from steps.attestation import attest
 from steps.canary import StepResult, run_canary
 from steps.canary_backend import CanaryBackend, ModelVersion
-from steps.canary_local import LocalBackend, free_port, local_server, serve_command
+from steps.canary_local import LocalBackend, free_port, local_server, ok_json, serve_command
 from steps.canary_report import rollout_html
 from steps.chain import Chain, verify_chain
 from steps.dataset import Split, load_split
@@ -233,7 +233,7 @@ def served_probabilities(
     model_url = f"{base_url}/v2/models/{model_name}"
     # trust_env=False: a proxy from the environment must not sit in front of loopback.
     with httpx.Client(timeout=30.0, trust_env=False) as client:
-        metadata = _ok_json(client.get(model_url), "model metadata")
+        metadata = ok_json(client.get(model_url), "model metadata")
         (tensor,) = metadata["inputs"]
         served_features = tensor.get("parameters", {}).get("features")
         if served_features != schema.names:
@@ -253,7 +253,7 @@ def served_probabilities(
             content=orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY),
             headers={"content-type": "application/json"},
         )
-    body = _ok_json(response, "inference")
+    body = ok_json(response, "inference")
     if body.get("model_version") != digest:
         raise GateFailed(f"server answered as version {body.get('model_version')}, not {digest}")
     (output,) = body["outputs"]
@@ -264,16 +264,6 @@ def served_probabilities(
             f"got {output['name']!r} with shape {list(served.shape)}"
         )
     return served
-
-
-def _ok_json(response: httpx.Response, what: str) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise GateFailed(
-            f"{what} {response.request.method} {response.request.url} answered "
-            f"{response.status_code}: {response.text[:500]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def stage(

@@ -92,16 +92,8 @@ def render_report(evaluation: Evaluation) -> str:
     if evaluation.behaviour:
         sections.append(_behaviour(evaluation))
     sections.append(
-        html.section(
-            "Provenance",
-            html.table(
-                ["artifact", "identity"],
-                [
-                    ["ONNX model (sha256)", evaluation.onnx_digest],
-                    ["XGBoost model (sha256)", evaluation.model_digest],
-                    ["dataset", evaluation.dataset_uri],
-                ],
-            ),
+        html.provenance_section(
+            "ONNX model", evaluation.onnx_digest, evaluation.model_digest, evaluation.dataset_uri
         )
     )
     return html.page(f"Evaluation: {verdict} (AUC {gate.auc:.4f})", sections)

@@ -101,3 +101,15 @@ def page(title: str, sections: Sequence[Markup]) -> str:
         f"<title>{escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
         f"<h1>{escape(title)}</h1>\n" + "\n".join(sections) + "\n</body>\n</html>\n"
     )
+
+
+def provenance_section(
+    onnx_label: str, onnx_digest: str, model_digest: str, dataset: str
+) -> Markup:
+    """Which model and data a report is about, the same way in every model report."""
+    rows = [
+        [f"{onnx_label} (sha256)", onnx_digest],
+        ["XGBoost model (sha256)", model_digest],
+        ["dataset", dataset],
+    ]
+    return section("Provenance", table(["artifact", "identity"], rows))

@@ -118,16 +118,8 @@ def render_report(report: QuantizeReport) -> str:
     )
     sections.extend(html.paragraph(note, "muted") for note in report.notes)
     sections.append(
-        html.section(
-            "Provenance",
-            html.table(
-                ["artifact", "identity"],
-                [
-                    ["chosen ONNX model (sha256)", report.onnx_digest],
-                    ["XGBoost model (sha256)", report.model_digest],
-                    ["dataset", report.dataset_uri],
-                ],
-            ),
+        html.provenance_section(
+            "chosen ONNX model", report.onnx_digest, report.model_digest, report.dataset_uri
         )
     )
     return html.page(f"Quantize: {report.encoding}", sections)
