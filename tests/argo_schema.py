@@ -1,4 +1,4 @@
-"""A strict validator for Argo manifests built from the Argo v4 JSON schema in ../shared.
+"""A strict validator for Argo manifests built from the Argo v4 JSON schema vendored in tests/argo/.
 
 The published schema allows unknown fields and types some int-or-string fields as
 string-only; Argo itself rejects the first and accepts both for the second, so we match it.
@@ -11,9 +11,7 @@ from typing import Any
 
 import jsonschema
 
-SCHEMA_PATH = (
-    Path(__file__).resolve().parents[2] / "shared" / "argo" / "argo-workflows-v4.1.2.schema.json"
-)
+SCHEMA_PATH = Path(__file__).resolve().parent / "argo" / "argo-workflows-v4.1.2.schema.json"
 INT_OR_STRING = {"type": ["string", "integer"]}
 PREFIX = "io.argoproj.workflow.v1alpha1."
 

@@ -288,6 +288,10 @@ def test_bad_canary_is_rolled_back_while_stable_serves_without_a_failure(
         f"canary {candidate.digest[:12]} rolled back at step 1/3 (25% of traffic): {breach}: "
     ), message
     others = {"error rate", "p99 latency", "score shift"} - {breach}
+    if fault == "slow":
+        # The slow canary is a retrained model: its scores on the few rows of one step may
+        # also cross the PSI bound by chance; the latency breach must be named first.
+        others -= {"score shift"}
     assert not any(f"{other}:" in message for other in others), message
     assert served_versions(stable) == [model.digest]
     assert serving_processes(candidate.digest) == 0

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from steps.names import Param
-from tests.argo_schema import SCHEMA_PATH, schema_errors
+from tests.argo_schema import schema_errors
 from workflows.compiler import CompiledManifests, compile_manifests
 from workflows.config import load_config
 from workflows.cron import CRON_NAME, RUN_SETTINGS, CronTask
@@ -18,9 +18,6 @@ from workflows.pipeline import ENTRYPOINT, TEMPLATE_NAME
 from workflows.schedule import CRON_LABEL, scheduled_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_schema = pytest.mark.skipif(
-    not SCHEMA_PATH.exists(), reason=f"Argo schema not found at {SCHEMA_PATH}"
-)
 OVERRIDES = [
     "schedule.schedules=['0 3 * * *', '30 15 * * 1-5']",
     "schedule.timezone=Europe/Paris",
@@ -47,7 +44,6 @@ def templates(cron: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {t["name"]: t for t in cron["spec"]["workflowSpec"]["templates"]}
 
 
-@needs_schema
 def test_the_cron_is_valid_argo_v4_and_unknown_fields_are_rejected(
     cron: dict[str, Any],
 ) -> None:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from steps.store import ArtifactStore
-from tests.argo_schema import SCHEMA_PATH, schema_errors
+from tests.argo_schema import schema_errors
 from tests.test_engine_runs import SERVER, SLEEP, dag, free_port, py, task, workflow
 from workflows.config import ConfigError, load_config
 from workflows.engine import EngineContext, NodePhase, WorkflowPhase, check_workflow, run_workflow
@@ -61,9 +61,6 @@ CREDENTIAL_PATTERNS = {
 VARIABLE = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 CORE_FILES = ("00-service-accounts.yaml", "10-rbac.yaml", "20-artifact-repositories.yaml")
-needs_schema = pytest.mark.skipif(
-    not SCHEMA_PATH.exists(), reason=f"Argo schema not found at {SCHEMA_PATH} (../shared absent)"
-)
 
 
 def mlpipe(*args: str, env: dict[str, str]) -> None:
@@ -357,7 +354,6 @@ def test_the_webhook_url_comes_from_an_optional_secret_key_ref(
 # --- schemas --------------------------------------------------------------------------------------
 
 
-@needs_schema
 def test_every_argo_manifest_validates_strictly(
     documents: list[tuple[str, dict[str, Any]]],
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argo_schema import SCHEMA_PATH, validator_for
+from tests.argo_schema import validator_for
 from workflows.compiler import compile_manifests
 from workflows.config import ConfigError, load_config
 from workflows.install import install_manifests, load_documents
@@ -133,9 +133,6 @@ def test_the_artifact_repository_references_credentials_and_sets_key_format(
     assert not {"accessKey", "secretKey"} & set(s3), "credentials only by reference"
 
 
-@pytest.mark.skipif(
-    not SCHEMA_PATH.exists(), reason=f"Argo schema not found at {SCHEMA_PATH} (../shared absent)"
-)
 def test_the_artifact_repository_is_a_valid_argo_artifact_repository(
     installed: dict[str, list[dict[str, Any]]],
 ) -> None:

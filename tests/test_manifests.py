@@ -7,15 +7,12 @@ from typing import Any
 
 import pytest
 
-from tests.argo_schema import SCHEMA_PATH, schema_errors
+from tests.argo_schema import schema_errors
 from workflows.compiler import compile_manifests, load_manifest, render
 from workflows.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "workflows" / "compiled"
-needs_schema = pytest.mark.skipif(
-    not SCHEMA_PATH.exists(), reason=f"Argo schema not found at {SCHEMA_PATH} (../shared absent)"
-)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +29,6 @@ def test_committed_yaml_matches_the_hera_code(manifests: dict[str, dict[str, Any
         )
 
 
-@needs_schema
 def test_every_manifest_validates_against_the_argo_v4_schema(
     manifests: dict[str, dict[str, Any]],
 ) -> None:
@@ -40,7 +36,6 @@ def test_every_manifest_validates_against_the_argo_v4_schema(
         assert schema_errors(manifest) == [], name
 
 
-@needs_schema
 def test_the_strict_check_rejects_an_unknown_field(
     manifests: dict[str, dict[str, Any]],
 ) -> None:
@@ -50,7 +45,6 @@ def test_the_strict_check_rejects_an_unknown_field(
     assert any("sidecarMagic" in error for error in errors), errors
 
 
-@needs_schema
 def test_cron_uses_v4_schedules_not_the_removed_schedule(
     manifests: dict[str, dict[str, Any]],
 ) -> None:
