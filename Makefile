@@ -1,19 +1,42 @@
-# `make run` and `make test` each set up everything on a fresh machine.
+# `make run` and `make test` each set up everything on a fresh machine: the venv holds exactly
+# the versions in uv.lock (hash-checked), never the newest ones pyproject.toml allows.
 VENV   := .venv
 PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
 SAMPLE := data/sample.parquet
 SAMPLE_ROWS ?= 200000
+# uv never looks for or downloads another Python: the venv's interpreter is the one.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv run test lint typecheck unit compiled clean
+.PHONY: venv lock run test lint typecheck pytest unit integration e2e compiled clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# uv itself is pinned in uv.lock (dev group) with its hashes: pip installs that exact wheel,
+# then uv installs the rest of the lock (`--frozen`: the lock as written, never re-resolved).
+$(UV): uv.lock
 	python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	python3 -c 'import tomllib; p = next(p for p in tomllib.load(open("uv.lock", "rb"))["package"] if p["name"] == "uv"); print("uv==" + p["version"], *("--hash=" + w["hash"] for w in p["wheels"]))' >$(VENV)/uv-requirement.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r $(VENV)/uv-requirement.txt
 	touch $@
+
+$(VENV)/.installed: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	touch $@
+
+# Refresh the lock on purpose (newest versions pyproject.toml allows), then the images' locks.
+lock: $(UV)
+	$(UV) lock --upgrade
+	$(MAKE) images-lock
+
+# The images install from the same lock: the steps image the project's dependencies, the
+# serving image only the serving group, both builds the pinned build backend.
+images-lock: $(UV)
+	$(UV) export --frozen --quiet --no-default-groups --no-emit-project --output-file images/steps/requirements.txt
+	$(UV) export --frozen --quiet --only-group serving --no-emit-project --output-file images/serving/requirements.txt
+	$(UV) export --frozen --quiet --only-group build --no-emit-project --output-file images/build-requirements.txt
 
 $(SAMPLE): | venv
 	$(BIN)/mlpipe data synth --rows $(SAMPLE_ROWS) --out $(SAMPLE) --seed 7
@@ -28,10 +51,10 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy steps workflows serving
 
-unit: venv
+pytest: venv
 	$(BIN)/pytest
 
-test: lint typecheck unit
+test: lint typecheck pytest
 
 # The committed manifests; tests/test_manifests.py fails when they drift from the Hera code.
 compiled: venv

@@ -12,9 +12,9 @@ Ours also runs with `--no-dynamic-batching`, to show what batching costs when th
 nothing to batch (c=1) and what it gains under load. Targets: throughput ratio ours/KServe
 >= 3.5 at c=32, and our p99 <= half of KServe's. Last line: `ratio=<ours/KServe at c=32>`.
 
-KServe lives in its own venv (.mlpipe/bench-venv, created on first run from the `bench`
-extra in pyproject.toml, with our onnxruntime version): its pins (pandas<3, protobuf<7)
-conflict with the project's. Needs `wrk` (Debian: `apt-get install wrk`).
+KServe lives in its own venv (.mlpipe/bench-venv, created on first run with KSERVE and our
+onnxruntime version): its pins (pandas<3, protobuf<7) conflict with the project's, so it
+cannot share uv.lock. Needs `wrk` (Debian: `apt-get install wrk`).
 
     .venv/bin/python benchmarks/serving.py [--duration 15] [--concurrency 1 8 32]
 """
@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import urllib.request
 import venv
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_VENV = ROOT / ".mlpipe" / "bench-venv"
 MODEL_NAME = "bench"
+KSERVE = "kserve==0.21.0"
 FEATURES = 8
 WARMUP_SECONDS = 2
 TARGET_RATIO = 3.5
@@ -137,10 +137,7 @@ def main() -> None:
 
 def bench_venv() -> Path:
     """The KServe venv's python, (re)built when the requirements it holds are not ours."""
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"
-    ]
-    wanted = [*extras["bench"], f"onnxruntime=={metadata.version('onnxruntime')}"]
+    wanted = [KSERVE, f"onnxruntime=={metadata.version('onnxruntime')}"]
     python = BENCH_VENV / "bin" / "python"
     stamp = BENCH_VENV / "requirements.txt"
     if stamp.is_file() and stamp.read_text().split() == wanted:

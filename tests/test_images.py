@@ -3,6 +3,7 @@ the hardening facts read from the instructions, and the locks against the venv t
 ran in and against what the server imports."""
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -106,16 +107,52 @@ def test_pip_installs_only_locked_hashed_files(image: str) -> None:
         assert text.count("--hash=sha256:") >= len(requirements)
 
 
-@pytest.mark.parametrize("image", sorted(DOCKERFILES))
-def test_locks_match_the_tested_venv(image: str) -> None:
-    """The images run exactly the versions the tests ran; after a dependency change,
-    images/lock.sh must be rerun."""
-    stale = {
-        name: (locked, metadata.version(name))
-        for name, locked in pins(LOCKS[image]).items()
-        if metadata.version(name) != locked
-    }
-    assert not stale, f"locked vs installed {stale}: run images/lock.sh"
+def uv(*args: str) -> subprocess.CompletedProcess[str]:
+    """The locked uv from the venv, offline: every check below reads only uv.lock."""
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": sys.prefix, "UV_PYTHON_DOWNLOADS": "never"}
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("uv")), *args, "--offline"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_lock_agrees_with_pyproject() -> None:
+    """A dependency changed in pyproject.toml without `make lock` fails here, not in CI."""
+    result = uv("lock", "--check")
+    assert result.returncode == 0, f"uv.lock is stale: run `make lock`\n{result.stderr}"
+
+
+def test_the_tested_venv_is_the_lock() -> None:
+    """The tests run exactly the locked versions: nothing newer, nothing missing."""
+    result = uv("sync", "--frozen", "--check")
+    assert result.returncode == 0, f"the venv is not uv.lock: run `make venv`\n{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("lock", "groups"),
+    [
+        (LOCKS["steps"], ["--no-default-groups"]),
+        (LOCKS["serving"], ["--only-group", "serving"]),
+        (BUILD_LOCK, ["--only-group", "build"]),
+    ],
+    ids=["steps", "serving", "build"],
+)
+def test_image_locks_are_exported_from_uv_lock(lock: Path, groups: list[str]) -> None:
+    """The images install what the tests ran: each requirements file is `uv export` of the
+    one lock (`make images-lock` rewrites them)."""
+    exported = uv("export", "--frozen", "--quiet", *groups, "--no-emit-project")
+    assert exported.returncode == 0, exported.stderr
+    assert requirements(exported.stdout) == requirements(lock.read_text()), (
+        f"{lock.relative_to(ROOT)} differs from uv.lock: run `make images-lock`"
+    )
+
+
+def requirements(text: str) -> list[str]:
+    """The requirement lines of an exported lock, without its header comment."""
+    return [line for line in text.splitlines() if not line.startswith("#")]
 
 
 def test_steps_lock_covers_every_project_dependency() -> None:
@@ -123,9 +160,7 @@ def test_steps_lock_covers_every_project_dependency() -> None:
     names = {re.split(r"[\[<>=!~; ]", spec, maxsplit=1)[0] for spec in project["dependencies"]}
     locked = pins(LOCKS["steps"])
     missing = sorted(n for n in names if n.lower().replace("_", "-") not in locked)
-    assert not missing, (
-        f"in pyproject.toml but not in the steps image: {missing}: run images/lock.sh"
-    )
+    assert not missing, f"in pyproject.toml but not in the steps image: {missing}"
 
 
 def test_serving_lock_covers_what_serving_imports() -> None:
