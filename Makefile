@@ -56,9 +56,10 @@ pytest: venv
 
 test: lint typecheck pytest
 
-# The committed manifests; tests/test_manifests.py fails when they drift from the Hera code.
+# The committed manifests (what a cluster gets); tests/test_manifests.py fails when they
+# drift from the Hera code.
 compiled: venv
-	$(BIN)/mlpipe compile --out workflows/compiled
+	$(BIN)/mlpipe compile --config config/cluster.yaml --out workflows/compiled
 
 clean:
 	rm -rf $(VENV) .mlpipe data

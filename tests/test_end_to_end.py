@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,12 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--set", "train.rounds=15", "--set", "audit.min_rows=100"]
 
 
-def mlpipe(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def mlpipe(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workflows.cli", *args],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
         check=False,
         timeout=600,
@@ -89,6 +92,27 @@ def test_make_run_path_embedded_s3_whole_pipeline(
         for key in keys:
             if key.endswith((".html", ".json", ".onnx", ".ubj")):
                 assert store.get_bytes(key), f"{key} is empty"
+
+
+def test_the_readme_command_from_a_fresh_folder_with_relative_paths(
+    sample: Path, tmp_path: Path
+) -> None:
+    """`mlpipe run` as a new user runs it: the default config's relative paths (data, S3 data,
+    workdir: relative to config/) and a relative `--set` (relative to the working directory),
+    while every step runs in its own task folder."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "config", project / "config")
+    (project / "data").mkdir()
+    shutil.copy(sample, project / "data" / "sample.parquet")
+    try:
+        result = mlpipe("run", *FAST, "--set", "deploy.state_dir=serving", cwd=project)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert read_server(project / "serving") is not None, "no model left serving"
+    finally:
+        stop_server(project / "serving")
+    assert list((project / ".mlpipe" / "runs").glob("*/*/journal.json"))
+    assert (project / ".mlpipe" / "s3").is_dir()
+    assert not (project / "config" / ".mlpipe").exists()
 
 
 EXPECTED = (

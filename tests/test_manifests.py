@@ -17,7 +17,7 @@ COMPILED = ROOT / "workflows" / "compiled"
 
 @pytest.fixture(scope="module")
 def manifests() -> dict[str, dict[str, Any]]:
-    return compile_manifests(load_config(ROOT / "config" / "local.yaml")).files()
+    return compile_manifests(load_config(ROOT / "config" / "cluster.yaml")).files()
 
 
 def test_committed_yaml_matches_the_hera_code(manifests: dict[str, dict[str, Any]]) -> None:

@@ -71,7 +71,7 @@ class ArgoSettings:
 
 def argo_settings(config: LoadedConfig, environ: Mapping[str, str]) -> ArgoSettings:
     """The server settings of a config; the token comes from env ARGO_TOKEN, else
-    `argo.token_file`, else `argo.token`. Relative files resolve against the config file."""
+    `argo.token_file`, else `argo.token` (paths made absolute when the config loaded)."""
     argo = config.pipeline.argo
     if argo.server is None:
         raise ArgoError(
@@ -79,7 +79,7 @@ def argo_settings(config: LoadedConfig, environ: Mapping[str, str]) -> ArgoSetti
         )
     token = environ.get(TOKEN_ENV) or None
     if token is None and argo.token_file is not None:
-        path = config.path.parent / argo.token_file
+        path = argo.token_file
         try:
             token = path.read_text().strip() or None
         except OSError as error:
@@ -89,7 +89,7 @@ def argo_settings(config: LoadedConfig, environ: Mapping[str, str]) -> ArgoSetti
         token = argo.token.get_secret_value()
     verify: bool | str = argo.verify_tls
     if argo.verify_tls and argo.ca_file is not None:
-        ca_file = config.path.parent / argo.ca_file
+        ca_file = argo.ca_file
         if not ca_file.is_file():
             raise ArgoError(f"key 'argo.ca_file': no such file: {ca_file}", 2)
         verify = str(ca_file)

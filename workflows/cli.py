@@ -244,7 +244,7 @@ def _chain(action: str, run: str, config: Path, set_: list[str] | None, key: Pat
     pipeline = loaded.pipeline
     provenance = pipeline.provenance
     if key is None and provenance.signing and provenance.signing_key is not None:
-        key = loaded.path.parent / provenance.signing_key
+        key = provenance.signing_key
     command = [sys.executable, "-m", "steps", Step.CHAIN.value, action, "--run", run]
     if key is not None:
         command += ["--public-key", str(key)]

@@ -48,6 +48,26 @@ ENV_OVERRIDES: dict[str, str] = {
 }
 
 
+PATH_KEYS: tuple[str, ...] = (
+    "data.uri",
+    "drift.window_uri",
+    "audit.suite_file",
+    "evaluate.slices_file",
+    "provenance.signing_key",
+    "storage.data_dir",
+    "argo.token_file",
+    "argo.ca_file",
+    "engine.workdir",
+    "deploy.state_dir",
+)
+"""Keys holding local paths. Each is made absolute once, in `load_config`: a value written in
+a config file against that file's folder; a value from `--set` or the environment against the
+working directory; a default against the config's folder for the files that come with a
+config (COMPANION_KEYS), else the working directory. A URI (`s3://...`) is left as it is, and
+so is a `~/...` deploy.state_dir, which the deploy step expands on the machine it runs on."""
+
+COMPANION_KEYS = ("audit.suite_file", "evaluate.slices_file")
+
 SLICES_FILE_KEYS = frozenset({"slices", "min_slice_rows", "checks"})
 """What evaluate.slices_file may set (EvaluateSpec fields about the data, not the gate)."""
 
@@ -266,7 +286,7 @@ class LoadedConfig(BaseModel):
         values = section.model_dump(exclude={"slices_file"})
         if section.slices_file is None:
             return EvaluateSpec.model_validate(values)
-        path = self.path.parent / section.slices_file
+        path = section.slices_file
         try:
             raw = yaml.safe_load(path.read_text())
         except OSError as error:
@@ -295,7 +315,7 @@ class LoadedConfig(BaseModel):
             raise ConfigError(_describe(path, error)) from error
 
     def audit_spec(self) -> AuditSpec:
-        suite_path = self.path.parent / self.pipeline.audit.suite_file
+        suite_path = self.pipeline.audit.suite_file
         try:
             suite = json.loads(suite_path.read_text())
         except (OSError, json.JSONDecodeError) as error:
@@ -314,6 +334,7 @@ def load_config(
 ) -> LoadedConfig:
     """Read, override (env, then `--set key=value`) and validate a config file."""
     environ = os.environ if environ is None else environ
+    path = path.absolute()
     try:
         raw = yaml.safe_load(path.read_text())
     except OSError as error:
@@ -324,19 +345,47 @@ def load_config(
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    _absolute_paths(raw, path.parent, PATH_KEYS)
+    cwd = Path.cwd()
     for variable, key in ENV_OVERRIDES.items():
         if variable in environ:
-            _set_dotted(raw, key, environ[variable], path)
+            _set_dotted(raw, key, _absolute(key, environ[variable], cwd), path)
     for assignment in overrides:
         key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. train.rounds=50")
-        _set_dotted(raw, key, yaml.safe_load(value) if value else "", path)
+        parsed = yaml.safe_load(value) if value else ""
+        _set_dotted(raw, key, _absolute(key, parsed, cwd), path)
     try:
         pipeline = PipelineConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_describe(path, error)) from error
-    return LoadedConfig(path=path, pipeline=pipeline)
+    # What is still relative came from the code's defaults.
+    resolved = _absolute_paths(pipeline.model_dump(), path.parent, COMPANION_KEYS)
+    resolved = _absolute_paths(resolved, cwd, PATH_KEYS)
+    return LoadedConfig(path=path, pipeline=PipelineConfig.model_validate(resolved))
+
+
+def _absolute_paths(raw: dict[str, Any], base: Path, keys: Sequence[str]) -> dict[str, Any]:
+    """Make every one of `keys` present in `raw` absolute against `base` (in place)."""
+    for key in keys:
+        *sections, name = key.split(".")
+        node: Any = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and name in node:
+            node[name] = _absolute(key, node[name], base)
+    return raw
+
+
+def _absolute(key: str, value: object, base: Path) -> object:
+    """A local path value made absolute against `base`; anything else unchanged."""
+    if key not in PATH_KEYS or not isinstance(value, str | Path) or not str(value):
+        return value
+    text = str(value)
+    if "://" in text or (key == "deploy.state_dir" and text.startswith("~")):
+        return value
+    return str(base / Path(text).expanduser())
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: object, path: Path) -> None:

@@ -179,7 +179,7 @@ def signing_secrets(config: LoadedConfig) -> dict[str, dict[str, str]]:
             f"{config.path}: key 'provenance.signing_key': required locally when "
             "provenance.signing is true (an Ed25519 private key PEM)"
         )
-    path = config.path.parent / provenance.signing_key
+    path = provenance.signing_key
     try:
         pem = path.read_text()
     except OSError as error:
