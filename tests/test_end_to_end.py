@@ -107,9 +107,13 @@ def test_the_readme_command_from_a_fresh_folder_with_relative_paths(
     try:
         result = mlpipe("run", *FAST, "--set", "deploy.state_dir=serving", cwd=project)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert read_server(project / "serving") is not None, "no model left serving"
+        status = mlpipe("deploy", "status", "--set", "deploy.state_dir=serving", cwd=project)
+        assert status.returncode == 0, status.stderr
+        assert "churn" in status.stdout, "the server answers but serves no churn model"
     finally:
         stop_server(project / "serving")
+    status = mlpipe("deploy", "status", "--set", "deploy.state_dir=serving", cwd=project)
+    assert status.returncode == 1 and "no stable model server" in status.stderr
     assert list((project / ".mlpipe" / "runs").glob("*/*/journal.json"))
     assert (project / ".mlpipe" / "s3").is_dir()
     assert not (project / "config" / ".mlpipe").exists()

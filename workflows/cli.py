@@ -420,14 +420,28 @@ def install_command(
 
 @deploy_app.command("status")
 def deploy_status(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
-    """The local stable model server that deploy started (it keeps serving after the run)."""
+    """The local stable model server that deploy started (it keeps serving after the run);
+    exit 1 when none is running or it serves no model."""
+    import httpx
+
     from steps.canary_local import read_server
 
     state_dir = Path(load(config, set_).pipeline.deploy.state_dir).expanduser()
     server = read_server(state_dir)
     if server is None:
         raise fail(f"no stable model server running for {state_dir}", 1)
+    # A live pid is not a serving model: ask the server itself what it serves.
+    try:
+        models = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=5)
+        models.raise_for_status()
+    except httpx.HTTPError as error:
+        raise fail(f"stable model server {server.base_url} does not answer: {error}", 1) from error
+    served = models.json()
+    if not served:
+        raise fail(f"stable model server {server.base_url} serves no model", 1)
     console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", highlight=False)
+    for model in served:
+        console.print(f"  {model['name']} {model['version']}", highlight=False)
 
 
 @deploy_app.command("stop")
