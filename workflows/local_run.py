@@ -23,8 +23,8 @@ from typing import Any
 
 from rich.console import Console
 
-from steps.names import Env
-from steps.store import ArtifactStore
+from steps.core.names import Env
+from steps.core.store import ArtifactStore
 from workflows.compiler import (
     TEMPLATE_FILE,
     WORKFLOW_FILE,

@@ -22,8 +22,8 @@ from urllib.request import urlopen
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from steps.errors import StorageError
-from steps.processes import is_alive, terminate
+from steps.core.errors import StorageError
+from steps.core.processes import is_alive, terminate
 
 HOST = "127.0.0.1"
 DEFAULT_ACCESS_KEY = "mlpipe"
