@@ -14,11 +14,11 @@ import pandas as pd
 
 from steps.core.model_registry import stable_key, version_key
 from steps.core.names import ModelFile
-from steps.core.store import ArtifactStore
+from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import schema_from_manifest
 from steps.data.profile import assemble, count, layout_for, quantile_edges
-from steps.deploy.step import Rollout, file_sha256, register
+from steps.deploy.step import Rollout, register
 from steps.quantize.step import load_booster, to_onnx
 from steps.train.worker import model_prefix
 from tests.datasets import quick_bundle, write_dataset

@@ -14,14 +14,16 @@ import pytest
 
 from steps.core.attestation import attest
 from steps.core.errors import BadInput, GateFailed
+from steps.core.harness import run
 from steps.core.model_registry import stable_key, version_key
 from steps.core.names import Artifact, Env, ModelFile, Param, Step
+from steps.core.registry import DEPLOY
 from steps.core.specs import CanarySpec, DeploySpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import schema_from_manifest
 from steps.deploy.local import read_server, stop_server
-from steps.deploy.step import cli, deploy
+from steps.deploy.step import deploy
 from tests.datasets import churn_frame, write_dataset
 from tests.test_serving import ModelFiles, build_model
 
@@ -186,11 +188,11 @@ def test_bad_deploy_spec_is_bad_input(dataset_uri: str, model: ModelFiles, tmp_p
             "--dataset-uri", dataset_uri, "--model-name", NAME, "--out", str(tmp_path / "out"),
             "--deploy-spec", '{"canary": {"steps": [50, 25]}}']  # fmt: skip
     with pytest.raises(BadInput, match=r"invalid DeploySpec: canary\.steps: .*\[50, 25\]"):
-        cli(argv)
+        run(DEPLOY, argv)
     assert BadInput.exit_code == 2
     evaluation.write_text("{}")
     with pytest.raises(BadInput, match=f"cannot read onnx_digest from {evaluation}"):
-        cli([*argv[:-1], "{}"])
+        run(DEPLOY, [*argv[:-1], "{}"])
     assert not (tmp_path / "out").exists()
 
 

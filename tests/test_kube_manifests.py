@@ -16,6 +16,7 @@ import yaml
 
 from serving.__main__ import parse_args
 from steps.core.errors import BadInput, ClusterError
+from steps.core.registry import DEPLOY_SPEC
 from steps.core.specs import DeploySpec, KubeServingSpec
 from steps.deploy.canary import parse_track
 from steps.deploy.kube import (
@@ -40,8 +41,8 @@ from tests.test_hardening import LABEL_VALUE, credential_findings, kubernetes_va
 from tests.test_install import mlpipe
 from workflows.config import ConfigError, load_config
 from workflows.install import load_documents, rollout_manifests
-from workflows.parameters import WorkflowParam
-from workflows.pipeline import workflow_arguments
+from workflows.parameters import workflow_arguments
+from workflows.pipeline import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "config" / "cluster.yaml"
@@ -50,7 +51,7 @@ OLD = "b" * 64
 
 
 def spec(*overrides: str) -> KubeServingSpec:
-    kubernetes = load_config(CLUSTER, list(overrides)).deploy_spec().kubernetes
+    kubernetes = load_config(CLUSTER, list(overrides)).spec(DeploySpec).kubernetes
     assert kubernetes is not None
     return kubernetes
 
@@ -367,7 +368,7 @@ def test_a_model_name_that_cannot_name_kubernetes_objects_is_refused(name: str) 
 
 def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
     cluster = DeploySpec.from_json_arg(
-        workflow_arguments(load_config(CLUSTER))[WorkflowParam.DEPLOY_SPEC]
+        workflow_arguments(load_config(CLUSTER), STEPS)[DEPLOY_SPEC.name]
     )
     assert cluster.kubernetes is not None
     assert (cluster.kubernetes.namespace, cluster.kubernetes.image) == (
@@ -376,7 +377,7 @@ def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
     )
     assert cluster.kubernetes.credentials_secret == "mlpipe-s3"
     local = DeploySpec.from_json_arg(
-        workflow_arguments(load_config(ROOT / "config" / "local.yaml"))[WorkflowParam.DEPLOY_SPEC]
+        workflow_arguments(load_config(ROOT / "config" / "local.yaml"), STEPS)[DEPLOY_SPEC.name]
     )
     assert local.kubernetes is None, "no serving section: the local backend"
     with pytest.raises(ConfigError, match="set the `serving:` section instead"):

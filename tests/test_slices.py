@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from steps.core.errors import BadInput
-from steps.core.specs import SliceAxis, SliceGroup
+from steps.core.specs import EvaluateSpec, SliceAxis, SliceGroup
 from steps.data.dataset import FeatureKind
 from steps.data.features import Feature, FeatureSchema
 from steps.evaluate.slices import build_slices
@@ -79,7 +79,7 @@ def test_the_slices_file_joins_the_evaluate_spec(tmp_path: Path) -> None:
     path = config_with_slices(
         tmp_path, "min_slice_rows: 50\nslices:\n  - by: [{column: region}]\n", "  min_auc: 0.8\n"
     )
-    spec = load_config(path).evaluate_spec()
+    spec = load_config(path).spec(EvaluateSpec)
     assert spec.min_slice_rows == 50 and spec.min_auc == 0.8
     assert spec.slices == [SliceGroup(by=[SliceAxis(column="region")])]
 
@@ -109,7 +109,7 @@ def test_a_bad_slices_file_names_the_file_and_key(
 ) -> None:
     config = load_config(config_with_slices(tmp_path, slices))
     with pytest.raises(ConfigError) as caught:
-        config.evaluate_spec()
+        config.spec(EvaluateSpec)
     assert str(tmp_path / "slices.yaml") in str(caught.value)
     assert message in str(caught.value)
 
@@ -118,10 +118,10 @@ def test_a_missing_slices_file_names_the_config_key(tmp_path: Path) -> None:
     path = tmp_path / "pipeline.yaml"
     path.write_text("evaluate:\n  slices_file: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"pipeline.yaml: key 'evaluate.slices_file': cannot"):
-        load_config(path).evaluate_spec()
+        load_config(path).spec(EvaluateSpec)
 
 
 def test_a_key_set_in_both_places_is_refused(tmp_path: Path) -> None:
     path = config_with_slices(tmp_path, "min_slice_rows: 50\n", "  min_slice_rows: 60\n")
     with pytest.raises(ConfigError, match=r"key 'evaluate\.min_slice_rows' is also set in"):
-        load_config(path).evaluate_spec()
+        load_config(path).spec(EvaluateSpec)

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from steps.core.errors import MlpipeError
 from workflows.config import LoadedConfig
 from workflows.engine.naming import pod_name
 
@@ -48,7 +49,7 @@ _SERVER_MESSAGE = re.compile(r"`(.*)`", re.DOTALL)
 _OS_REASON = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
 
 
-class ArgoError(Exception):
+class ArgoError(MlpipeError):
     """A failed server call, as one line for the user and an exit code."""
 
     def __init__(self, message: str, exit_code: int) -> None:

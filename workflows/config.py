@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from steps.core.errors import MlpipeError
 from steps.core.specs import (
     AuditBounds,
     AuditSpec,
@@ -34,10 +35,12 @@ from steps.core.specs import (
     KubeServingSpec,
     QuantizeSpec,
     ServingSettings,
+    Spec,
     TrainSpec,
 )
 
 DEFAULT_CONFIG = Path("config/local.yaml")
+S = TypeVar("S", bound=Spec)
 
 ENV_OVERRIDES: dict[str, str] = {
     "MLPIPE_DATA_URI": "data.uri",
@@ -72,36 +75,127 @@ SLICES_FILE_KEYS = frozenset({"slices", "min_slice_rows", "checks"})
 """What evaluate.slices_file may set (EvaluateSpec fields about the data, not the gate)."""
 
 
-class ConfigError(Exception):
+class ConfigError(MlpipeError):
     """A config that cannot be used: names the file, the key and what was expected."""
+
+    exit_code = 2
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(DataSpec):
+class StepSection(Section):
+    """A section that configures one step: what the step receives is `spec(config)`.
+
+    By default the section's own fields of `spec_type` (a section may add fields the step
+    never sees, such as where a file is); a section that joins a file or another section
+    overrides `spec`. Every step spec is read this one way (`LoadedConfig.spec`).
+    """
+
+    spec_type: ClassVar[type[Spec]]
+
+    def spec(self, config: "LoadedConfig") -> Spec:
+        fields = set(self.spec_type.model_fields)
+        return self.spec_type.model_validate(self.model_dump(include=fields))
+
+
+class DataConfig(DataSpec, StepSection):
     """Where the training data is, plus what its columns mean."""
 
+    spec_type = DataSpec
     uri: str = "data/sample.parquet"
 
-    def spec(self) -> DataSpec:
-        return DataSpec.model_validate(self.model_dump(exclude={"uri"}))
 
-
-class AuditConfig(AuditBounds):
+class AuditConfig(AuditBounds, StepSection):
     """The expectation suite file plus the built-in checks' bounds."""
 
+    spec_type = AuditSpec
     suite_file: Path = Path("expectations/default.json")
 
+    def spec(self, config: "LoadedConfig") -> AuditSpec:
+        try:
+            suite = json.loads(self.suite_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ConfigError(
+                f"{config.path}: key 'audit.suite_file': cannot read a GX suite JSON "
+                f"from {self.suite_file}: {error}"
+            ) from error
+        return AuditSpec(suite=suite, **self.model_dump(exclude={"suite_file"}))
 
-class EvaluateConfig(EvaluateSpec):
+
+class TrainConfig(TrainSpec, StepSection):
+    spec_type = TrainSpec
+
+
+class QuantizeConfig(QuantizeSpec, StepSection):
+    spec_type = QuantizeSpec
+
+
+class EvaluateConfig(EvaluateSpec, StepSection):
     """The evaluation's settings, plus a YAML file of slices and behavioural checks."""
 
+    spec_type = EvaluateSpec
     slices_file: Path | None = Field(
         default=None,
         description="relative to this file; keys: " + ", ".join(sorted(SLICES_FILE_KEYS)),
     )
+
+    def spec(self, config: "LoadedConfig") -> EvaluateSpec:
+        """The section joined with its slices file; errors name the file and key."""
+        values = self.model_dump(exclude={"slices_file"})
+        if self.slices_file is None:
+            return EvaluateSpec.model_validate(values)
+        path = self.slices_file
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except OSError as error:
+            raise ConfigError(
+                f"{config.path}: key 'evaluate.slices_file': cannot read {path}: {error.strerror}"
+            ) from error
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+        if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
+            found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
+            raise ConfigError(
+                f"{path}: expected a mapping with keys {', '.join(sorted(SLICES_FILE_KEYS))}; "
+                f"got {found}"
+            )
+        # A value other than the default, not `model_fields_set`: configs are re-validated
+        # from a full dump (with_overrides), which marks every key as set.
+        defaults = EvaluateSpec()
+        twice = sorted(k for k in raw if getattr(self, k) != getattr(defaults, k))
+        if twice:
+            raise ConfigError(
+                f"{config.path}: key 'evaluate.{twice[0]}' is also set in {path}; keep one"
+            )
+        try:
+            return EvaluateSpec.model_validate({**values, **raw})
+        except ValidationError as error:
+            raise ConfigError(_describe(path, error)) from error
+
+
+class DeployConfig(DeploySpec, StepSection):
+    spec_type = DeploySpec
+
+    def spec(self, config: "LoadedConfig") -> DeploySpec:
+        """With a `serving:` section, the kubernetes backend's settings joined with the
+        namespace, serving image and storage they run with."""
+        pipeline = config.pipeline
+        if pipeline.serving is None:
+            return DeploySpec.model_validate(self.model_dump())
+        try:
+            kubernetes = KubeServingSpec(
+                **pipeline.serving.model_dump(),
+                namespace=pipeline.argo.namespace,
+                image=pipeline.argo.serving_image,
+                bucket=pipeline.storage.bucket,
+                region=pipeline.storage.region,
+                credentials_secret=pipeline.storage.credentials_secret,
+            )
+        except ValidationError as error:
+            raise ConfigError(_describe(config.path, error)) from error
+        return DeploySpec.model_validate({**self.model_dump(), "kubernetes": kubernetes})
 
 
 class ProvenanceConfig(Section):
@@ -209,17 +303,15 @@ class ScheduleConfig(Section):
     failed_jobs_history_limit: int = Field(default=5, ge=0)
 
 
-class DriftConfig(DriftSpec):
+class DriftConfig(DriftSpec, StepSection):
     """The drift check's thresholds, plus which data it looks at."""
 
+    spec_type = DriftSpec
     window_uri: str | None = Field(
         default=None,
         description="file, or prefix ending in '/' (its last key in sort order); "
         "default: data.uri, the data a retraining would train on",
     )
-
-    def spec(self) -> DriftSpec:
-        return DriftSpec.model_validate(self.model_dump(exclude={"window_uri"}))
 
 
 class EngineConfig(Section):
@@ -232,10 +324,10 @@ class PipelineConfig(Section):
     data: DataConfig = DataConfig()
     audit: AuditConfig = AuditConfig()
     provenance: ProvenanceConfig = ProvenanceConfig()
-    train: TrainSpec = TrainSpec()
-    quantize: QuantizeSpec = QuantizeSpec()
+    train: TrainConfig = TrainConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    deploy: DeploySpec = DeploySpec()
+    deploy: DeployConfig = DeployConfig()
     storage: StorageConfig = StorageConfig()
     argo: ArgoConfig = ArgoConfig()
     schedule: ScheduleConfig = ScheduleConfig()
@@ -247,7 +339,7 @@ class PipelineConfig(Section):
 
     @field_validator("deploy")
     @classmethod
-    def _serving_from_its_section(cls, deploy: DeploySpec) -> DeploySpec:
+    def _serving_from_its_section(cls, deploy: DeployConfig) -> DeployConfig:
         if deploy.kubernetes is not None:
             raise ValueError("derived from the config: set the `serving:` section instead")
         return deploy
@@ -261,70 +353,15 @@ class LoadedConfig(BaseModel):
     path: Path
     pipeline: PipelineConfig
 
-    def deploy_spec(self) -> DeploySpec:
-        """The deploy step's spec; with a `serving:` section, the kubernetes backend's
-        settings joined with the namespace, serving image and storage they run with."""
-        pipeline = self.pipeline
-        if pipeline.serving is None:
-            return pipeline.deploy
-        try:
-            kubernetes = KubeServingSpec(
-                **pipeline.serving.model_dump(),
-                namespace=pipeline.argo.namespace,
-                image=pipeline.argo.serving_image,
-                bucket=pipeline.storage.bucket,
-                region=pipeline.storage.region,
-                credentials_secret=pipeline.storage.credentials_secret,
-            )
-        except ValidationError as error:
-            raise ConfigError(_describe(self.path, error)) from error
-        return pipeline.deploy.model_copy(update={"kubernetes": kubernetes})
-
-    def evaluate_spec(self) -> EvaluateSpec:
-        """The evaluate section joined with its slices file; errors name the file and key."""
-        section = self.pipeline.evaluate
-        values = section.model_dump(exclude={"slices_file"})
-        if section.slices_file is None:
-            return EvaluateSpec.model_validate(values)
-        path = section.slices_file
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as error:
-            raise ConfigError(
-                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: {error.strerror}"
-            ) from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from error
-        if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
-            found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
-            raise ConfigError(
-                f"{path}: expected a mapping with keys {', '.join(sorted(SLICES_FILE_KEYS))}; "
-                f"got {found}"
-            )
-        # A value other than the default, not `model_fields_set`: configs are re-validated
-        # from a full dump (with_overrides), which marks every key as set.
-        defaults = EvaluateSpec()
-        twice = sorted(k for k in raw if getattr(section, k) != getattr(defaults, k))
-        if twice:
-            raise ConfigError(
-                f"{self.path}: key 'evaluate.{twice[0]}' is also set in {path}; keep one"
-            )
-        try:
-            return EvaluateSpec.model_validate({**values, **raw})
-        except ValidationError as error:
-            raise ConfigError(_describe(path, error)) from error
-
-    def audit_spec(self) -> AuditSpec:
-        suite_path = self.pipeline.audit.suite_file
-        try:
-            suite = json.loads(suite_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(
-                f"{self.path}: key 'audit.suite_file': cannot read a GX suite JSON "
-                f"from {suite_path}: {error}"
-            ) from error
-        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
-        return AuditSpec(suite=suite, **bounds)
+    def spec(self, kind: type[S]) -> S:
+        """The spec of that type a step receives, from the one section that configures it."""
+        for name in PipelineConfig.model_fields:
+            section = getattr(self.pipeline, name)
+            if isinstance(section, StepSection) and section.spec_type is kind:
+                spec = section.spec(self)
+                if isinstance(spec, kind):
+                    return spec
+        raise TypeError(f"no config section configures {kind.__name__}")
 
 
 def load_config(

@@ -13,28 +13,21 @@ are read from the training template here: a scheduled run and a manual one canno
 
 from typing import Any
 
-from hera.workflows import DAG, Container, CronWorkflow, Parameter, Task, WorkflowTemplate
+from hera.workflows import DAG, CronWorkflow, Parameter, Task
 from hera.workflows import models as m
 
-from steps.core.names import Artifact, Param, Step
+from steps.core.names import Param
+from steps.core.registry import DRIFT
 from workflows.config import LoadedConfig
 from workflows.exit_handler import EXIT_TEMPLATE, summary_template
-from workflows.parameters import WorkflowParam
-from workflows.pipeline import (
-    ENTRYPOINT as TRAINING_ENTRYPOINT,
-)
-from workflows.pipeline import (
-    TEMPLATE_NAME,
-    build_template,
-    image_settings,
-    run_labels,
-    workflow_arguments,
-)
+from workflows.parameters import parameter_value, window_uri, workflow_arguments, workflow_inputs
+from workflows.pipeline import ENTRYPOINT as TRAINING_ENTRYPOINT
+from workflows.pipeline import STEPS, TEMPLATE_NAME, build_template, run_labels
+from workflows.step_task import step_task
 from workflows.step_template import step_container
 
 CRON_NAME = "retraining-cron"
 ENTRYPOINT = "retrain-if-needed"
-DRIFT_TEMPLATE = "drift"
 SCHEDULED_TRIGGER = "schedule"
 
 RUN_SETTINGS = (
@@ -50,13 +43,6 @@ RUN_SETTINGS = (
 )
 """Workflow-level fields of the training template that its templates rely on at run time."""
 
-DRIFT_INPUTS = (
-    WorkflowParam.WINDOW_URI,
-    WorkflowParam.DATA_SPEC,
-    WorkflowParam.DRIFT_SPEC,
-    WorkflowParam.MODEL_NAME,
-)
-
 
 class CronTask:
     """Task names of a scheduled run, as the Argo UI and `mlpipe schedule` show them."""
@@ -65,26 +51,18 @@ class CronTask:
     RETRAIN = "retrain"
 
 
-def window_uri(config: LoadedConfig) -> str:
-    """The data the check looks at: `drift.window_uri`, else what a retraining trains on."""
-    pipeline = config.pipeline
-    return pipeline.drift.window_uri or pipeline.data.uri
-
-
-def cron_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
+def cron_arguments(config: LoadedConfig) -> dict[str, str]:
     """The training run's parameters (the templateRef'd DAG reads them) plus the check's."""
-    return {
-        **workflow_arguments(config),
-        WorkflowParam.WINDOW_URI: window_uri(config),
-        WorkflowParam.DRIFT_SPEC: config.pipeline.drift.spec().model_dump_json(),
-    }
+    values = workflow_arguments(config, STEPS)
+    for item in workflow_inputs([DRIFT]):
+        values.setdefault(item.name, parameter_value(item, config))
+    return values
 
 
 def build_cron(config: LoadedConfig) -> CronWorkflow:
     pipeline = config.pipeline
     schedule = pipeline.schedule
     training = build_template(config)
-    settings = image_settings(config)
     labels = run_labels(config, SCHEDULED_TRIGGER)
     annotations = {
         "workflows.argoproj.io/title": f"Scheduled retraining: {pipeline.model_name}",
@@ -110,30 +88,18 @@ def build_cron(config: LoadedConfig) -> CronWorkflow:
         workflow_metadata=m.WorkflowMetadata(labels=labels, annotations=annotations),
         entrypoint=ENTRYPOINT,
         arguments=[
-            Parameter(name=name.value, value=value)
-            for name, value in cron_arguments(config).items()
+            Parameter(name=name, value=value) for name, value in cron_arguments(config).items()
         ],
         on_exit=training.on_exit,
         **run_settings,
     ) as cron:
-        drift = step_container(
-            DRIFT_TEMPLATE,
-            Step.DRIFT,
-            settings,
-            inputs=list(DRIFT_INPUTS),
-            output_parameters=[Param.RETRAIN, Param.REASON, Param.DRIFT_SCORE],
-            output_artifacts=[Artifact.DRIFT_RESULT, Artifact.DRIFT_REPORT],
-        )
+        step_container(DRIFT, config)
         if training.on_exit == EXIT_TEMPLATE:
             # onExit names a template of the run itself: the cron run gets its own summary,
             # covering the check and whatever training ran.
-            summary_template(config, settings, [DRIFT_TEMPLATE, *_step_templates(training)])
+            summary_template(config, [DRIFT.template_name, *(s.template_name for s in STEPS)])
         with DAG(name=ENTRYPOINT):
-            check = Task(
-                name=CronTask.DRIFT,
-                template=drift,
-                arguments={p.value: f"{{{{workflow.parameters.{p.value}}}}}" for p in DRIFT_INPUTS},
-            )
+            check = step_task(DRIFT, name=CronTask.DRIFT)
             retrain = Task(
                 name=CronTask.RETRAIN,
                 template_ref=m.TemplateRef(name=TEMPLATE_NAME, template=TRAINING_ENTRYPOINT),
@@ -142,12 +108,3 @@ def build_cron(config: LoadedConfig) -> CronWorkflow:
             )
             check >> retrain
     return cron
-
-
-def _step_templates(training: WorkflowTemplate) -> list[str]:
-    """The training template's step containers in order (its DAGs and exit handler aside)."""
-    return [
-        str(template.name)
-        for template in training.templates or []
-        if isinstance(template, Container) and template.name != EXIT_TEMPLATE
-    ]

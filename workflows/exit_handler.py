@@ -12,19 +12,23 @@ from collections.abc import Sequence
 
 from hera.workflows import Container, SecretEnv
 
-from steps.core.names import Artifact, Env, Param, Step
+from steps.core.names import Env
+from steps.core.registry import (
+    RUN_PREFIX,
+    SUMMARY,
+    SUMMARY_SPEC,
+    WORKFLOW_FAILURES,
+    WORKFLOW_NAME,
+    WORKFLOW_STATUS,
+)
 from steps.core.specs import SummarySpec
 from workflows.config import ConfigError, LoadedConfig
-from workflows.parameters import StepInput
-from workflows.step_template import ImageSettings, step_container
+from workflows.step_template import step_container
 
-EXIT_TEMPLATE = "summary"
+EXIT_TEMPLATE = SUMMARY.template_name
 WEBHOOK_KEY = "url"
 """The key of the webhook Secret (`argo.webhook_secret`) that holds the URL."""
 POD_NAME = "{{pod.name}}"
-SUMMARY_CPU = "250m"
-SUMMARY_MEMORY = "256Mi"
-"""Listing a run's folder and rendering one page needs little; the steps' size is wasteful."""
 
 
 def run_prefix(key_format: str) -> str:
@@ -38,9 +42,7 @@ def run_prefix(key_format: str) -> str:
     return prefix
 
 
-def summary_template(
-    config: LoadedConfig, settings: ImageSettings, templates: Sequence[str]
-) -> Container:
+def summary_template(config: LoadedConfig, templates: Sequence[str]) -> Container:
     """The exit template; `templates` are the pipeline's container templates in DAG order."""
     pipeline = config.pipeline
     spec = SummarySpec(
@@ -57,21 +59,15 @@ def summary_template(
         else []
     )
     values = {
-        StepInput.WORKFLOW_NAME: "{{workflow.name}}",
-        StepInput.WORKFLOW_STATUS: "{{workflow.status}}",
-        StepInput.WORKFLOW_FAILURES: "{{workflow.failures}}",
-        StepInput.RUN_PREFIX: run_prefix(pipeline.storage.key_format),
-        StepInput.SUMMARY_SPEC: spec.model_dump_json(),
+        WORKFLOW_NAME: "{{workflow.name}}",
+        WORKFLOW_STATUS: "{{workflow.status}}",
+        WORKFLOW_FAILURES: "{{workflow.failures}}",
+        RUN_PREFIX: run_prefix(pipeline.storage.key_format),
+        SUMMARY_SPEC: spec.model_dump_json(),
     }
     return step_container(
-        EXIT_TEMPLATE,
-        Step.SUMMARY,
-        settings,
-        inputs=list(values),
-        input_values={name.value: value for name, value in values.items()},
-        output_parameters=[Param.NOTIFIED],
-        output_artifacts=[Artifact.RUN_SUMMARY, Artifact.RUN_SUMMARY_REPORT],
+        SUMMARY,
+        config,
+        input_values={item.name: value for item, value in values.items()},
         extra_env=env,
-        cpu=SUMMARY_CPU,
-        memory=SUMMARY_MEMORY,
     )

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from steps.core.specs import DeploySpec
 from steps.deploy.manifests import (
     ServedModel,
     Track,
@@ -60,7 +61,7 @@ def install_manifests(config: LoadedConfig) -> dict[str, list[dict[str, Any]]]:
     namespace = argo.namespace
     compiled = compile_manifests(config)
     accounts = [argo.service_account, argo.deploy_service_account]
-    serving = config.deploy_spec().kubernetes
+    serving = config.spec(DeploySpec).kubernetes
     return {
         "00-service-accounts.yaml": [
             *(service_account(namespace, name, mount_token=True) for name in accounts),
@@ -118,7 +119,7 @@ def rollout_manifests(
     backend applies while `digest` is the canary next to `stable_digest` at `canary_percent`,
     or, without a stable version, what a first deploy of `digest` leaves behind."""
     pipeline = config.pipeline
-    spec = config.deploy_spec().kubernetes
+    spec = config.spec(DeploySpec).kubernetes
     if spec is None:
         raise ConfigError(
             f"{config.path}: key 'serving': required to render the serving manifests "

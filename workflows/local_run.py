@@ -24,7 +24,7 @@ from typing import Any
 from rich.console import Console
 
 from steps.core.names import Env
-from steps.core.store import ArtifactStore
+from steps.core.store import ArtifactStore, file_sha256
 from workflows.compiler import (
     TEMPLATE_FILE,
     WORKFLOW_FILE,
@@ -101,19 +101,11 @@ def stage_data(store: ArtifactStore, data_uri: str) -> str:
     path = Path(data_uri)
     if not path.is_file():
         raise ConfigError(f"key 'data.uri': no such file: {path}")
-    digest = _file_sha256(path)
+    digest = file_sha256(path)
     key = f"{INPUTS_PREFIX}/{digest}/{path.name}"
     if not store.exists(key):
         store.upload_file(path, key)
     return store.uri(key)
-
-
-def _file_sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def free_port() -> int:

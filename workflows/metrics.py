@@ -17,7 +17,7 @@ from typing import Final
 from hera.workflows.metrics import Gauge, Label
 
 from steps.core.names import Param
-from workflows.parameters import WorkflowParam
+from steps.core.registry import MODEL_NAME
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,7 @@ OUTPUT_GAUGES: Final[dict[str, OutputGauge]] = {
         "mlpipe_worst_slice_auc", "Lowest AUC over the judged slices, on the test split"
     ),
     Param.ECE: OutputGauge("mlpipe_ece", "Expected calibration error on the test split"),
-    # The drift check (issue 7) publishes this parameter name; its gauge appears as soon
-    # as a template declares the output.
-    "drift_score": OutputGauge(
+    Param.DRIFT_SCORE: OutputGauge(
         "mlpipe_drift_score", "Largest per-feature drift score of the recent data window"
     ),
     Param.CRITICAL_FAILURES: OutputGauge(
@@ -53,7 +51,7 @@ OUTPUT_GAUGES: Final[dict[str, OutputGauge]] = {
 STEP_DURATION: Final = OutputGauge(
     "mlpipe_step_duration_seconds", "Wall time of a pipeline step in seconds, updated while it runs"
 )
-MODEL_LABEL = f"{{{{workflow.parameters.{WorkflowParam.MODEL_NAME.value}}}}}"
+MODEL_LABEL = f"{{{{workflow.parameters.{MODEL_NAME.name}}}}}"
 
 
 def template_metrics(template: str, outputs: Sequence[str]) -> list[Gauge]:

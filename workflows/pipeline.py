@@ -1,13 +1,14 @@
 """The training pipeline as Hera objects: one WorkflowTemplate and a Workflow that runs it.
 
 audit -> provenance -> train (tracker daemon + N workers + model check) -> quantize
--> evaluate -> deploy. Small values travel as parameters, files as S3 artifacts through the
-artifact repository named in the config. Nothing here runs a step: the manifests do.
+-> evaluate -> deploy. Each step's template and task come from its declaration
+(steps/core/registry.py); what is written here is the pipeline itself: which steps, and
+the edges between them (which task's output feeds which input). Small values travel as
+parameters, files as S3 artifacts through the artifact repository named in the config.
+Nothing here runs a step: the manifests do.
 """
 
-import hashlib
 import itertools
-import json
 import re
 
 from hera.workflows import (
@@ -23,83 +24,69 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from steps.core.names import Artifact as StepArtifact
-from steps.core.names import Param, Step
+from steps.core.names import Param
+from steps.core.registry import (
+    AUDIT,
+    DATASET_URI,
+    DEPLOY,
+    EVALUATE,
+    MODEL_CHECK,
+    ONNX_DIGEST,
+    PORT,
+    PROVENANCE,
+    QUANTIZE,
+    RANK,
+    SHARDS,
+    TRACKER,
+    TRACKER_HOST,
+    TRACKER_PORT,
+    TRAIN,
+    TRAIN_SPEC,
+    WORKER_OUTPUTS,
+    WORKERS,
+    Input,
+    StepDef,
+)
 from workflows.config import LoadedConfig
 from workflows.exit_handler import EXIT_TEMPLATE, summary_template
-from workflows.parameters import StepInput, WorkflowParam
-from workflows.step_template import (
-    WORK_VOLUME,
-    Attestation,
-    ImageSettings,
-    pod_security,
-    step_container,
-)
+from workflows.parameters import CODE_VERSION, CONFIG_DIGEST, code_version, workflow_arguments
+from workflows.step_task import dag_input, output, output_artifact, step_task, workflow_parameter
+from workflows.step_template import WORK_VOLUME, pod_security, step_container
 
 TEMPLATE_NAME = "mlpipe-training"
 ENTRYPOINT = "pipeline"
 TRAIN_GROUP = "train"
 MANUAL_TRIGGER = "manual"
 
+STEPS: tuple[StepDef, ...] = (
+    AUDIT,
+    PROVENANCE,
+    TRACKER,
+    TRAIN,
+    MODEL_CHECK,
+    QUANTIZE,
+    EVALUATE,
+    DEPLOY,
+)
+"""The pipeline's steps in DAG order: their templates, in this order, and their workflow
+inputs make the WorkflowTemplate's parameters."""
+
+DATASET_DIGEST = Input("dataset-digest", str, "the dataset's digest: the training cache key")
+"""The training group's own input: it runs no step, it keys the group's memoization."""
+
 
 class TaskName:
     """DAG task names: the node names a user sees in the Argo UI and in `mlpipe run`."""
 
-    AUDIT = "audit"
-    PROVENANCE = "provenance"
+    AUDIT = AUDIT.name.value
+    PROVENANCE = PROVENANCE.name.value
     TRAIN = TRAIN_GROUP
-    TRACKER = "tracker"
+    TRACKER = TRACKER.name.value
     WORKER = "worker"
-    MODEL_CHECK = "model-check"
-    QUANTIZE = "quantize"
-    EVALUATE = "evaluate"
-    DEPLOY = "deploy"
-
-
-def workflow_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
-    """The run's parameter values, each step spec serialised as the JSON its step parses."""
-    pipeline = config.pipeline
-    values = {
-        WorkflowParam.DATA_URI: pipeline.data.uri,
-        WorkflowParam.DATA_SPEC: pipeline.data.spec().model_dump_json(),
-        WorkflowParam.AUDIT_SPEC: config.audit_spec().model_dump_json(),
-        WorkflowParam.TRAIN_SPEC: pipeline.train.model_dump_json(),
-        WorkflowParam.QUANTIZE_SPEC: pipeline.quantize.model_dump_json(),
-        WorkflowParam.EVALUATE_SPEC: config.evaluate_spec().model_dump_json(),
-        WorkflowParam.DEPLOY_SPEC: config.deploy_spec().model_dump_json(),
-        WorkflowParam.MODEL_NAME: pipeline.model_name,
-        WorkflowParam.WORKERS: str(pipeline.train.workers),
-    }
-    values[WorkflowParam.CONFIG_DIGEST] = config_digest(values)
-    values[WorkflowParam.CODE_VERSION] = code_version(config)
-    return values
-
-
-def code_version(config: LoadedConfig) -> str:
-    """The code version the provenance chain records: configured, else the steps image."""
-    pipeline = config.pipeline
-    return pipeline.provenance.code_version or re.sub(
-        r"[^a-zA-Z0-9]+", "-", pipeline.argo.steps_image
-    )
-
-
-def config_digest(values: dict[WorkflowParam, str]) -> str:
-    """SHA-256 of what decides the results: every spec, not where the data is (the data is
-    keyed by its dataset digest) nor the tracker's port (a local run picks a free one)."""
-    specs: dict[str, object] = {
-        name.value: value for name, value in values.items() if name is not WorkflowParam.DATA_URI
-    }
-    train = json.loads(values[WorkflowParam.TRAIN_SPEC])
-    train.pop("tracker_port", None)
-    specs[WorkflowParam.TRAIN_SPEC.value] = train
-    return hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()
-
-
-def attestation(config: LoadedConfig) -> Attestation:
-    provenance = config.pipeline.provenance
-    return Attestation(
-        key_format=config.pipeline.storage.key_format,
-        signing_secret=provenance.signing_secret if provenance.signing else None,
-    )
+    MODEL_CHECK = MODEL_CHECK.name.value
+    QUANTIZE = QUANTIZE.name.value
+    EVALUATE = EVALUATE.name.value
+    DEPLOY = DEPLOY.name.value
 
 
 def train_memoize(config: LoadedConfig) -> m.Memoize | None:
@@ -111,28 +98,14 @@ def train_memoize(config: LoadedConfig) -> m.Memoize | None:
     if not pipeline.provenance.memoize:
         return None
     parts = [
-        f"{{{{inputs.parameters.{StepInput.DATASET_DIGEST.value}}}}}",
-        _workflow_param(WorkflowParam.CONFIG_DIGEST),
-        _workflow_param(WorkflowParam.CODE_VERSION),
+        dag_input(DATASET_DIGEST.name),
+        workflow_parameter(CONFIG_DIGEST),
+        workflow_parameter(CODE_VERSION),
     ]
     return m.Memoize(
         key="-".join([TRAIN_GROUP, *parts]),
         max_age=pipeline.provenance.memoize_max_age,
         cache=m.Cache(config_map=m.LocalObjectReference(name=pipeline.argo.memoize_cache)),
-    )
-
-
-def image_settings(config: LoadedConfig) -> ImageSettings:
-    pipeline = config.pipeline
-    return ImageSettings(
-        image=pipeline.argo.steps_image,
-        bucket=pipeline.storage.bucket,
-        region=pipeline.storage.region,
-        credentials_secret=pipeline.storage.credentials_secret,
-        cpu=pipeline.argo.step_cpu,
-        memory=pipeline.argo.step_memory,
-        service_account=pipeline.argo.service_account,
-        deadline_seconds=pipeline.argo.step_deadline_seconds,
     )
 
 
@@ -168,14 +141,6 @@ def run_annotations(config: LoadedConfig, trigger: str) -> dict[str, str]:
     }
 
 
-def _ref(task: str, kind: str, name: str) -> str:
-    return f"{{{{tasks.{task}.outputs.{kind}.{name}}}}}"
-
-
-def _workflow_param(name: WorkflowParam) -> str:
-    return f"{{{{workflow.parameters.{name.value}}}}}"
-
-
 def _chain(*tasks: Task) -> None:
     """Each task depends on the one before it."""
     for upstream, downstream in itertools.pairwise(tasks):
@@ -183,10 +148,8 @@ def _chain(*tasks: Task) -> None:
 
 
 def build_template(config: LoadedConfig) -> WorkflowTemplate:
-    settings = image_settings(config)
-    attest = attestation(config)
     pipeline = config.pipeline
-    tracker_port = pipeline.train.tracker_port
+    tracker_port = str(pipeline.train.tracker_port)
     with WorkflowTemplate(
         name=TEMPLATE_NAME,
         namespace=pipeline.argo.namespace,
@@ -205,8 +168,8 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             ),
         },
         arguments=[
-            Parameter(name=name.value, value=value)
-            for name, value in workflow_arguments(config).items()
+            Parameter(name=name, value=value)
+            for name, value in workflow_arguments(config, STEPS).items()
         ],
         service_account_name=pipeline.argo.service_account,
         security_context=pod_security(),
@@ -226,281 +189,92 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             labels={"app.kubernetes.io/name": "mlpipe", "mlpipe/model": pipeline.model_name}
         ),
     ) as template:
-        audit = step_container(
-            "audit",
-            Step.AUDIT,
-            settings,
-            inputs=[
-                WorkflowParam.DATA_URI,
-                WorkflowParam.DATA_SPEC,
-                WorkflowParam.AUDIT_SPEC,
-                WorkflowParam.MODEL_NAME,
-            ],
-            output_parameters=[Param.PASSED, Param.ROWS, Param.CRITICAL_FAILURES, Param.WARNINGS],
-            output_artifacts=[StepArtifact.AUDIT_REPORT, StepArtifact.AUDIT_RESULT],
-            attestation=attest,
-        )
-        provenance = step_container(
-            "provenance",
-            Step.PROVENANCE,
-            settings,
-            inputs=[WorkflowParam.DATA_URI, WorkflowParam.DATA_SPEC, StepInput.SHARDS],
-            output_parameters=[Param.DATASET_DIGEST, Param.DATASET_URI, Param.ROWS],
-            output_artifacts=[StepArtifact.PROVENANCE],
-            attestation=attest,
-        )
-        tracker = step_container(
-            "tracker",
-            Step.TRACKER,
-            settings,
-            # The train spec's timeout_seconds bounds the tracker's waits as the workers'.
-            inputs=[WorkflowParam.WORKERS, StepInput.PORT, WorkflowParam.TRAIN_SPEC],
-            writes_outputs=False,
-            daemon=True,
-            readiness_port=tracker_port,
-        )
-        worker = step_container(
-            "train-worker",
-            Step.TRAIN,
-            settings,
-            inputs=[
-                StepInput.DATASET_URI,
-                WorkflowParam.TRAIN_SPEC,
-                StepInput.RANK,
-                StepInput.TRACKER_HOST,
-                StepInput.TRACKER_PORT,
-            ],
-            output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
-            attestation=attest,
-            # The request and XGBoost's nthread come from the one key (train.cpu): a worker
-            # never runs more threads than it has cores, nor idles cores it asked for.
-            cpu=str(pipeline.train.cpu),
-        )
-        model_check = step_container(
-            "model-check",
-            Step.MODEL_CHECK,
-            settings,
-            inputs=[StepInput.WORKER_OUTPUTS],
-            output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
-            output_artifacts=[StepArtifact.MODEL, StepArtifact.LEARNING_CURVE],
-        )
-        quantize = step_container(
-            "quantize",
-            Step.QUANTIZE,
-            settings,
-            inputs=[StepInput.DATASET_URI, WorkflowParam.QUANTIZE_SPEC],
-            input_artifacts=[StepArtifact.MODEL],
-            output_parameters=[Param.ONNX_DIGEST, Param.PARITY_MAX_DIFF, Param.ENCODING],
-            output_artifacts=[
-                StepArtifact.ONNX,
-                StepArtifact.QUANTIZE_REPORT,
-                StepArtifact.QUANTIZE_REPORT_HTML,
-            ],
-            attestation=attest,
-        )
-        evaluate = step_container(
-            "evaluate",
-            Step.EVALUATE,
-            settings,
-            inputs=[StepInput.DATASET_URI, WorkflowParam.MODEL_NAME, WorkflowParam.EVALUATE_SPEC],
-            input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL],
-            output_parameters=[
-                Param.AUC,
-                Param.WORST_SLICE,
-                Param.WORST_SLICE_AUC,
-                Param.ECE,
-                Param.GATE,
-            ],
-            output_artifacts=[StepArtifact.EVALUATION, StepArtifact.EVALUATION_REPORT],
-            attestation=attest,
-        )
-        deploy = step_container(
-            "deploy",
-            Step.DEPLOY,
-            settings,
-            inputs=[
-                StepInput.ONNX_DIGEST,
-                StepInput.DATASET_URI,
-                WorkflowParam.MODEL_NAME,
-                WorkflowParam.DEPLOY_SPEC,
-            ],
-            input_artifacts=[StepArtifact.ONNX, StepArtifact.MODEL, StepArtifact.EVALUATION],
-            output_parameters=[Param.DEPLOYED_DIGEST, Param.ENDPOINT],
-            output_artifacts=[StepArtifact.ROLLOUT, StepArtifact.ROLLOUT_REPORT],
-            attestation=attest,
-            # Its own identity: rights to roll a model out never reach the other steps.
-            service_account=pipeline.argo.deploy_service_account,
-        )
-        in_order = (audit, provenance, tracker, worker, model_check, quantize, evaluate, deploy)
-        summary_template(config, settings, [str(t.name) for t in in_order])
-
-        with DAG(
-            name=TRAIN_GROUP,
-            inputs=[
-                Parameter(name=StepInput.DATASET_URI),
-                Parameter(name=StepInput.DATASET_DIGEST),
-                Parameter(name=WorkflowParam.TRAIN_SPEC),
-                Parameter(name=WorkflowParam.WORKERS),
-            ],
-            memoize=train_memoize(config),
-            outputs=[
-                Parameter(
-                    name=param.value,
-                    value_from=m.ValueFrom(
-                        parameter=_ref(TaskName.MODEL_CHECK, "parameters", param.value)
-                    ),
-                )
-                for param in (Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC)
-            ]
-            + [
-                Artifact(
-                    name=artifact.name,
-                    from_=_ref(TaskName.MODEL_CHECK, "artifacts", artifact.name),
-                )
-                for artifact in (StepArtifact.MODEL, StepArtifact.LEARNING_CURVE)
-            ],
-            # Tracker and workers form one collective: a lost worker fails them all, so the
-            # whole group is what gets retried. After a minute: the tracker's port leaves
-            # TCP TIME_WAIT (60 s) by then, which matters where the retried tracker binds it
-            # on the same host (the local engine), and a lost node has time to be replaced.
-            retry_strategy=RetryStrategy(
-                limit=1, retry_policy="Always", backoff=m.Backoff(duration="60s")
-            ),
-        ) as train_group:
-            tracker_task = Task(
-                name=TaskName.TRACKER,
-                template=tracker,
-                arguments={
-                    WorkflowParam.WORKERS.value: "{{inputs.parameters.workers}}",
-                    StepInput.PORT.value: str(tracker_port),
-                    WorkflowParam.TRAIN_SPEC.value: "{{inputs.parameters.train-spec}}",
-                },
-            )
-            worker_task = Task(
-                name=TaskName.WORKER,
-                template=worker,
-                with_sequence=m.Sequence(count=m.IntOrString("{{inputs.parameters.workers}}")),
-                arguments={
-                    StepInput.DATASET_URI.value: "{{inputs.parameters.dataset-uri}}",
-                    WorkflowParam.TRAIN_SPEC.value: "{{inputs.parameters.train-spec}}",
-                    StepInput.RANK.value: "{{item}}",
-                    StepInput.TRACKER_HOST.value: f"{{{{tasks.{TaskName.TRACKER}.ip}}}}",
-                    StepInput.TRACKER_PORT.value: str(tracker_port),
-                },
-            )
-            check_task = Task(
-                name=TaskName.MODEL_CHECK,
-                template=model_check,
-                arguments={
-                    StepInput.WORKER_OUTPUTS.value: (
-                        f"{{{{tasks.{TaskName.WORKER}.outputs.parameters}}}}"
-                    )
-                },
-            )
-            _chain(tracker_task, worker_task, check_task)
-
+        for step in STEPS:
+            port = int(tracker_port) if step is TRACKER else None
+            step_container(step, config, readiness_port=port)
+        summary_template(config, [step.template_name for step in STEPS])
+        train_group = _train_group(config, tracker_port)
         with DAG(name=ENTRYPOINT):
-            dataset_uri = _ref(TaskName.PROVENANCE, "parameters", Param.DATASET_URI.value)
-            audit_task = Task(
-                name=TaskName.AUDIT,
-                template=audit,
-                arguments={
-                    p.value: _workflow_param(p)
-                    for p in (
-                        WorkflowParam.DATA_URI,
-                        WorkflowParam.DATA_SPEC,
-                        WorkflowParam.AUDIT_SPEC,
-                        WorkflowParam.MODEL_NAME,
-                    )
-                },
-            )
-            provenance_task = Task(
-                name=TaskName.PROVENANCE,
-                template=provenance,
-                arguments={
-                    WorkflowParam.DATA_URI.value: _workflow_param(WorkflowParam.DATA_URI),
-                    WorkflowParam.DATA_SPEC.value: _workflow_param(WorkflowParam.DATA_SPEC),
-                    StepInput.SHARDS.value: _workflow_param(WorkflowParam.WORKERS),
-                },
-            )
-            train_task = Task(
-                name=TaskName.TRAIN,
-                template=train_group,
-                arguments={
-                    StepInput.DATASET_URI.value: dataset_uri,
-                    StepInput.DATASET_DIGEST.value: _ref(
-                        TaskName.PROVENANCE, "parameters", Param.DATASET_DIGEST.value
-                    ),
-                    WorkflowParam.TRAIN_SPEC.value: _workflow_param(WorkflowParam.TRAIN_SPEC),
-                    WorkflowParam.WORKERS.value: _workflow_param(WorkflowParam.WORKERS),
-                },
-            )
-            model_artifact = Artifact(
-                name=StepArtifact.MODEL.name,
-                from_=_ref(TaskName.TRAIN, "artifacts", StepArtifact.MODEL.name),
-            )
-            onnx_artifact = Artifact(
-                name=StepArtifact.ONNX.name,
-                from_=_ref(TaskName.QUANTIZE, "artifacts", StepArtifact.ONNX.name),
-            )
-            quantize_task = Task(
-                name=TaskName.QUANTIZE,
-                template=quantize,
-                arguments=[
-                    Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
-                    Parameter(
-                        name=WorkflowParam.QUANTIZE_SPEC.value,
-                        value=_workflow_param(WorkflowParam.QUANTIZE_SPEC),
-                    ),
-                    model_artifact,
-                ],
-            )
-            evaluate_task = Task(
-                name=TaskName.EVALUATE,
-                template=evaluate,
-                arguments=[
-                    Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
-                    Parameter(
-                        name=WorkflowParam.MODEL_NAME.value,
-                        value=_workflow_param(WorkflowParam.MODEL_NAME),
-                    ),
-                    Parameter(
-                        name=WorkflowParam.EVALUATE_SPEC.value,
-                        value=_workflow_param(WorkflowParam.EVALUATE_SPEC),
-                    ),
-                    onnx_artifact,
-                    model_artifact,
-                ],
-            )
-            deploy_task = Task(
-                name=TaskName.DEPLOY,
-                template=deploy,
-                arguments=[
-                    Parameter(
-                        name=StepInput.ONNX_DIGEST.value,
-                        value=_ref(TaskName.QUANTIZE, "parameters", Param.ONNX_DIGEST.value),
-                    ),
-                    Parameter(name=StepInput.DATASET_URI.value, value=dataset_uri),
-                    Parameter(
-                        name=WorkflowParam.MODEL_NAME.value,
-                        value=_workflow_param(WorkflowParam.MODEL_NAME),
-                    ),
-                    Parameter(
-                        name=WorkflowParam.DEPLOY_SPEC.value,
-                        value=_workflow_param(WorkflowParam.DEPLOY_SPEC),
-                    ),
-                    onnx_artifact,
-                    model_artifact,
-                    Artifact(
-                        name=StepArtifact.EVALUATION.name,
-                        from_=_ref(TaskName.EVALUATE, "artifacts", StepArtifact.EVALUATION.name),
-                    ),
-                ],
-            )
+            dataset_uri = {DATASET_URI: output(TaskName.PROVENANCE, Param.DATASET_URI)}
+            model = {StepArtifact.MODEL: TaskName.TRAIN}
+            onnx = {StepArtifact.ONNX: TaskName.QUANTIZE}
             _chain(
-                audit_task, provenance_task, train_task, quantize_task, evaluate_task, deploy_task
+                step_task(AUDIT),
+                step_task(PROVENANCE, values={SHARDS: workflow_parameter(WORKERS.name)}),
+                Task(
+                    name=TaskName.TRAIN,
+                    template=train_group,
+                    arguments=[
+                        Parameter(name=DATASET_URI.name, value=dataset_uri[DATASET_URI]),
+                        Parameter(
+                            name=DATASET_DIGEST.name,
+                            value=output(TaskName.PROVENANCE, Param.DATASET_DIGEST),
+                        ),
+                        Parameter(name=TRAIN_SPEC.name, value=workflow_parameter(TRAIN_SPEC.name)),
+                        Parameter(name=WORKERS.name, value=workflow_parameter(WORKERS.name)),
+                    ],
+                ),
+                step_task(QUANTIZE, values=dataset_uri, artifacts=model),
+                step_task(EVALUATE, values=dataset_uri, artifacts={**onnx, **model}),
+                step_task(
+                    DEPLOY,
+                    values={
+                        ONNX_DIGEST: output(TaskName.QUANTIZE, Param.ONNX_DIGEST),
+                        **dataset_uri,
+                    },
+                    artifacts={**onnx, **model, StepArtifact.EVALUATION: TaskName.EVALUATE},
+                ),
             )
     return template
+
+
+def _train_group(config: LoadedConfig, tracker_port: str) -> DAG:
+    """Tracker and workers form one collective, then the model check: one DAG, memoized
+    and retried as a whole."""
+    inputs = (DATASET_URI, DATASET_DIGEST, TRAIN_SPEC, WORKERS)
+    with DAG(
+        name=TRAIN_GROUP,
+        inputs=[Parameter(name=item.name) for item in inputs],
+        memoize=train_memoize(config),
+        outputs=[
+            Parameter(
+                name=param.value,
+                value_from=m.ValueFrom(parameter=output(TaskName.MODEL_CHECK, param)),
+            )
+            for param in MODEL_CHECK.outputs
+        ]
+        + [
+            Artifact(name=artifact.name, from_=output_artifact(TaskName.MODEL_CHECK, artifact))
+            for artifact in MODEL_CHECK.artifacts
+        ],
+        # Tracker and workers form one collective: a lost worker fails them all, so the
+        # whole group is what gets retried. After a minute: the tracker's port leaves
+        # TCP TIME_WAIT (60 s) by then, which matters where the retried tracker binds it
+        # on the same host (the local engine), and a lost node has time to be replaced.
+        retry_strategy=RetryStrategy(
+            limit=1, retry_policy="Always", backoff=m.Backoff(duration="60s")
+        ),
+    ) as group:
+        scope = [item.name for item in inputs]
+        _chain(
+            step_task(TRACKER, values={PORT: tracker_port}, dag_inputs=scope),
+            step_task(
+                TRAIN,
+                name=TaskName.WORKER,
+                values={
+                    RANK: "{{item}}",
+                    TRACKER_HOST: f"{{{{tasks.{TaskName.TRACKER}.ip}}}}",
+                    TRACKER_PORT: tracker_port,
+                },
+                dag_inputs=scope,
+                with_sequence=m.Sequence(count=m.IntOrString(dag_input(WORKERS.name))),
+            ),
+            step_task(
+                MODEL_CHECK,
+                values={WORKER_OUTPUTS: f"{{{{tasks.{TaskName.WORKER}.outputs.parameters}}}}"},
+            ),
+        )
+    return group
 
 
 def build_workflow(config: LoadedConfig) -> Workflow:
@@ -513,7 +287,7 @@ def build_workflow(config: LoadedConfig) -> Workflow:
         annotations=run_annotations(config, MANUAL_TRIGGER),
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
         arguments=[
-            Parameter(name=name.value, value=value)
-            for name, value in workflow_arguments(config).items()
+            Parameter(name=name, value=value)
+            for name, value in workflow_arguments(config, STEPS).items()
         ],
     )

@@ -1,6 +1,7 @@
 """Hera `Container` templates that run `python -m steps <name>`, hardened by default.
 
-Every step template follows one shape, so the local engine and a reader can rely on it:
+A step's template is derived from its declaration (steps/core/registry.py). Every step
+template follows one shape, so the local engine and a reader can rely on it:
 inputs become `--<name> <value>` arguments, input artifacts land under IN_DIR, and the step
 writes its outputs under OUT_DIR (parameters in OUT_DIR/parameters/<name>). The one
 writable place is an emptyDir at /tmp, because the root filesystem is read-only.
@@ -26,11 +27,13 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from steps.core.names import PARAMETERS_DIR, ArtifactName, Param, Step
+from steps.core.names import PARAMETERS_DIR, ArtifactName, Param
 from steps.core.names import Artifact as StepArtifact
 from steps.core.names import Env as StepEnv
+from steps.core.registry import Identity, StepDef
+from workflows.config import LoadedConfig
 from workflows.metrics import template_metrics
-from workflows.parameters import WorkflowParam
+from workflows.parameters import CODE_VERSION, CONFIG_DIGEST
 
 WORK_VOLUME = "work"
 WORK_MOUNT = "/tmp"
@@ -122,11 +125,11 @@ def attestation_env(attestation: Attestation) -> list[Env | SecretEnv]:
         Env(name=StepEnv.ARTIFACT_PREFIX, value=attestation.key_format),
         Env(
             name=StepEnv.CODE_VERSION,
-            value=f"{{{{workflow.parameters.{WorkflowParam.CODE_VERSION.value}}}}}",
+            value=f"{{{{workflow.parameters.{CODE_VERSION}}}}}",
         ),
         Env(
             name=StepEnv.CONFIG_DIGEST,
-            value=f"{{{{workflow.parameters.{WorkflowParam.CONFIG_DIGEST.value}}}}}",
+            value=f"{{{{workflow.parameters.{CONFIG_DIGEST}}}}}",
         ),
     ]
     if attestation.signing_secret is not None:
@@ -159,38 +162,51 @@ def input_artifact_path(artifact: ArtifactName) -> str:
     return f"{IN_DIR}/{artifact.filename}"
 
 
+def image_settings(config: LoadedConfig) -> ImageSettings:
+    pipeline = config.pipeline
+    return ImageSettings(
+        image=pipeline.argo.steps_image,
+        bucket=pipeline.storage.bucket,
+        region=pipeline.storage.region,
+        credentials_secret=pipeline.storage.credentials_secret,
+        cpu=pipeline.argo.step_cpu,
+        memory=pipeline.argo.step_memory,
+        service_account=pipeline.argo.service_account,
+        deadline_seconds=pipeline.argo.step_deadline_seconds,
+    )
+
+
+def attestation(config: LoadedConfig) -> Attestation:
+    provenance = config.pipeline.provenance
+    return Attestation(
+        key_format=config.pipeline.storage.key_format,
+        signing_secret=provenance.signing_secret if provenance.signing else None,
+    )
+
+
 def step_container(
-    name: str,
-    step: Step,
-    settings: ImageSettings,
+    step: StepDef,
+    config: LoadedConfig,
     *,
-    inputs: Sequence[str] = (),
-    input_artifacts: Sequence[ArtifactName] = (),
-    output_parameters: Sequence[Param] = (),
-    output_artifacts: Sequence[ArtifactName] = (),
-    writes_outputs: bool = True,
-    daemon: bool = False,
     readiness_port: int | None = None,
     input_values: Mapping[str, str] | None = None,
     extra_env: Sequence[Env | SecretEnv] = (),
-    service_account: str | None = None,
-    cpu: str | None = None,
-    memory: str | None = None,
-    attestation: Attestation | None = None,
-    memoize: m.Memoize | None = None,
 ) -> Container:
-    """A step template; each input `x` is passed to the step as `--x {{inputs.parameters.x}}`.
+    """A step's template, from its declaration: each input `x` is passed to the step as
+    `--x {{inputs.parameters.x}}`, each input artifact as `--<name> <its path>`.
 
     `input_values` gives inputs a value when no argument supplies one (the onExit template
-    has no caller); `service_account`, `cpu` and `memory` override the settings' defaults.
-    With `attestation` the step records its provenance statement as an artifact.
+    has no caller); a daemon gets a readiness probe on `readiness_port`. An attested step
+    records its provenance statement as an artifact.
     """
+    settings = image_settings(config)
+    inputs = [item.name for item in step.inputs]
     args: list[str] = []
     for parameter in inputs:
         args += [f"--{parameter}", f"{{{{inputs.parameters.{parameter}}}}}"]
-    for artifact in input_artifacts:
+    for artifact in step.input_artifacts:
         args += [f"--{artifact.name}", input_artifact_path(artifact)]
-    if writes_outputs:
+    if step.writes_outputs:
         args += ["--out", OUT_DIR]
     probe = None
     if readiness_port is not None:
@@ -199,39 +215,54 @@ def step_container(
             period_seconds=2,
             failure_threshold=30,
         )
+    cpu, memory = _cpu(step, config) or settings.cpu, step.resources.memory or settings.memory
     return Container(
-        name=name,
+        name=step.template_name,
         image=settings.image,
-        command=["python", "-m", "steps", step.value],
+        command=["python", "-m", "steps", step.name.value],
         args=args,
         inputs=[
             _input_parameter(parameter, (input_values or {}).get(parameter)) for parameter in inputs
         ]
-        + [Artifact(name=a.name, path=input_artifact_path(a)) for a in input_artifacts],
-        outputs=[output_parameter(p) for p in output_parameters]
-        + [output_artifact(a) for a in output_artifacts]
-        + ([parameters_artifact()] if output_parameters else [])
-        + ([attestation_artifact()] if attestation is not None else []),
+        + [Artifact(name=a.name, path=input_artifact_path(a)) for a in step.input_artifacts],
+        outputs=[output_parameter(p) for p in step.outputs]
+        + [output_artifact(a) for a in step.artifacts]
+        + ([parameters_artifact()] if step.outputs else [])
+        + ([attestation_artifact()] if step.attested else []),
         env=[
             *storage_env(settings),
-            *(attestation_env(attestation) if attestation is not None else []),
+            *(attestation_env(attestation(config)) if step.attested else []),
             *extra_env,
         ],
         volume_mounts=[m.VolumeMount(name=WORK_VOLUME, mount_path=WORK_MOUNT)],
         security_context=container_security(),
         resources=Resources(
-            cpu_request=cpu or settings.cpu,
-            cpu_limit=cpu or settings.cpu,
-            memory_request=memory or settings.memory,
-            memory_limit=memory or settings.memory,
+            cpu_request=cpu, cpu_limit=cpu, memory_request=memory, memory_limit=memory
         ),
-        service_account_name=service_account or settings.service_account,
+        service_account_name=_service_account(step, config),
         active_deadline_seconds=settings.deadline_seconds,
-        metrics=template_metrics(name, [p.value for p in output_parameters]),
-        daemon=daemon or None,
+        metrics=template_metrics(step.template_name, [p.value for p in step.outputs]),
+        daemon=step.daemon or None,
         readiness_probe=probe,
-        memoize=memoize,
     )
+
+
+def _cpu(step: StepDef, config: LoadedConfig) -> str | None:
+    """The step's own CPU request, if it sets one: fixed, or its spec's `cpu`."""
+    if not step.resources.cpu_from_spec:
+        return step.resources.cpu
+    (kind,) = step.specs
+    cores = getattr(config.spec(kind), "cpu", None)
+    if not isinstance(cores, int):
+        raise TypeError(f"step {step.name}: {kind.__name__} has no integer `cpu`")
+    return str(cores)
+
+
+def _service_account(step: StepDef, config: LoadedConfig) -> str:
+    argo = config.pipeline.argo
+    if step.resources.identity is Identity.DEPLOY:
+        return argo.deploy_service_account
+    return argo.service_account
 
 
 def _input_parameter(name: str, default: str | None) -> Parameter:

@@ -9,26 +9,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from steps.core.errors import BadInput
-from steps.core.specs import (
-    AuditSpec,
-    DataSpec,
-    DeploySpec,
-    EvaluateSpec,
-    QuantizeSpec,
-    Spec,
-    TrainSpec,
-)
+from steps.core.registry import TRAIN_SPEC, WORKERS
+from steps.core.specs import Spec, TrainSpec
 from workflows.config import ConfigError, LoadedConfig
-from workflows.parameters import WorkflowParam
-from workflows.pipeline import build_workflow
+from workflows.parameters import workflow_inputs
+from workflows.pipeline import STEPS, build_workflow
 
 SPECS: Mapping[str, type[Spec]] = {
-    WorkflowParam.DATA_SPEC: DataSpec,
-    WorkflowParam.AUDIT_SPEC: AuditSpec,
-    WorkflowParam.TRAIN_SPEC: TrainSpec,
-    WorkflowParam.QUANTIZE_SPEC: QuantizeSpec,
-    WorkflowParam.EVALUATE_SPEC: EvaluateSpec,
-    WorkflowParam.DEPLOY_SPEC: DeploySpec,
+    item.name: item.spec for item in workflow_inputs(STEPS) if item.spec is not None
 }
 """Spec parameters are checked here with the step's own model, not minutes later in a pod."""
 
@@ -64,8 +52,8 @@ def submission_manifest(config: LoadedConfig, overrides: Sequence[str] = ()) -> 
 
 def _check_workers(parameters: Mapping[str, dict[str, Any]]) -> None:
     """The fan-out count and the training spec must agree, or the collective never forms."""
-    train = TrainSpec.from_json_arg(parameters[WorkflowParam.TRAIN_SPEC]["value"])
-    workers = parameters[WorkflowParam.WORKERS]["value"]
+    train = TrainSpec.from_json_arg(parameters[TRAIN_SPEC.name]["value"])
+    workers = parameters[WORKERS.name]["value"]
     if str(train.workers) != str(workers):
         raise ConfigError(
             f"--param workers={workers} disagrees with train-spec workers={train.workers}; "

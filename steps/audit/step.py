@@ -8,14 +8,11 @@ their `meta.severity`. The full GX result is kept in audit-result.json for tools
 audit-report.html is for people.
 """
 
-import argparse
 import copy
 import json
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +29,13 @@ from great_expectations.expectations.expectation_configuration import Expectatio
 
 from steps.audit.checks import Check, Reference, Severity, Source, builtin_checks
 from steps.core import html_report as h
-from steps.core.attestation import attest, data_resource
+from steps.core.attestation import data_resource
 from steps.core.errors import BadInput, GateFailed
+from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import read_stable, stable_key
-from steps.core.names import Artifact, Env, ModelFile, Param, Step
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.names import Artifact, ModelFile, Param
+from steps.core.outputs import report_progress
+from steps.core.registry import DATA_URI, MODEL_NAME
 from steps.core.specs import AuditSpec, DataSpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import is_s3_uri, read_table
@@ -357,11 +356,11 @@ def run_audit(
     progress_file: Path | None = None,
     model_name: str | None = None,
 ) -> AuditResult:
-    """Audit the data at `data_uri`, write the report and result, and fail on a critical check.
+    """Audit the data at `data_uri` and write the report and result under `out`.
 
     With `model_name` and a store, the data is also compared with the reference profile of
-    that model's stable version. The outputs are written before the gate fails, so a failed
-    run still shows its report.
+    that model's stable version. The gate is `gate_failure`'s: the outputs exist either way,
+    so a failed run still shows its report.
     """
     report_progress(progress_file, 0, 3)
     frame = read_table(data_uri, data, store)
@@ -378,49 +377,40 @@ def run_audit(
         json.dumps(result.to_json(data_uri), indent=2) + "\n"
     )
     (out / Artifact.AUDIT_REPORT.filename).write_text(render_report(result, data_uri))
-    write_parameter(out, Param.PASSED, result.passed)
-    write_parameter(out, Param.ROWS, result.rows)
-    write_parameter(out, Param.CRITICAL_FAILURES, len(result.critical_failures))
-    write_parameter(out, Param.WARNINGS, len(result.warnings))
     report_progress(progress_file, 3, 3)
-    if not result.passed:
-        failures = "; ".join(c.describe() for c in result.critical_failures)
-        raise GateFailed(
-            f"audit of {data_uri} failed {len(result.critical_failures)} critical check(s): "
-            f"{failures}. Full report: the {Artifact.AUDIT_REPORT.name} artifact "
-            f"({Artifact.AUDIT_REPORT.filename})"
-        )
     return result
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps audit", description=__doc__)
-    parser.add_argument("--data-uri", required=True)
-    parser.add_argument("--data-spec", required=True, help="DataSpec JSON")
-    parser.add_argument("--audit-spec", required=True, help="AuditSpec JSON")
-    parser.add_argument("--model-name", help="compare with this model's stable version")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    started = datetime.now(UTC)
-    data = DataSpec.from_json_arg(args.data_spec)
-    spec = AuditSpec.from_json_arg(args.audit_spec)
-    configured = os.environ.get(Env.S3_ENDPOINT.value) or is_s3_uri(args.data_uri)
-    store = ArtifactStore.from_env(os.environ) if configured else None
-    progress = os.environ.get(Env.PROGRESS_FILE.value)
-    try:
-        run_audit(
-            args.data_uri, data, spec, store, args.out,
-            Path(progress) if progress else None, args.model_name,
-        )  # fmt: skip
-    finally:
+def gate_failure(result: AuditResult, data_uri: str) -> GateFailed | None:
+    """What stops the pipeline: any critical check that failed."""
+    if result.passed:
+        return None
+    failures = "; ".join(c.describe() for c in result.critical_failures)
+    return GateFailed(
+        f"audit of {data_uri} failed {len(result.critical_failures)} critical check(s): "
+        f"{failures}. Full report: the {Artifact.AUDIT_REPORT.name} artifact "
+        f"({Artifact.AUDIT_REPORT.filename})"
+    )
+
+
+def run(ctx: StepContext) -> Outcome:
+    data_uri, data = ctx.get(DATA_URI), ctx.spec(DataSpec)
+    model_name = ctx.optional(MODEL_NAME)
+    store = ctx.store if ctx.has_store or is_s3_uri(data_uri) else None
+    result = run_audit(
+        data_uri, data, ctx.spec(AuditSpec), store, ctx.out, ctx.progress_file, model_name
+    )
+    return Outcome(
+        parameters={
+            Param.PASSED: result.passed,
+            Param.ROWS: result.rows,
+            Param.CRITICAL_FAILURES: len(result.critical_failures),
+            Param.WARNINGS: len(result.warnings),
+        },
         # A failed audit is a result too: its statement names the data it judged.
-        if (args.out / Artifact.AUDIT_RESULT.filename).exists():
-            attest(
-                Step.AUDIT, args.out, store, started,
-                outputs=[args.out / Artifact.AUDIT_RESULT.filename,
-                         args.out / Artifact.AUDIT_REPORT.filename],
-                inputs=[data_resource(store, args.data_uri)],
-                parameters={"data_spec": data.model_dump(mode="json"),
-                            "model_name": args.model_name},
-            )  # fmt: skip
-    return 0
+        statement=Statement(
+            inputs=[data_resource(store, data_uri)],
+            parameters={"data_spec": data.model_dump(mode="json"), "model_name": model_name},
+        ),
+        failure=gate_failure(result, data_uri),
+    )

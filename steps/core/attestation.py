@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from steps.core.errors import BadInput
 from steps.core.names import Artifact, Env, Step
-from steps.core.store import ArtifactStore, parse_s3_uri
+from steps.core.store import ArtifactStore, file_sha256, parse_s3_uri
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
@@ -227,11 +227,6 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
 # --- describing inputs and outputs ---------------------------------------------------------
 
 
-def file_digest(path: Path) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, HASH).hexdigest()
-
-
 def local_resources(
     paths: Sequence[Path], base: Path | None = None, uri_prefix: str | None = None
 ) -> list[Resource]:
@@ -244,7 +239,7 @@ def local_resources(
         for file in files:
             name = file.relative_to(root).as_posix()
             uri = f"{uri_prefix.rstrip('/')}/{name}" if uri_prefix else None
-            resources.append(Resource(name, file_digest(file), uri))
+            resources.append(Resource(name, file_sha256(file), uri))
     return resources
 
 
@@ -264,7 +259,7 @@ def data_resource(store: ArtifactStore | None, uri: str) -> Resource:
         if bucket == store.bucket:
             return Resource(key, store.digest(key), uri)
     path = Path(uri)
-    return Resource(path.name, file_digest(path), path.resolve().as_uri())
+    return Resource(path.name, file_sha256(path), path.resolve().as_uri())
 
 
 # --- the one call at a step's CLI edge -----------------------------------------------------

@@ -9,8 +9,6 @@ from itertools import pairwise
 from typing import Any, Literal, Self
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -19,11 +17,10 @@ from pydantic import (
 
 from steps.core.errors import BadInput
 from steps.core.names import CategoricalSplits, Encoding
+from steps.core.records import Record
 
 
-class Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Spec(Record):
     @classmethod
     def from_json_arg(cls, text: str) -> Self:
         """Parse the JSON a workflow passes on the command line; a bad value is BadInput."""

@@ -118,7 +118,7 @@ class ArtifactStore:
         """Upload one file; returns its SHA-256, also stored in the object's metadata."""
         # S3 fixes metadata when the upload starts, so the digest is computed first, in one
         # streaming pass; the transfer then re-reads the file from the page cache.
-        digest = _file_digest(path)
+        digest = file_sha256(path)
         with self._errors(key):
             self._client.upload_file(
                 str(path),
@@ -346,7 +346,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def _file_digest(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in one streaming pass; an unreadable file is BadInput."""
     try:
         with path.open("rb") as stream:
             return hashlib.file_digest(stream, "sha256").hexdigest()

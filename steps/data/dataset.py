@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from steps.core.errors import BadInput
 from steps.core.names import DatasetFile
+from steps.core.records import Record
 from steps.core.specs import DataSpec
 from steps.core.store import ArtifactStore, parse_s3_uri
 
@@ -41,11 +42,7 @@ class FeatureKind(StrEnum):
     CATEGORICAL = "categorical"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Feature(_Model):
+class Feature(Record):
     """One model input; categories are sorted and global over all splits."""
 
     name: str
@@ -53,13 +50,13 @@ class Feature(_Model):
     categories: list[str] | None = None
 
 
-class SplitRows(_Model):
+class SplitRows(Record):
     train: int = Field(ge=0)
     valid: int = Field(ge=0)
     test: int = Field(ge=0)
 
 
-class DatasetManifest(_Model):
+class DatasetManifest(Record):
     """`datasets/<digest>/manifest.json`: what a reader needs to use the split files."""
 
     digest: str

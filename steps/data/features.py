@@ -14,24 +14,23 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from steps.core.errors import BadInput
 from steps.core.names import CategoricalSplits
+from steps.core.records import Record
 from steps.data.dataset import DatasetManifest, FeatureKind
 
 # XGBoost refuses feature names holding these characters; better to say so at the schema.
 FORBIDDEN_IN_NAMES = ("[", "]", "<")
 
 
-class Feature(BaseModel):
+class Feature(Record):
     """One model input. A categorical feature is encoded as its index in `categories`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     kind: FeatureKind
-    categories: list[str] = []
+    categories: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -47,10 +46,8 @@ class Feature(BaseModel):
         return self
 
 
-class FeatureSchema(BaseModel):
+class FeatureSchema(Record):
     """The model's features in training order (the columns of the encoded matrix)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     features: list[Feature]
     categorical: CategoricalSplits = CategoricalSplits.CODES

@@ -16,9 +16,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from steps.core.errors import BadInput
+from steps.core.records import Record
 from steps.data.dataset import FeatureKind
 from steps.data.features import FeatureSchema, category_codes
 
@@ -29,36 +30,28 @@ BINNING = (
 )
 
 
-class NumericProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class NumericProfile(Record):
     kind: Literal["numeric"] = "numeric"
     edges: list[float]
     counts: list[int]
     missing: int
 
 
-class CategoricalProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CategoricalProfile(Record):
     kind: Literal["categorical"] = "categorical"
     counts: dict[str, int]
     unknown: int
     missing: int
 
 
-class GroupProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class GroupProfile(Record):
     rows: int
     positives: int
     label_rate: float | None
     features: dict[str, NumericProfile | CategoricalProfile]
 
 
-class ReferenceProfile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class ReferenceProfile(Record):
     binning: str = BINNING
     slice_column: str | None
     overall: GroupProfile

@@ -6,7 +6,6 @@ Everything comes from one seeded numpy Generator: the same rows, seed and parame
 the same file. Drift scenarios are a different ChurnParams, not a different generator.
 """
 
-import argparse
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,6 +15,15 @@ import numpy.typing as npt
 import pandas as pd
 
 from steps.core.errors import BadInput
+from steps.core.harness import Outcome, StepContext
+from steps.core.registry import (
+    CONCEPT_DRIFT,
+    COVARIATE_DRIFT,
+    NEW_CATEGORY,
+    OUT_FILE,
+    ROWS,
+    SEED,
+)
 from steps.core.specs import DataSpec
 
 REGIONS = ("north", "south", "east", "west", "central")
@@ -263,41 +271,14 @@ def _intercept(logit: npt.NDArray[np.float64], rate: float) -> float:
     return (low + high) / 2
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps synth", description=__doc__)
-    parser.add_argument("--rows", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--covariate-drift",
-        action="append",
-        default=[],
-        metavar="FEATURE=STRENGTH",
-        help="move a numeric feature by STRENGTH standard deviations, or tilt a categorical "
-        "feature's mix (repeatable)",
-    )
-    parser.add_argument(
-        "--new-category",
-        action="append",
-        default=[],
-        metavar="FEATURE=VALUE:SHARE",
-        help="give SHARE of the rows a category training never saw (repeatable)",
-    )
-    parser.add_argument(
-        "--concept-drift",
-        type=float,
-        default=0.0,
-        metavar="STRENGTH",
-        help="0-1: how far the label's relation to the features turns (0.5 cancels effects)",
-    )
-    args = parser.parse_args(argv)
+def run(ctx: StepContext) -> Outcome:
     params = ChurnParams(
-        covariate_drift=tuple(_covariate_drift(text) for text in args.covariate_drift),
-        new_categories=tuple(_new_category(text) for text in args.new_category),
-        concept_drift=args.concept_drift,
+        covariate_drift=tuple(_covariate_drift(text) for text in ctx.repeated(COVARIATE_DRIFT)),
+        new_categories=tuple(_new_category(text) for text in ctx.repeated(NEW_CATEGORY)),
+        concept_drift=ctx.get(CONCEPT_DRIFT),
     )
-    write_table(generate(args.rows, args.seed, params), args.out)
-    return 0
+    write_table(generate(ctx.get(ROWS), ctx.get(SEED), params), ctx.get(OUT_FILE))
+    return Outcome()
 
 
 def _covariate_drift(text: str) -> tuple[str, float]:

@@ -11,9 +11,6 @@ The registry's `stable.json` pointer is written last: until it moves, the previo
 stays current.
 """
 
-import argparse
-import hashlib
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +22,8 @@ import orjson
 import pandas as pd
 from numpy.typing import NDArray
 
-from steps.core.attestation import attest
 from steps.core.errors import BadInput, GateFailed
+from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import (
     RECORD_FILE,
     StableVersion,
@@ -35,10 +32,11 @@ from steps.core.model_registry import (
     stable_key,
     version_key,
 )
-from steps.core.names import Artifact, Env, ModelFile, Param, Step
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.names import Artifact, ModelFile, Param
+from steps.core.outputs import report_progress
+from steps.core.registry import DATASET_URI, MODEL_NAME, ONNX_DIGEST
 from steps.core.specs import DeploySpec
-from steps.core.store import ArtifactStore
+from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split
 from steps.data.features import FeatureSchema, encode, load_schema
 from steps.deploy.backend import CanaryBackend, ModelVersion
@@ -177,14 +175,6 @@ def evaluated_digest(evaluation: Path, onnx_digest: str) -> str:
             f"{onnx_digest}: refusing to deploy an artifact that was not evaluated"
         )
     return evaluated
-
-
-def file_sha256(path: Path) -> str:
-    try:
-        with path.open("rb") as stream:
-            return hashlib.file_digest(stream, "sha256").hexdigest()
-    except OSError as error:
-        raise BadInput(f"cannot read {path}: {error.strerror}") from None
 
 
 def provenance_of(chain: Chain) -> list[dict[str, str]]:
@@ -328,51 +318,35 @@ def register(
     )
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps deploy", description=__doc__)
-    parser.add_argument("--onnx", type=Path, required=True)
-    parser.add_argument("--onnx-digest", required=True, help="sha256 of the ONNX model")
-    parser.add_argument(
-        "--evaluation", type=Path, required=True, help="evaluation.json: the digest it passed"
-    )
-    parser.add_argument("--model", type=Path, required=True, help="model bundle folder")
-    parser.add_argument("--dataset-uri", required=True)
-    parser.add_argument("--model-name", required=True)
-    parser.add_argument("--deploy-spec", required=True, help="DeploySpec JSON")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    started = datetime.now(UTC)
-    spec = DeploySpec.from_json_arg(args.deploy_spec)
-    digest = evaluated_digest(args.evaluation, args.onnx_digest)
-    progress = os.environ.get(Env.PROGRESS_FILE.value)
-    store = ArtifactStore.from_env(os.environ)
+def run(ctx: StepContext) -> Outcome:
+    dataset_uri, model_name, spec = ctx.get(DATASET_URI), ctx.get(MODEL_NAME), ctx.spec(DeploySpec)
+    digest = evaluated_digest(ctx.artifact(Artifact.EVALUATION), ctx.get(ONNX_DIGEST))
     rollout = deploy(
-        store=store,
-        onnx=args.onnx,
+        store=ctx.store,
+        onnx=ctx.artifact(Artifact.ONNX),
         onnx_digest=digest,
-        model_dir=args.model,
-        dataset_uri=args.dataset_uri,
-        model_name=args.model_name,
+        model_dir=ctx.artifact(Artifact.MODEL),
+        dataset_uri=dataset_uri,
+        model_name=model_name,
         spec=spec,
-        progress_file=Path(progress) if progress else None,
+        progress_file=ctx.progress_file,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     record = asdict(rollout)
-    (args.out / Artifact.ROLLOUT.filename).write_text(
+    ctx.output(Artifact.ROLLOUT).write_text(
         orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n"
     )
-    (args.out / Artifact.ROLLOUT_REPORT.filename).write_text(rollout_html(record))
-    write_parameter(args.out, Param.DEPLOYED_DIGEST, rollout.digest)
-    write_parameter(args.out, Param.ENDPOINT, rollout.endpoint)
+    ctx.output(Artifact.ROLLOUT_REPORT).write_text(rollout_html(record))
     # Only immutable registry files are subjects: stable.json moves with the next deploy and
     # record.json is rewritten when the same model is deployed again.
     version = rollout.version_key
-    attest(
-        Step.DEPLOY, args.out, store, started,
-        outputs=[args.out / Artifact.ROLLOUT.filename, args.out / Artifact.ROLLOUT_REPORT.filename],
-        output_keys=[f"{version}/{Artifact.ONNX.filename}",
-                     f"{version}/{ModelFile.FEATURE_SCHEMA.value}"],
-        input_paths=[args.onnx, args.model, args.evaluation], datasets=[args.dataset_uri],
-        parameters={"model_name": args.model_name, "deploy_spec": spec.model_dump(mode="json")},
-    )  # fmt: skip
-    return 0
+    return Outcome(
+        parameters={Param.DEPLOYED_DIGEST: rollout.digest, Param.ENDPOINT: rollout.endpoint},
+        statement=Statement(
+            output_keys=[
+                f"{version}/{Artifact.ONNX.filename}",
+                f"{version}/{ModelFile.FEATURE_SCHEMA.value}",
+            ],
+            datasets=[dataset_uri],
+            parameters={"model_name": model_name, "deploy_spec": spec.model_dump(mode="json")},
+        ),
+    )

@@ -7,16 +7,13 @@ user sees can never disagree.
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
+from steps.core.records import Record
 from steps.core.specs import DriftSpec
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Histogram(_Record):
+class Histogram(Record):
     """Shares of rows per bucket, reference (training) beside current (window)."""
 
     buckets: list[str]
@@ -24,7 +21,7 @@ class Histogram(_Record):
     current: list[float]
 
 
-class FeatureDrift(_Record):
+class FeatureDrift(Record):
     """One feature of the window against the reference profile.
 
     Numeric features are tested with KS (`effect` is the KS distance), categorical ones with
@@ -41,13 +38,13 @@ class FeatureDrift(_Record):
     missing_reference: float
     missing_current: float
     unseen_share: float = 0.0
-    unseen_values: list[str] = []
+    unseen_values: list[str] = Field(default_factory=list)
     drifted: bool
     reasons: list[str]
     histogram: Histogram
 
 
-class PredictionDrift(_Record):
+class PredictionDrift(Record):
     """The stable model's scores on the window against its scores on its own test split."""
 
     reference_rows: int
@@ -59,7 +56,7 @@ class PredictionDrift(_Record):
     histogram: Histogram
 
 
-class Performance(_Record):
+class Performance(Record):
     """The stable model on the window's labelled rows against its evaluation (test split).
 
     `calibration_gap` is mean score minus positive rate: it moves when the label's relation
@@ -79,10 +76,10 @@ class Performance(_Record):
     auc_p_value: float | None = None
     calibration_p_value: float | None = None
     decayed: bool = False
-    reasons: list[str] = []
+    reasons: list[str] = Field(default_factory=list)
 
 
-class StableModel(_Record):
+class StableModel(Record):
     """The model serving now, from the registry (`registry/<name>/stable.json`)."""
 
     name: str
@@ -93,13 +90,13 @@ class StableModel(_Record):
     age_days: float
 
 
-class Decision(_Record):
+class Decision(Record):
     retrain: bool
     reason: str
     triggers: list[str]
 
 
-class DriftResult(_Record):
+class DriftResult(Record):
     checked_at: str
     window_uri: str
     window_rows: int

@@ -21,8 +21,6 @@ retrain with the reason `no model`. Outputs: parameters `retrain` and `reason`,
 drift-result.json and a static HTML report.
 """
 
-import argparse
-import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +31,11 @@ import pandas as pd
 from scipy import stats
 
 from steps.core.errors import BadInput
+from steps.core.harness import Outcome, StepContext
 from steps.core.model_registry import read_stable, stable_key
-from steps.core.names import Artifact, Env, ModelFile, Param
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.names import Artifact, ModelFile, Param
+from steps.core.outputs import report_progress
+from steps.core.registry import MODEL_NAME, WINDOW_URI
 from steps.core.specs import DataSpec, DriftSpec
 from steps.core.store import ArtifactStore, parse_s3_uri
 from steps.data.dataset import (
@@ -346,36 +346,30 @@ def _gap(scores: npt.NDArray[np.float32], labels: npt.NDArray[np.int8]) -> float
 
 
 def write_outputs(result: DriftResult, out: Path) -> None:
-    """JSON and report first, parameters last: a decision is only there with its evidence."""
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.DRIFT_RESULT.filename).write_text(result.model_dump_json(indent=2) + "\n")
     (out / Artifact.DRIFT_REPORT.filename).write_text(render_report(result))
-    write_parameter(out, Param.RETRAIN, result.decision.retrain)
-    write_parameter(out, Param.REASON, result.decision.reason)
-    # The largest feature PSI, for the cluster's drift gauge (workflows/metrics.py).
-    write_parameter(out, Param.DRIFT_SCORE, max((f.psi for f in result.features), default=0.0))
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps drift", description=__doc__)
-    parser.add_argument("--window-uri", required=True, help="file, or prefix ending in '/'")
-    parser.add_argument("--data-spec", required=True, help="DataSpec as JSON")
-    parser.add_argument("--drift-spec", required=True, help="DriftSpec as JSON")
-    parser.add_argument("--model-name", required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    data_spec = DataSpec.from_json_arg(args.data_spec)
-    spec = DriftSpec.from_json_arg(args.drift_spec)
-    progress = os.environ.get(Env.PROGRESS_FILE.value)
+def run(ctx: StepContext) -> Outcome:
     result = check_drift(
-        ArtifactStore.from_env(os.environ),
-        args.window_uri,
-        data_spec,
-        args.model_name,
-        spec,
+        ctx.store,
+        ctx.get(WINDOW_URI),
+        ctx.spec(DataSpec),
+        ctx.get(MODEL_NAME),
+        ctx.spec(DriftSpec),
         datetime.now(UTC),
-        Path(progress) if progress else None,
+        ctx.progress_file,
     )
-    write_outputs(result, args.out)
+    # The JSON and report first, the parameters (by the harness) last: a decision is only
+    # there with its evidence.
+    write_outputs(result, ctx.out)
     print(f"retrain={str(result.decision.retrain).lower()}: {result.decision.reason}")
-    return 0
+    return Outcome(
+        parameters={
+            Param.RETRAIN: result.decision.retrain,
+            Param.REASON: result.decision.reason,
+            # The largest feature PSI, for the cluster's drift gauge (workflows/metrics.py).
+            Param.DRIFT_SCORE: max((f.psi for f in result.features), default=0.0),
+        }
+    )

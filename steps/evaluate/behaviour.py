@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from steps.core.errors import BadInput
+from steps.core.records import Record
 from steps.core.specs import BehaviourCheck
 from steps.data.dataset import FeatureKind
 from steps.data.features import FeatureSchema, encode
@@ -24,9 +24,7 @@ Scorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 _TOLERANCE = 1e-6
 
 
-class CheckResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class CheckResult(Record):
     name: str
     kind: str
     feature: str

@@ -4,19 +4,14 @@ The report (steps/evaluate/report.py) renders exactly this record, so the HTML a
 never disagree; drift and deploy read only its top-level `metrics`.
 """
 
-from pydantic import BaseModel, ConfigDict
-
+from steps.core.records import Record
 from steps.evaluate.behaviour import CheckResult
 from steps.evaluate.gate import Comparison, Gate
 from steps.evaluate.metrics import Intervals, Metrics, ReliabilityBin
 from steps.evaluate.robustness import Perturbed
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SliceResult(_Record):
+class SliceResult(Record):
     group: str
     name: str
     rows: int
@@ -28,7 +23,7 @@ class SliceResult(_Record):
     intervals: Intervals | None
 
 
-class Evaluation(_Record):
+class Evaluation(Record):
     onnx_digest: str
     model_digest: str
     dataset_uri: str

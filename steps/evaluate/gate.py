@@ -14,19 +14,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
+from steps.core.records import Record
 from steps.core.specs import EvaluateSpec
 from steps.evaluate.behaviour import CheckResult
 from steps.evaluate.metrics import Assessment, Interval, delong_variance, z_value
 from steps.evaluate.robustness import Perturbed
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AucDelta(_Record):
+class AucDelta(Record):
     """Champion AUC minus challenger AUC on the same rows: positive is a drop."""
 
     challenger: float
@@ -35,14 +31,14 @@ class AucDelta(_Record):
     interval: Interval
 
 
-class SliceComparison(_Record):
+class SliceComparison(Record):
     name: str
     rows: int
     judged: bool
     auc: AucDelta
 
 
-class Comparison(_Record):
+class Comparison(Record):
     champion_digest: str
     overall: AucDelta
     champion_ece: float
@@ -52,14 +48,14 @@ class Comparison(_Record):
     slices: list[SliceComparison]
 
 
-class Breach(_Record):
+class Breach(Record):
     check: str
     message: str
     slice: str | None = None
     """The slice that breached, for the per-slice rule."""
 
 
-class Gate(_Record):
+class Gate(Record):
     min_auc: float
     auc: float
     passed: bool

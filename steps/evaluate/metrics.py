@@ -20,9 +20,9 @@ from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict
 
 from steps.core.errors import BadInput
+from steps.core.records import Record
 
 Floats = npt.NDArray[np.float64]
 Labels = npt.NDArray[np.int8]
@@ -32,11 +32,7 @@ Indices = npt.NDArray[np.intp]
 _LOG_EPS = 1e-15
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Metrics(_Record):
+class Metrics(Record):
     rows: int
     positives: int
     auc: float
@@ -51,12 +47,12 @@ class Metrics(_Record):
     ece: float
 
 
-class Interval(_Record):
+class Interval(Record):
     low: float
     high: float
 
 
-class Intervals(_Record):
+class Intervals(Record):
     """The confidence interval of each metric (see the module docstring for the method)."""
 
     confidence: float
@@ -71,7 +67,7 @@ class Intervals(_Record):
     ece: Interval
 
 
-class ReliabilityBin(_Record):
+class ReliabilityBin(Record):
     """One equal-width score bin: how many rows, their mean score, their positive rate."""
 
     low: float

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
+from steps.core.records import Record
 from steps.core.specs import Perturbations
 from steps.data.dataset import FeatureKind
 from steps.data.features import FeatureSchema, encode
@@ -24,9 +24,7 @@ Scorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 UNSEEN = "__unseen__"
 
 
-class Perturbed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Perturbed(Record):
     name: str
     description: str
     rows: int

@@ -9,13 +9,9 @@ scored by that champion. The gate (steps/evaluate/gate.py) decides: the report i
 either way, then exit 1 on a fail.
 """
 
-import argparse
-import hashlib
-import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -23,13 +19,13 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from steps.core.attestation import attest
 from steps.core.errors import GateFailed
+from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import check_model_name, read_stable
-from steps.core.names import Artifact, Env, ModelFile, Param, Step
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.names import Artifact, Env, ModelFile, Param
+from steps.core.registry import DATASET_URI, MODEL_NAME
 from steps.core.specs import EvaluateSpec, SliceGroup
-from steps.core.store import ArtifactStore
+from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import FeatureSchema, encode, load_schema
 from steps.evaluate.behaviour import run_checks
@@ -118,7 +114,7 @@ def evaluate(
         spec.slices or default_groups(manifest.slice_column),
         spec,
         progress,
-        model_digest=_sha256(model_dir / ModelFile.BOOSTER),
+        model_digest=file_sha256(model_dir / ModelFile.BOOSTER),
         dataset_uri=dataset_uri,
         report_uri=report_uri,
     )
@@ -172,7 +168,7 @@ def evaluate_rows(
     behaviour = run_checks(test.iloc[np.sort(sample)], schema, score, spec.checks)
     gate = judge(overall.metrics.auc, overall.metrics.ece, comparison, behaviour, robustness, spec)
     return Evaluation(
-        onnx_digest=_sha256(onnx_path),
+        onnx_digest=file_sha256(onnx_path),
         model_digest=model_digest,
         dataset_uri=dataset_uri,
         metrics=overall.metrics,
@@ -222,28 +218,39 @@ def _worst_first(entry: tuple[SliceResult, Assessment | None]) -> tuple[bool, bo
     return (not result.judged, assessment is None, auc)
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
 def write_outputs(evaluation: Evaluation, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.EVALUATION.filename).write_text(evaluation.model_dump_json(indent=2) + "\n")
     (out / Artifact.EVALUATION_REPORT.filename).write_text(render_report(evaluation))
-    write_parameter(out, Param.AUC, evaluation.metrics.auc)
+
+
+def output_parameters(evaluation: Evaluation) -> dict[Param, object]:
     # Argo needs a value for every declared output: without a judged slice, the worst slice
     # is "none" and its AUC the overall one, so a dashboard's gauge never reads a gap.
-    write_parameter(out, Param.WORST_SLICE, evaluation.worst_slice or "none")
     worst_auc = evaluation.worst_slice_auc
-    write_parameter(
-        out, Param.WORST_SLICE_AUC, evaluation.metrics.auc if worst_auc is None else worst_auc
+    return {
+        Param.AUC: evaluation.metrics.auc,
+        Param.WORST_SLICE: evaluation.worst_slice or "none",
+        Param.WORST_SLICE_AUC: evaluation.metrics.auc if worst_auc is None else worst_auc,
+        Param.ECE: evaluation.metrics.ece,
+        Param.GATE: "pass" if evaluation.gate.passed else "fail",
+    }
+
+
+def gate_failure(evaluation: Evaluation) -> GateFailed | None:
+    gate = evaluation.gate
+    if gate.passed:
+        return None
+    # One line: the engines show a failed step's last line of stderr as its reason.
+    breaches = "; ".join(breach.message for breach in gate.breaches)
+    return GateFailed(
+        f"evaluation gate failed on {evaluation.metrics.rows} test rows "
+        f"({evaluation.metrics.positives} positive): {breaches}; "
+        f"report {evaluation.report_uri}"
     )
-    write_parameter(out, Param.ECE, evaluation.metrics.ece)
-    write_parameter(out, Param.GATE, "pass" if evaluation.gate.passed else "fail")
 
 
-def report_uri(store: ArtifactStore, environ: dict[str, str], out: Path) -> str:
+def report_uri(store: ArtifactStore, environ: Mapping[str, str], out: Path) -> str:
     """Where the report will be stored: under the run's artifact prefix on either engine
     (the key format Argo fills in), else the local file."""
     name = Artifact.EVALUATION_REPORT.filename
@@ -251,47 +258,30 @@ def report_uri(store: ArtifactStore, environ: dict[str, str], out: Path) -> str:
     return f"{store.uri(prefix.strip('/'))}/{name}" if prefix else str(out / name)
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps evaluate", description=__doc__)
-    parser.add_argument("--onnx", type=Path, required=True, help="the exported model.onnx")
-    parser.add_argument("--model", type=Path, required=True, help="model bundle folder")
-    parser.add_argument("--dataset-uri", required=True)
-    parser.add_argument("--model-name", required=True, help="registry name of the champion")
-    parser.add_argument("--evaluate-spec", required=True, help="EvaluateSpec as JSON")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    started = datetime.now(UTC)
-    spec = EvaluateSpec.from_json_arg(args.evaluate_spec)
-    check_model_name(args.model_name)
-    environ = dict(os.environ)
-    store = ArtifactStore.from_env(environ)
-    progress_file = environ.get(Env.PROGRESS_FILE.value)
+def run(ctx: StepContext) -> Outcome:
+    dataset_uri, model_name, spec = (
+        ctx.get(DATASET_URI),
+        ctx.get(MODEL_NAME),
+        ctx.spec(EvaluateSpec),
+    )
+    check_model_name(model_name)
     evaluation = evaluate(
-        store,
-        args.onnx,
-        args.model,
-        args.dataset_uri,
-        args.model_name,
+        ctx.store,
+        ctx.artifact(Artifact.ONNX),
+        ctx.artifact(Artifact.MODEL),
+        dataset_uri,
+        model_name,
         spec,
-        report_uri(store, environ, args.out),
-        partial(report_progress, Path(progress_file) if progress_file else None),
+        report_uri(ctx.store, ctx.environ, ctx.out),
+        ctx.progress,
     )
     # The report is written either way: a failed gate is a result the user must see.
-    write_outputs(evaluation, args.out)
-    attest(
-        Step.EVALUATE, args.out, store, started,
-        outputs=[args.out / Artifact.EVALUATION.filename,
-                 args.out / Artifact.EVALUATION_REPORT.filename],
-        input_paths=[args.onnx, args.model], datasets=[args.dataset_uri],
-        parameters={"evaluate_spec": spec.model_dump(mode="json"), "model_name": args.model_name},
-    )  # fmt: skip
-    gate = evaluation.gate
-    if not gate.passed:
-        # One line: the engines show a failed step's last line of stderr as its reason.
-        breaches = "; ".join(breach.message for breach in gate.breaches)
-        raise GateFailed(
-            f"evaluation gate failed on {evaluation.metrics.rows} test rows "
-            f"({evaluation.metrics.positives} positive): {breaches}; "
-            f"report {evaluation.report_uri}"
-        )
-    return 0
+    write_outputs(evaluation, ctx.out)
+    return Outcome(
+        parameters=output_parameters(evaluation),
+        statement=Statement(
+            datasets=[dataset_uri],
+            parameters={"evaluate_spec": spec.model_dump(mode="json"), "model_name": model_name},
+        ),
+        failure=gate_failure(evaluation),
+    )

@@ -15,10 +15,8 @@ first mismatch stops it with a message naming the step, the artifact and both di
 deploy calls `verify_chain(store, digest=...)` before it serves a model.
 """
 
-import argparse
 import hashlib
 import json
-import os
 import tempfile
 from collections import deque
 from collections.abc import Iterator
@@ -34,12 +32,13 @@ from steps.core.attestation import (
     STATEMENTS_PREFIX,
     SUBJECTS_PREFIX,
     Resource,
-    file_digest,
     load_public_key,
     open_envelope,
 )
 from steps.core.errors import BadInput, GateFailed, StorageError
-from steps.core.store import ArtifactStore, parse_s3_uri
+from steps.core.harness import Outcome, StepContext
+from steps.core.registry import ACTION, DIGEST, PUBLIC_KEY, RUN
+from steps.core.store import ArtifactStore, file_sha256, parse_s3_uri
 
 _SHORT = 12
 
@@ -201,12 +200,12 @@ def _recompute(store: ArtifactStore, resource: Resource, scratch: Path) -> str |
             store.download_file(key, scratch)
         except StorageError as error:
             return f"unreadable ({error})"
-        digest = file_digest(scratch)
+        digest = file_sha256(scratch)
         scratch.unlink()
         return digest
     if uri.startswith("file://"):
         path = Path(urlparse(uri).path)
-        return file_digest(path) if path.is_file() else "missing"
+        return file_sha256(path) if path.is_file() else "missing"
     return None
 
 
@@ -304,29 +303,22 @@ def render_chain(chain: Chain) -> str:
     return "\n".join(lines)
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps chain", description=__doc__)
-    parser.add_argument("action", choices=["show", "verify"])
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--run", help="workflow name")
-    target.add_argument("--digest", help="sha256 of an artifact")
-    parser.add_argument("--public-key", type=Path, help="Ed25519 PEM: signatures are required")
-    args = parser.parse_args(argv)
+def run(ctx: StepContext) -> Outcome:
+    run, digest, key_file = ctx.optional(RUN), ctx.optional(DIGEST), ctx.optional(PUBLIC_KEY)
     public_key = None
-    if args.public_key is not None:
+    if key_file is not None:
         try:
-            public_key = load_public_key(args.public_key.read_bytes())
+            public_key = load_public_key(key_file.read_bytes())
         except OSError as error:
-            raise BadInput(f"public key {args.public_key}: {error.strerror}") from error
-    store = ArtifactStore.from_env(os.environ)
-    if args.action == "show":
-        chain = load_chain(store, run=args.run, digest=args.digest, public_key=public_key)
+            raise BadInput(f"public key {key_file}: {error.strerror}") from error
+    if ctx.get(ACTION) == "show":
+        chain = load_chain(ctx.store, run=run, digest=digest, public_key=public_key)
         print(render_chain(chain))
-        return 0
-    chain = verify_chain(store, run=args.run, digest=args.digest, public_key=public_key)
+        return Outcome()
+    chain = verify_chain(ctx.store, run=run, digest=digest, public_key=public_key)
     checked = "signatures and digests" if public_key is not None else "digests"
     print(
         f"verified {chain.root}: {len(chain.links)} statements, {chain.verified} artifacts "
         f"re-downloaded, {checked} match"
     )
-    return 0
+    return Outcome()

@@ -6,7 +6,6 @@ same data therefore always gets the same digest and the same splits, whatever th
 format or row order, and a dataset that is already stored is not written twice.
 """
 
-import argparse
 import hashlib
 import json
 import os
@@ -22,12 +21,14 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
 
-from steps.core.attestation import attest, data_resource
+from steps.core.attestation import data_resource
 from steps.core.errors import BadInput
-from steps.core.names import Artifact, DatasetFile, Env, Param, Step
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.harness import Outcome, Statement, StepContext
+from steps.core.names import Artifact, DatasetFile, Param
+from steps.core.outputs import report_progress
+from steps.core.records import Record
+from steps.core.registry import DATA_URI, SHARDS
 from steps.core.specs import DataSpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import (
@@ -54,19 +55,15 @@ SPLIT_SCHEME = "sha256-rowkey-80-10-10-v1"
 _TRAIN_PERCENT, _VALID_PERCENT = 80, 10
 
 
-class RowCounts(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class RowCounts(Record):
     total: int
     train: int
     valid: int
     test: int
 
 
-class ProvenanceRecord(BaseModel):
+class ProvenanceRecord(Record):
     """provenance.json: where the dataset came from and how to find it again."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset_digest: str
     data_digest: str
@@ -379,7 +376,7 @@ def run_provenance(
     out: Path,
     progress_file: Path | None = None,
 ) -> ProvenanceRecord:
-    """Canonicalise, hash and store the data at `data_uri`; write provenance.json and params.
+    """Canonicalise, hash and store the data at `data_uri`; write provenance.json.
 
     A dataset whose manifest is already stored is reused as is: same digest, same bytes.
     """
@@ -413,34 +410,29 @@ def run_provenance(
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.PROVENANCE.filename).write_text(record.model_dump_json(indent=2) + "\n")
-    write_parameter(out, Param.DATASET_DIGEST, record.dataset_digest)
-    write_parameter(out, Param.DATASET_URI, record.dataset_uri)
-    write_parameter(out, Param.ROWS, record.rows.total)
     report_progress(progress_file, 3, 3)
     return record
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps provenance", description=__doc__)
-    parser.add_argument("--data-uri", required=True)
-    parser.add_argument("--data-spec", required=True, help="DataSpec JSON")
-    parser.add_argument("--shards", type=int, required=True, help="train/valid shards (workers)")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    started = datetime.now(UTC)
-    spec = DataSpec.from_json_arg(args.data_spec)
-    store = ArtifactStore.from_env(os.environ)
-    progress = os.environ.get(Env.PROGRESS_FILE.value)
-    record = run_provenance(
-        args.data_uri, spec, args.shards, store, args.out, Path(progress) if progress else None
+def run(ctx: StepContext) -> Outcome:
+    data_uri, spec, shards = ctx.get(DATA_URI), ctx.spec(DataSpec), ctx.get(SHARDS)
+    record = run_provenance(data_uri, spec, shards, ctx.store, ctx.out, ctx.progress_file)
+    return Outcome(
+        parameters={
+            Param.DATASET_DIGEST: record.dataset_digest,
+            Param.DATASET_URI: record.dataset_uri,
+            Param.ROWS: record.rows.total,
+        },
+        statement=Statement(
+            output_keys=[f"{dataset_key(record.dataset_digest)}/"],
+            inputs=[data_resource(ctx.store, data_uri)],
+            parameters={
+                "data_spec": spec.model_dump(mode="json"),
+                "shards": shards,
+                "dataset_digest": record.dataset_digest,
+                "data_digest": record.data_digest,
+                "canonical_format": record.canonical_format,
+                "hash": record.hash,
+            },
+        ),
     )
-    attest(
-        Step.PROVENANCE, args.out, store, started,
-        outputs=[args.out / Artifact.PROVENANCE.filename],
-        output_keys=[f"{dataset_key(record.dataset_digest)}/"],
-        inputs=[data_resource(store, args.data_uri)],
-        parameters={"data_spec": spec.model_dump(mode="json"), "shards": args.shards,
-                    "dataset_digest": record.dataset_digest, "data_digest": record.data_digest,
-                    "canonical_format": record.canonical_format, "hash": record.hash},
-    )  # fmt: skip
-    return 0

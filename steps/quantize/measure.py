@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import onnxruntime
-from pydantic import BaseModel, ConfigDict
 from sklearn.metrics import roc_auc_score
 
 from steps.core.errors import BadInput
 from steps.core.names import Encoding
+from steps.core.records import Record
 from steps.quantize.session import open_session, predict_proba
 
 BATCH_ROWS = 1024
@@ -28,11 +28,7 @@ BATCH_CALLS = 15
 SESSION_BUILDS = 3
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SliceDelta(_Record):
+class SliceDelta(Record):
     value: str
     rows: int
     auc: float | None
@@ -42,7 +38,7 @@ class SliceDelta(_Record):
     """Large enough (QuantizeSpec.min_slice_rows) and both classes present."""
 
 
-class Measurement(_Record):
+class Measurement(Record):
     encoding: Encoding
     description: str
     exact: bool

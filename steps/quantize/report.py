@@ -1,17 +1,12 @@
 """The quantize step's report: `quantize-report.json` and its static HTML table."""
 
-from pydantic import BaseModel, ConfigDict
-
 from steps.core import html_report as html
 from steps.core.names import Encoding
+from steps.core.records import Record
 from steps.quantize.measure import Measurement
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Parity(_Record):
+class Parity(Record):
     """The gate on the reference export: its probabilities against XGBoost's."""
 
     encoding: Encoding
@@ -22,14 +17,14 @@ class Parity(_Record):
     passed: bool
 
 
-class Candidate(_Record):
+class Candidate(Record):
     measurement: Measurement
     eligible: bool
     reasons: list[str]
     """Why the candidate is not eligible; empty when it is."""
 
 
-class QuantizeReport(_Record):
+class QuantizeReport(Record):
     """`quantize-report.json`."""
 
     model_digest: str

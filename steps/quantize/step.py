@@ -15,12 +15,9 @@ The model interface (steps/quantize/session.py) and the baseline export are re-e
 where evaluate, drift, deploy and tests import them from.
 """
 
-import argparse
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
@@ -32,12 +29,13 @@ import onnxruntime
 import xgboost
 from xgboost.core import XGBoostError
 
-from steps.core.attestation import attest
 from steps.core.errors import BadInput, GateFailed
-from steps.core.names import Artifact, Encoding, Env, ModelFile, Param, Step
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.harness import Outcome, Statement, StepContext
+from steps.core.names import Artifact, Encoding, ModelFile, Param
+from steps.core.outputs import report_progress
+from steps.core.registry import DATASET_URI
 from steps.core.specs import QuantizeSpec
-from steps.core.store import ArtifactStore
+from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import encode, load_schema
 from steps.quantize.encoding import DESCRIPTIONS, EXACT, encode_model, has_categorical_splits
@@ -230,7 +228,7 @@ def quantize(
     split, slice_column = load_test_split(store, dataset_uri, model_dir, booster)
     selection = select(booster, split, spec, partial(report_progress, progress_file))
     report = QuantizeReport(
-        model_digest=hashlib.sha256((model_dir / ModelFile.BOOSTER).read_bytes()).hexdigest(),
+        model_digest=file_sha256(model_dir / ModelFile.BOOSTER),
         onnx_digest=hashlib.sha256(selection.model).hexdigest(),
         dataset_uri=dataset_uri,
         encoding=selection.chosen,
@@ -262,32 +260,24 @@ def write_outputs(model: bytes, report: QuantizeReport, out: Path) -> None:
     staging.replace(target)
     (out / Artifact.QUANTIZE_REPORT.filename).write_text(report.model_dump_json(indent=2) + "\n")
     (out / Artifact.QUANTIZE_REPORT_HTML.filename).write_text(render_report(report))
-    chosen = next(c for c in report.candidates if c.measurement.encoding is report.encoding)
-    write_parameter(out, Param.ONNX_DIGEST, report.onnx_digest)
-    write_parameter(out, Param.PARITY_MAX_DIFF, chosen.measurement.max_abs_diff)
-    write_parameter(out, Param.ENCODING, report.encoding.value)
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps quantize", description=__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="model bundle folder")
-    parser.add_argument("--dataset-uri", required=True)
-    parser.add_argument("--quantize-spec", required=True, help="QuantizeSpec as JSON")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    started = datetime.now(UTC)
-    spec = QuantizeSpec.from_json_arg(args.quantize_spec)
-    store = ArtifactStore.from_env(os.environ)
-    progress = os.environ.get(Env.PROGRESS_FILE)
-    model, report = quantize(
-        store, args.model, args.dataset_uri, spec, Path(progress) if progress else None
+def run(ctx: StepContext) -> Outcome:
+    model_dir, dataset_uri, spec = (
+        ctx.artifact(Artifact.MODEL),
+        ctx.get(DATASET_URI),
+        ctx.spec(QuantizeSpec),
     )
-    write_outputs(model, report, args.out)
-    attest(
-        Step.QUANTIZE, args.out, store, started,
-        outputs=[args.out / Artifact.ONNX.filename, args.out / Artifact.QUANTIZE_REPORT.filename,
-                 args.out / Artifact.QUANTIZE_REPORT_HTML.filename],
-        input_paths=[args.model], datasets=[args.dataset_uri],
-        parameters={"quantize_spec": spec.model_dump(mode="json")},
-    )  # fmt: skip
-    return 0
+    model, report = quantize(ctx.store, model_dir, dataset_uri, spec, ctx.progress_file)
+    write_outputs(model, report, ctx.out)
+    chosen = next(c for c in report.candidates if c.measurement.encoding is report.encoding)
+    return Outcome(
+        parameters={
+            Param.ONNX_DIGEST: report.onnx_digest,
+            Param.PARITY_MAX_DIFF: chosen.measurement.max_abs_diff,
+            Param.ENCODING: report.encoding.value,
+        },
+        statement=Statement(
+            datasets=[dataset_uri], parameters={"quantize_spec": spec.model_dump(mode="json")}
+        ),
+    )

@@ -11,9 +11,7 @@ A webhook that cannot be reached is reported (stderr, `notified=false`, the JSON
 not fail the step: the run's outcome is decided by its tasks, not by a chat server.
 """
 
-import argparse
 import json
-import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -23,8 +21,10 @@ import httpx
 
 from steps.core import html_report as h
 from steps.core.errors import BadInput
-from steps.core.names import PARAMETERS_DIR, Artifact, ArtifactName, Env, Param
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.harness import Outcome, StepContext
+from steps.core.names import PARAMETERS_DIR, Artifact, Env, Param
+from steps.core.outputs import report_progress
+from steps.core.registry import RUN_PREFIX, STEPS, WORKFLOW_FAILURES, WORKFLOW_NAME, WORKFLOW_STATUS
 from steps.core.specs import SummarySpec
 from steps.core.store import ArtifactStore
 
@@ -34,9 +34,7 @@ FAILED_PHASES = frozenset({"Failed", "Error"})
 WEBHOOK_ATTEMPTS = 3
 _HASH = re.compile(r"\d+")
 _ARTIFACT_NAMES = {
-    value.filename: value.name
-    for value in vars(Artifact).values()
-    if isinstance(value, ArtifactName)
+    artifact.filename: artifact.name for step in STEPS.values() for artifact in step.artifacts
 }
 
 
@@ -284,36 +282,26 @@ def run_summary(
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.RUN_SUMMARY.filename).write_text(json.dumps(asdict(summary), indent=2) + "\n")
     (out / Artifact.RUN_SUMMARY_REPORT.filename).write_text(render_html(summary))
-    write_parameter(out, Param.NOTIFIED, summary.notification == "sent")
     report_progress(progress_file, 2, 2)
     print(summary.headline())
     return summary
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps summary", description=__doc__)
-    parser.add_argument("--workflow-name", required=True)
-    parser.add_argument("--workflow-status", required=True)
-    parser.add_argument("--workflow-failures", default="null", help="Argo's JSON list")
-    parser.add_argument("--run-prefix", required=True, help="the run's key prefix, e.g. NAME/")
-    parser.add_argument("--summary-spec", required=True, help="SummarySpec JSON")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    spec = SummarySpec.from_json_arg(args.summary_spec)
-    failures = parse_failures(args.workflow_failures)
-    if not args.run_prefix.strip("/"):
+def run(ctx: StepContext) -> Outcome:
+    run_prefix = ctx.get(RUN_PREFIX)
+    spec = ctx.spec(SummarySpec)
+    failures = parse_failures(ctx.get(WORKFLOW_FAILURES))
+    if not run_prefix.strip("/"):
         raise BadInput("--run-prefix is empty: the summary would list the whole bucket")
-    store = ArtifactStore.from_env(os.environ)
-    progress = os.environ.get(Env.PROGRESS_FILE.value)
-    run_summary(
-        store,
-        args.run_prefix,
-        args.workflow_name,
-        args.workflow_status,
+    summary = run_summary(
+        ctx.store,
+        run_prefix,
+        ctx.get(WORKFLOW_NAME),
+        ctx.get(WORKFLOW_STATUS),
         failures,
         spec,
-        os.environ.get(Env.WEBHOOK_URL.value),
-        args.out,
-        Path(progress) if progress else None,
+        ctx.environ.get(Env.WEBHOOK_URL.value),
+        ctx.out,
+        ctx.progress_file,
     )
-    return 0
+    return Outcome(parameters={Param.NOTIFIED: summary.notification == "sent"})

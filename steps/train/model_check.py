@@ -6,9 +6,6 @@ any of them. When they agree, the bundle worker 0 uploaded is fetched, checked a
 the agreed digest, and becomes the `model` artifact, with its learning curve drawn.
 """
 
-import argparse
-import hashlib
-import os
 import shutil
 import tempfile
 from html import escape
@@ -17,9 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from steps.core.errors import BadInput, GateFailed, StorageError
+from steps.core.harness import Outcome, StepContext
 from steps.core.names import Artifact, ModelFile, Param
-from steps.core.outputs import write_parameter
-from steps.core.store import ArtifactStore
+from steps.core.registry import WORKER_OUTPUTS
+from steps.core.store import ArtifactStore, file_sha256
 from steps.train.worker import TRAIN_NAME, VALID_NAME, LearningCurve, model_prefix
 
 
@@ -76,7 +74,7 @@ def fetch_model(store: ArtifactStore, digest: str, folder: Path) -> None:
             raise StorageError(
                 f"model bundle {store.uri(model_prefix(digest))} lacks {', '.join(missing)}"
             )
-        actual = hashlib.sha256((staging / ModelFile.BOOSTER).read_bytes()).hexdigest()
+        actual = file_sha256(staging / ModelFile.BOOSTER)
         if actual != digest:
             raise StorageError(
                 f"{store.uri(model_prefix(digest))}/{ModelFile.BOOSTER} has sha256 {actual}, "
@@ -167,20 +165,16 @@ def _panel(metric: str, series: dict[str, list[float]], best: int, left: float) 
     return parts
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps model-check", description=__doc__)
-    parser.add_argument(
-        "--worker-outputs", required=True, help="JSON list of the workers' output parameters"
-    )
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    agreed = agreed_output(parse_worker_outputs(args.worker_outputs))
-    store = ArtifactStore.from_env(os.environ)
-    model_dir = args.out / Artifact.MODEL.filename
-    fetch_model(store, agreed.model_digest, model_dir)
+def run(ctx: StepContext) -> Outcome:
+    agreed = agreed_output(parse_worker_outputs(ctx.get(WORKER_OUTPUTS)))
+    model_dir = ctx.output(Artifact.MODEL)
+    fetch_model(ctx.store, agreed.model_digest, model_dir)
     curve = LearningCurve.model_validate_json((model_dir / ModelFile.LEARNING_CURVE).read_bytes())
-    (args.out / Artifact.LEARNING_CURVE.filename).write_text(learning_curve_svg(curve))
-    write_parameter(args.out, Param.MODEL_DIGEST, agreed.model_digest)
-    write_parameter(args.out, Param.BEST_ITERATION, agreed.best_iteration)
-    write_parameter(args.out, Param.VALID_AUC, agreed.valid_auc)
-    return 0
+    ctx.output(Artifact.LEARNING_CURVE).write_text(learning_curve_svg(curve))
+    return Outcome(
+        parameters={
+            Param.MODEL_DIGEST: agreed.model_digest,
+            Param.BEST_ITERATION: agreed.best_iteration,
+            Param.VALID_AUC: agreed.valid_auc,
+        }
+    )

@@ -11,7 +11,6 @@ fail at their next collective call (at once on a reset connection, else after th
 and the workflow retries tracker and workers together.
 """
 
-import argparse
 import contextlib
 import socket
 import time
@@ -19,11 +18,13 @@ import time
 from xgboost.core import XGBoostError
 from xgboost.tracker import RabitTracker
 
-from steps.core.errors import StepError
+from steps.core.errors import MlpipeError
+from steps.core.harness import Outcome, StepContext
+from steps.core.registry import HOST, MAX_SECONDS, PORT, WORKERS
 from steps.core.specs import TrainSpec
 
 
-class CollectiveError(StepError):
+class CollectiveError(MlpipeError):
     """The training group did not form or finish: a worker missing, unreachable or too slow.
 
     Exit code 3 like other infrastructure failures: the data and the model are not at fault.
@@ -103,26 +104,8 @@ def run_tracker(
             tracker.free()
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps tracker", description=__doc__)
-    parser.add_argument("--workers", type=int, required=True, help="size of the training group")
-    parser.add_argument("--port", type=int, required=True, help="port the workers connect to")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument(
-        "--train-spec",
-        required=True,
-        help="TrainSpec as JSON: its timeout_seconds bounds how long the workers may take "
-        "to connect, and to disconnect at the end",
-    )
-    parser.add_argument(
-        "--max-seconds",
-        type=int,
-        default=None,
-        help="seconds for the whole run, training included (default: no limit)",
-    )
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
-    spec = TrainSpec.from_json_arg(args.train_spec)
-    run_tracker(args.workers, args.port, args.host, spec.timeout_seconds, args.max_seconds)
-    return 0
+def run(ctx: StepContext) -> Outcome:
+    timeout = ctx.spec(TrainSpec).timeout_seconds
+    workers, port, host = ctx.get(WORKERS), ctx.get(PORT), ctx.get(HOST)
+    run_tracker(workers, port, host, timeout, ctx.optional(MAX_SECONDS))
+    return Outcome()

@@ -10,31 +10,29 @@ The model is reproducible: same data, seed and number of workers give the same b
 (exact `hist` histograms, fixed batch size, ranks pinned to `--rank`, no subsampling).
 """
 
-import argparse
 import hashlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xgboost
-from pydantic import BaseModel, ConfigDict
 from xgboost import collective
 from xgboost.callback import EarlyStopping, TrainingCallback
 from xgboost.core import XGBoostError
 
-from steps.core.attestation import attest
 from steps.core.errors import BadInput
-from steps.core.names import CategoricalSplits, Env, ModelFile, Param, Step
-from steps.core.outputs import report_progress, write_parameter
+from steps.core.harness import Outcome, Statement, StepContext
+from steps.core.names import CategoricalSplits, ModelFile, Param
+from steps.core.outputs import report_progress
+from steps.core.records import Record
+from steps.core.registry import DATASET_URI, RANK, TRACKER_HOST, TRACKER_PORT
 from steps.core.specs import TrainSpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import DatasetManifest, Split, load_split, read_manifest
@@ -63,10 +61,8 @@ TRAIN_NAME, VALID_NAME = "train", "valid"
 TRAINING_SECONDS_LABEL = "training seconds (quantile sketch and boosting)"
 
 
-class LearningCurve(BaseModel):
+class LearningCurve(Record):
     """`learning-curve.json`: every metric on train and valid, one value per round."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     rounds: int
     best_iteration: int
@@ -348,37 +344,26 @@ def publish_bundle(store: ArtifactStore, model: TrainedModel) -> str:
     return prefix
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps train", description=__doc__)
-    parser.add_argument("--dataset-uri", required=True, help="s3://<bucket>/datasets/<digest>")
-    parser.add_argument("--train-spec", required=True, help="TrainSpec as JSON")
-    parser.add_argument("--rank", type=int, required=True, help="this worker's shard and rank")
-    parser.add_argument("--tracker-host", required=True)
-    parser.add_argument("--tracker-port", type=int, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="folder for output parameters")
-    args = parser.parse_args(argv)
-    started = datetime.now(UTC)
-    spec = TrainSpec.from_json_arg(args.train_spec)
-    store = ArtifactStore.from_env(os.environ)
-    progress = os.environ.get(Env.PROGRESS_FILE.value)
+def run(ctx: StepContext) -> Outcome:
+    dataset_uri, spec, rank = ctx.get(DATASET_URI), ctx.spec(TrainSpec), ctx.get(RANK)
+    tracker_host, tracker_port = ctx.get(TRACKER_HOST), ctx.get(TRACKER_PORT)
     model = train_worker(
-        store,
-        args.dataset_uri,
-        spec,
-        args.rank,
-        args.tracker_host,
-        args.tracker_port,
-        Path(progress) if progress else None,
+        ctx.store, dataset_uri, spec, rank, tracker_host, tracker_port, ctx.progress_file
     )
-    if args.rank == 0:
-        bundle = publish_bundle(store, model)
-        # Every worker ends with the same model: rank 0, which stored it, vouches for it.
-        attest(
-            Step.TRAIN, args.out, store, started,
-            output_keys=[f"{bundle}/"], datasets=[args.dataset_uri],
+    statement = None
+    if rank == 0:
+        # Every worker ends with the same model: rank 0, which stores it, vouches for it.
+        bundle = publish_bundle(ctx.store, model)
+        statement = Statement(
+            output_keys=[f"{bundle}/"],
+            datasets=[dataset_uri],
             parameters={"train_spec": spec.model_dump(mode="json")},
-        )  # fmt: skip
-    write_parameter(args.out, Param.MODEL_DIGEST, model.digest)
-    write_parameter(args.out, Param.BEST_ITERATION, model.best_iteration)
-    write_parameter(args.out, Param.VALID_AUC, model.valid_auc)
-    return 0
+        )
+    return Outcome(
+        parameters={
+            Param.MODEL_DIGEST: model.digest,
+            Param.BEST_ITERATION: model.best_iteration,
+            Param.VALID_AUC: model.valid_auc,
+        },
+        statement=statement,
+    )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from steps.core.errors import StepError
+from steps.core.errors import MlpipeError
 from steps.core.names import Env
 from workflows.engine.artifacts import ArtifactRef, download_input, join_key, upload_output
 from workflows.engine.errors import ManifestError
@@ -107,7 +107,7 @@ class _Attempt:
                 outcome = await self._until_ready(scope, progress)
             else:
                 outcome = await self._until_exit(scope)
-        except (ManifestError, TaskError, StepError) as error:
+        except (ManifestError, TaskError, MlpipeError) as error:
             outcome = Outcome(NodePhase.ERROR, str(error))
         except OSError as error:  # the command cannot start, a workspace file cannot be read
             outcome = Outcome(NodePhase.ERROR, f"{self.where}: {error}")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import JsonValue
 
-from steps.core.errors import StepError
+from steps.core.errors import MlpipeError
 from workflows.engine.artifacts import ArtifactRef, Packing, locate
 from workflows.engine.container import Daemon
 from workflows.engine.errors import ManifestError
@@ -202,7 +202,7 @@ class _Dag:
                 await self._run_group(state, scope, items)
                 return
             call = await self._prepare(state, state.node_name, scope)
-        except (ManifestError, TaskError, StepError) as error:
+        except (ManifestError, TaskError, MlpipeError) as error:
             state.phase = NodePhase.ERROR
             self.run_state.settle(
                 state.node_name, state.kind, template, Outcome(NodePhase.ERROR, str(error))
@@ -287,7 +287,7 @@ class _Dag:
             child_scope = scope.child({"item": item_value(item), **item_fields(item)})
             try:
                 call = await self._prepare(state, name, child_scope)
-            except (ManifestError, TaskError, StepError) as error:
+            except (ManifestError, TaskError, MlpipeError) as error:
                 failed = Outcome(NodePhase.ERROR, str(error))
                 run.settle(name, state.kind, template, failed)
                 self._note_failure(state.task.name)

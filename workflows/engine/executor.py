@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from steps.core.errors import StepError
+from steps.core.errors import MlpipeError
 from workflows.engine import container, dag
 from workflows.engine.artifacts import ArtifactRef, Packing, locate
 from workflows.engine.errors import ManifestError
@@ -45,7 +45,7 @@ async def execute(run: RunState, call: Call) -> Outcome:
         if template.memoize is not None:
             slot = MemoSlot.resolve(template.memoize, bound.scope, where)
         reused = await _reuse(run, call.node_name, slot)
-    except (ManifestError, TaskError, StepError) as error:
+    except (ManifestError, TaskError, MlpipeError) as error:
         return run.finish(record, Outcome(NodePhase.ERROR, str(error)))
     if reused is not None:
         record.reused, outcome = reused
@@ -68,7 +68,7 @@ async def execute(run: RunState, call: Call) -> Outcome:
                 await asyncio.to_thread(
                     memo_save, run.store, slot, outcome, run.identity.name, record.path
                 )
-            except StepError as error:
+            except MlpipeError as error:
                 outcome = Outcome(NodePhase.ERROR, f"{where}: saving the memoize entry: {error}")
     return run.finish(record, outcome)
 

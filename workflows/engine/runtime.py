@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.core.errors import StepError
+from steps.core.errors import MlpipeError
 from workflows.engine.artifacts import ArtifactRef
 from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
 from workflows.engine.manifest import TemplateEntry, WorkflowPlan
@@ -233,7 +233,7 @@ class RunState:
         async def guarded() -> None:
             try:
                 await work
-            except StepError as error:
+            except MlpipeError as error:
                 self.upload_errors.append(f"{what}: {error}")
 
         self._uploads.append(asyncio.create_task(guarded()))
