@@ -50,6 +50,7 @@ class ConsoleView(Observer):
         # Callbacks arrive on the engine's thread, rendering happens on Live's refresh thread.
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self.workflow_name = ""
 
     def __enter__(self) -> Self:
         if self.live_mode:
@@ -75,6 +76,7 @@ class ConsoleView(Observer):
     # --- engine callbacks ----------------------------------------------------------------
 
     def workflow_started(self, name: str, uid: str) -> None:
+        self.workflow_name = name
         self._say(Text.assemble("workflow ", (name, "bold"), f" ({uid})"))
 
     def node_started(self, node: NodeResult) -> None:

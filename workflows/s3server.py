@@ -99,6 +99,12 @@ class EmbeddedS3:
         return f"http://{HOST}:{self._ports['s3']}"
 
     @property
+    def pid(self) -> int:
+        if self._process is None:
+            raise RuntimeError("EmbeddedS3 is not running")
+        return self._process.pid
+
+    @property
     def log_path(self) -> Path:
         return self.data_dir / LOG_FILE
 
