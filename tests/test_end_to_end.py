@@ -253,3 +253,26 @@ def test_a_dead_embedded_store_fails_the_run_at_once_with_exit_3(
 def weed_processes(data_dir: Path) -> list[psutil.Process]:
     flag = f"-dir={data_dir.resolve()}"
     return [p for p in psutil.process_iter(["cmdline"]) if flag in (p.info["cmdline"] or [])]
+
+
+def test_a_step_that_exits_2_makes_the_run_exit_2(
+    sample: Path, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    """A ragged CSV is bad input in the step that reads it: the run says so with exit 2,
+    not the generic 1 of a failed workflow."""
+    ragged = tmp_path / "ragged.csv"
+    pd.read_parquet(sample).head(500).to_csv(ragged, index=False)
+    with ragged.open("a") as handle:
+        handle.write("x,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n")
+    result = mlpipe(
+        "run",
+        "--data",
+        str(ragged),
+        *FAST,
+        *external(s3_env),
+        "--set",
+        f"engine.workdir={tmp_path / 'runs'}",
+        env=s3_env,
+    )
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Failed" in result.stdout and "exit code 2" in result.stdout

@@ -325,7 +325,7 @@ def run_pipeline(config: LoadedConfig, console: Console, resume: str | None = No
             manifests = compile_local(config, data_uri, run_dir)
         template, workflow = (load_manifest(path) for path in manifests[:2])
         context = engine_context(config, storage, run_dir, environ, secrets)
-        console.print(f"manifests: {run_dir / 'manifests'}", highlight=False)
+        console.print(f"manifests: {run_dir / 'manifests'}", highlight=False, markup=False)
         with ConsoleView(console) as view, watch_store(storage.access, pipeline) as store_died:
             try:
                 result = execute(workflow, template, context, view, resume)
