@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from steps.errors import StepError
 from steps.names import Step
@@ -44,8 +45,10 @@ app.add_typer(deploy_app, name="deploy")
 artifacts_app = typer.Typer(no_args_is_help=True, help="A local run's artifacts.")
 app.add_typer(artifacts_app, name="artifacts")
 
-console = Console()
-errors = Console(stderr=True)
+# Nothing printed here is markup: messages carry user and data text (`[yes, no]`, `abc[/x]`)
+# that Rich would otherwise eat. Styles come from Text objects.
+console = Console(markup=False, highlight=False)
+errors = Console(stderr=True, markup=False, highlight=False)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Pipeline config YAML.", show_default=True)
@@ -57,7 +60,7 @@ SetOption = Annotated[
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
