@@ -9,9 +9,22 @@ failed, 2 bad config or input, 3 storage or infrastructure.
 import sys
 
 import typer
+from rich.console import Console
+from rich.text import Text
 
 from steps.core.errors import MlpipeError
-from workflows.cli import argo, config, data, deploy, pipeline, provenance, schedule, serve, store
+from workflows.cli import (
+    argo,
+    artifacts,
+    config,
+    data,
+    deploy,
+    pipeline,
+    provenance,
+    schedule,
+    serve,
+    store,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(pipeline.app)
@@ -19,6 +32,8 @@ app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(serve.app)
 app.add_typer(store.app, name="store")
+app.add_typer(artifacts.reports_app)
+app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(provenance.app, name="provenance")
 app.add_typer(deploy.app, name="deploy")
@@ -29,6 +44,7 @@ def main() -> None:
     try:
         app()
     except MlpipeError as error:
-        # Plain text, not Rich markup: a message quoting data or a regex keeps its brackets.
-        print(f"error: {error}", file=sys.stderr)
+        # The message is text, never markup: it quotes data and config values.
+        errors = Console(stderr=True, markup=False, highlight=False)
+        errors.print(Text.assemble(("error:", "bold red"), " ", str(error)), soft_wrap=True)
         sys.exit(error.exit_code)

@@ -9,7 +9,9 @@ from rich.console import Console
 
 from workflows.config import LoadedConfig, load_config
 
-console = Console()
+# Nothing printed is markup: messages carry user and data text (`[yes, no]`, `abc[/x]`) that
+# Rich would otherwise eat. Styles come from Text objects.
+console = Console(markup=False, highlight=False)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Pipeline config YAML.", show_default=True)
@@ -18,6 +20,7 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key: --set train.rounds=50 (repeatable)."),
 ]
+RunArgument = Annotated[str, typer.Argument(help="Workflow name, e.g. churn-training-x7k2p.")]
 DataOption = Annotated[str | None, typer.Option("--data", help="Dataset: local path or s3:// URI.")]
 
 

@@ -9,12 +9,11 @@ from typing import Annotated
 import typer
 
 from steps.core.registry import CHAIN
-from workflows.cli.options import ConfigOption, SetOption, load
+from workflows.cli.options import ConfigOption, RunArgument, SetOption, load
 from workflows.config import DEFAULT_CONFIG
 
 app = typer.Typer(no_args_is_help=True, help="The provenance chain of a run: show it, verify it.")
 
-RunArgument = Annotated[str, typer.Argument(help="Workflow name, e.g. churn-training-x7k2p.")]
 PublicKeyOption = Annotated[
     Path | None,
     typer.Option(

@@ -48,5 +48,6 @@ def store_ls(
     pipeline = load(config, set_).pipeline
     with local_storage(pipeline, dict(os.environ)) as storage:
         keys = storage.store.list(prefix)
+    # One key per line, never wrapped or styled: the output is for pipes as much as eyes.
     for key in keys:
-        console.print(key, highlight=False)
+        print(key)
