@@ -35,6 +35,7 @@ from steps.core.specs import (
     DriftSpec,
     EvaluateSpec,
     KubeServingSpec,
+    ModelCardSpec,
     QuantizeSpec,
     ServingSettings,
     Spec,
@@ -298,6 +299,10 @@ class ScheduleConfig(Section):
     failed_jobs_history_limit: int = Field(default=5, ge=0)
 
 
+class ModelCardConfig(ModelCardSpec, StepSection):
+    spec_type = ModelCardSpec
+
+
 class DriftConfig(DriftSpec, StepSection):
     """The drift check's thresholds, plus which data it looks at."""
 
@@ -322,6 +327,7 @@ class PipelineConfig(Section):
     train: TrainConfig = TrainConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    model_card: ModelCardConfig = ModelCardConfig()
     deploy: DeployConfig = DeployConfig()
     storage: StorageConfig = StorageConfig()
     argo: ArgoConfig = ArgoConfig()

@@ -30,6 +30,7 @@ from steps.core.registry import (
     DATASET_URI,
     DEPLOY,
     EVALUATE,
+    MODEL_CARD,
     MODEL_CHECK,
     ONNX_DIGEST,
     PORT,
@@ -66,6 +67,7 @@ STEPS: tuple[StepDef, ...] = (
     MODEL_CHECK,
     QUANTIZE,
     EVALUATE,
+    MODEL_CARD,
     DEPLOY,
 )
 """The pipeline's steps in DAG order: their templates, in this order, and their workflow
@@ -86,6 +88,7 @@ class TaskName:
     MODEL_CHECK = MODEL_CHECK.name.value
     QUANTIZE = QUANTIZE.name.value
     EVALUATE = EVALUATE.name.value
+    MODEL_CARD = MODEL_CARD.name.value
     DEPLOY = DEPLOY.name.value
 
 
@@ -216,6 +219,16 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 ),
                 step_task(QUANTIZE, values=dataset_uri, artifacts=model),
                 step_task(EVALUATE, values=dataset_uri, artifacts={**onnx, **model}),
+                step_task(
+                    MODEL_CARD,
+                    artifacts={
+                        StepArtifact.AUDIT_RESULT: TaskName.AUDIT,
+                        StepArtifact.PROVENANCE: TaskName.PROVENANCE,
+                        **model,
+                        StepArtifact.QUANTIZE_REPORT: TaskName.QUANTIZE,
+                        StepArtifact.EVALUATION: TaskName.EVALUATE,
+                    },
+                ),
                 step_task(
                     DEPLOY,
                     values={

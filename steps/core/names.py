@@ -20,6 +20,7 @@ class Step(StrEnum):
     MODEL_CHECK = "model-check"
     QUANTIZE = "quantize"
     EVALUATE = "evaluate"
+    MODEL_CARD = "model-card"
     DEPLOY = "deploy"
     DRIFT = "drift"
     SUMMARY = "summary"
@@ -80,6 +81,8 @@ class Artifact:
     QUANTIZE_REPORT_HTML = ArtifactName("quantize-report-html", "quantize-report.html")
     EVALUATION = ArtifactName("evaluation", "evaluation.json")
     EVALUATION_REPORT = ArtifactName("evaluation-report", "evaluation-report.html")
+    MODEL_CARD = ArtifactName("model-card", "model-card.html")
+    MODEL_CARD_JSON = ArtifactName("model-card-json", "model-card.json")
     ROLLOUT = ArtifactName("rollout", "rollout.json")
     ROLLOUT_REPORT = ArtifactName("rollout-report", "rollout-report.html")
     DRIFT_RESULT = ArtifactName("drift-result", "drift-result.json")

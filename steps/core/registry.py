@@ -24,6 +24,7 @@ from steps.core.specs import (
     DeploySpec,
     DriftSpec,
     EvaluateSpec,
+    ModelCardSpec,
     QuantizeSpec,
     Spec,
     SummarySpec,
@@ -266,6 +267,22 @@ EVALUATE = StepDef(
     attested=True,
 )
 
+MODEL_CARD_SPEC = spec_input(ModelCardSpec)
+MODEL_CARD = StepDef(
+    Step.MODEL_CARD,
+    "steps.model_card.step",
+    inputs=(MODEL_NAME, DATA_SPEC, MODEL_CARD_SPEC),
+    input_artifacts=(
+        Artifact.AUDIT_RESULT,
+        Artifact.PROVENANCE,
+        Artifact.MODEL,
+        Artifact.QUANTIZE_REPORT,
+        Artifact.EVALUATION,
+    ),
+    artifacts=(Artifact.MODEL_CARD, Artifact.MODEL_CARD_JSON),
+    attested=True,
+)
+
 DEPLOY_SPEC = spec_input(DeploySpec)
 DEPLOY = StepDef(
     Step.DEPLOY,
@@ -335,6 +352,7 @@ STEPS: dict[str, StepDef] = {
         MODEL_CHECK,
         QUANTIZE,
         EVALUATE,
+        MODEL_CARD,
         DEPLOY,
         DRIFT,
         SUMMARY,

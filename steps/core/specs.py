@@ -224,6 +224,41 @@ class EvaluateSpec(Spec):
     behaviour_rows: int = Field(default=2_000, ge=10, description="sampled test rows")
 
 
+class Owner(Spec):
+    name: str = Field(min_length=1)
+    contact: str | None = None
+
+
+class Risk(Spec):
+    name: str = Field(min_length=1)
+    mitigation_strategy: str | None = None
+
+
+class ModelCardSpec(Spec):
+    """What the model card (steps/model_card/) says that no step measures: who made the
+    model, for what and for whom, and what to watch out for. The names are those of
+    Google's Model Card Toolkit, where the card puts each."""
+
+    overview: str = Field(default="", description="one line: what the model predicts, for what")
+    documentation: str = ""
+    owners: list[Owner] = Field(default_factory=list)
+    licenses: list[str] = Field(
+        default_factory=list, description="SPDX identifiers, or 'proprietary'"
+    )
+    references: list[str] = Field(default_factory=list, description="links for more")
+    users: list[str] = Field(default_factory=list, description="who the model is for")
+    use_cases: list[str] = Field(default_factory=list, description="what it is (not) for")
+    limitations: list[str] = Field(default_factory=list)
+    tradeoffs: list[str] = Field(default_factory=list)
+    ethical_considerations: list[Risk] = Field(default_factory=list)
+    sensitive_data: list[str] = Field(
+        default_factory=list, description="columns holding personal or sensitive data"
+    )
+    time_column: str | None = Field(
+        default=None, description="a column of the data holding time: the card gives its range"
+    )
+
+
 class CanarySpec(Spec):
     """The canary's traffic progression and the thresholds it must stay within at each step
     (steps/deploy/canary.py): the canary's step is compared with stable since the canary started."""

@@ -56,7 +56,7 @@ def test_every_compiled_template_parses_with_its_steps_own_parser(config: Path) 
     templates = step_templates(config)
     assert {t["container"]["command"][3] for t, _ in templates} == {
         "audit", "provenance", "tracker", "train", "model-check", "quantize", "evaluate",
-        "deploy", "summary", "drift",
+        "model-card", "deploy", "summary", "drift",
     }  # fmt: skip
     for template, arguments in templates:
         step = STEPS[template["container"]["command"][3]]
