@@ -56,7 +56,7 @@ pytest: venv
 
 test: lint typecheck pytest
 
-# The committed manifests (what a cluster gets); tests/test_manifests.py fails when they
+# The committed manifests (what a cluster gets); tests/unit/workflows/test_manifests.py fails when they
 # drift from the Hera code.
 compiled: venv
 	$(BIN)/mlpipe compile --config config/cluster.yaml --out workflows/compiled

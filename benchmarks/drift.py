@@ -111,7 +111,7 @@ def whole_step(window: pd.DataFrame, features: int) -> float:
     """The drift step end to end on the window, against a registered 30-feature model."""
     # The tests' helper registers a real model in a second; the repository root holds it.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.stable_model import register_stable_model
+    from tests.support.stable_model import register_stable_model
 
     rng = np.random.default_rng(3)
     train = make_frame(50_000, features, seed=2, shift=0.0)

@@ -218,7 +218,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tests.datasets import write_dataset  # the dataset layout the step reads
+    from tests.support.datasets import write_dataset  # the dataset layout the step reads
 
     train, valid, test = frames(args.rows, seed=0)
     with (

@@ -58,7 +58,7 @@ def template_metrics(template: str, outputs: Sequence[str]) -> list[Gauge]:
     """The step-duration gauge plus one gauge per output parameter listed in OUTPUT_GAUGES.
 
     The model label reads the workflow's model-name parameter, which every mlpipe workflow
-    has (tests/test_hardening.py checks each reference resolves).
+    has (tests/integration/workflows/test_hardening.py checks each reference resolves).
     """
     labels = [Label(key="step", value=template), Label(key="model", value=MODEL_LABEL)]
     gauges = [

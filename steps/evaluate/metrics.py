@@ -3,7 +3,7 @@
 Every metric is computed from one ascending sort of the scores, shared by all slices (a
 slice's order is the global order filtered), so 1M rows and 20 slices cost one sort. That is
 why these are written with numpy rather than sklearn.metrics, which sorts again per metric;
-tests/test_evaluate_metrics.py checks them against hand-computed values.
+tests/unit/evaluate/test_evaluate_metrics.py checks them against hand-computed values.
 
 Intervals, at `confidence`:
 - AUC: DeLong's variance (Sun & Xu's midrank form), normal interval;

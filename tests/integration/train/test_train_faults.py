@@ -1,0 +1,177 @@
+"""A worker killed mid-training: the group fails within its timeout, and the retry of the
+whole group (tracker and workers, the `train` DAG template's retryStrategy) succeeds.
+
+Runs the compiled training group with the local engine, the real tracker and worker
+processes and the embedded S3; a watcher thread SIGKILLs worker 1 of the first attempt
+once it has trained a round. About 100 s, most of it the group's 60 s retry backoff (which
+lets the tracker's port leave TCP TIME_WAIT before the retried tracker binds it again).
+"""
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from steps.core.names import Env, ModelFile, Param
+from steps.core.store import ArtifactStore
+from steps.train.worker import model_prefix
+from tests.support.datasets import churn_frame, write_dataset
+from workflows.compiler import compile_manifests
+from workflows.config import load_config
+from workflows.engine import EngineContext, NodePhase, run_workflow
+from workflows.local_run import S3Access, credentials_secret, step_environment
+from workflows.pipeline import TRAIN_GROUP, TaskName
+from workflows.s3server import EmbeddedS3
+
+CONFIG = Path(__file__).parents[3] / "config" / "local.yaml"
+TIMEOUT_SECONDS = 10
+ROUNDS = 400
+"""Enough rounds (no early stopping) that worker 1 is still training when it is killed."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def group_workflow(template: dict[str, Any], dataset_uri: str) -> dict[str, Any]:
+    """A Workflow running only the training group of the compiled template."""
+    spec = {key: value for key, value in template["spec"].items() if key != "onExit"}
+    arguments = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
+    entry = {
+        "name": "group-only",
+        "dag": {
+            "tasks": [
+                {
+                    "name": TaskName.TRAIN,
+                    "template": TRAIN_GROUP,
+                    "arguments": {
+                        "parameters": [
+                            {"name": "dataset-uri", "value": dataset_uri},
+                            {"name": "dataset-digest", "value": dataset_uri.rsplit("/", 1)[1]},
+                            {"name": "train-spec", "value": arguments["train-spec"]},
+                            {"name": "workers", "value": arguments["workers"]},
+                        ]
+                    },
+                }
+            ]
+        },
+    }
+    return {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"generateName": "train-fault-"},
+        "spec": {**spec, "entrypoint": "group-only", "templates": [*spec["templates"], entry]},
+    }
+
+
+def worker_pid(dataset_uri: str, rank: int) -> int | None:
+    """The running `python -m steps train` process of `rank` on this test's dataset."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"train" in argv and dataset_uri.encode() in argv:
+            at = argv.index(b"--rank")
+            if argv[at + 1] == str(rank).encode():
+                return int(proc.name)
+    return None
+
+
+def progress_file(pid: int) -> Path | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = f"{Env.PROGRESS_FILE.value}=".encode()
+    return next((Path(v[len(prefix) :].decode()) for v in environ if v.startswith(prefix)), None)
+
+
+def rounds_done(progress: Path) -> int:
+    try:
+        return int(progress.read_text().split("/")[0])
+    except (OSError, ValueError):
+        return 0
+
+
+@contextmanager
+def kill_worker_once_training(dataset_uri: str, rank: int) -> Iterator[list[float]]:
+    """SIGKILL worker `rank` once it reports a round done; yields [kill time] once it has."""
+    killed: list[float] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            pid = worker_pid(dataset_uri, rank)
+            progress = progress_file(pid) if pid is not None else None
+            if pid is not None and progress is not None and rounds_done(progress) > 0:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def test_a_killed_worker_fails_the_group_in_time_and_the_retry_trains_the_model(
+    s3_server: EmbeddedS3, store: ArtifactStore, tmp_path: Path
+) -> None:
+    config = load_config(
+        CONFIG,
+        [
+            f"train.tracker_port={free_port()}",
+            f"train.timeout_seconds={TIMEOUT_SECONDS}",
+            f"train.rounds={ROUNDS}",
+            "train.early_stopping_rounds=null",
+            "train.eta=0.01",
+            "provenance.memoize=false",
+            f"storage.bucket={store.bucket}",
+        ],
+    )
+    uri = write_dataset(store, churn_frame(1500, seed=5), shards=2)
+    access = S3Access(s3_server.endpoint, s3_server.access_key, s3_server.secret_key)
+    context = EngineContext(
+        store=store,
+        key_format=config.pipeline.storage.key_format,
+        workdir=tmp_path,
+        parallelism=3,
+        env={**os.environ, **step_environment(access, config.pipeline)},
+        secrets={config.pipeline.storage.credentials_secret: credentials_secret(access)},
+        stop_grace_seconds=2.0,
+    )
+    manifest = group_workflow(compile_manifests(config).template, uri)
+    with kill_worker_once_training(uri, rank=1) as killed:
+        result = run_workflow(manifest, {}, context)
+    assert killed, "worker 1 was never seen training"
+    assert result.succeeded, result.message
+
+    group = result.node(TaskName.TRAIN)
+    assert group.attempts == 2
+    survivor, killed_worker = (result.node(f"train(0).worker({i}:{i})") for i in (0, 1))
+    assert killed_worker.exit_code == -signal.SIGKILL
+    assert (survivor.phase, survivor.exit_code) == (NodePhase.FAILED, 3)
+    assert survivor.finished_at is not None
+    # The survivor fails at its next collective call, well within the timeout (+ start-up).
+    lost = survivor.finished_at.timestamp() - (time.time() - (time.monotonic() - killed[0]))
+    assert lost < TIMEOUT_SECONDS
+    log = store.get_bytes(survivor.log_keys[-1]).decode()
+    assert "worker 0 lost its training group" in log and "Stack trace" not in log
+
+    retry = [result.node(f"train(1).{name}") for name in ("tracker", "worker(0:0)", "worker(1:1)")]
+    assert all(node.phase is not NodePhase.FAILED for node in retry)
+    digest = group.parameters[Param.MODEL_DIGEST]
+    assert {node.parameters[Param.MODEL_DIGEST] for node in retry[1:]} == {digest}
+    assert store.exists(f"{model_prefix(digest)}/{ModelFile.BOOSTER.value}")

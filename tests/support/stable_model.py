@@ -1,0 +1,76 @@
+"""A stable model in the registry in a second, for the drift check's tests.
+
+The pieces are the real ones, without the pipeline around them: the canonical dataset
+layout (tests/support/datasets.py), a real XGBoost model, the reference profile counted by
+steps/data/profile.py, the ONNX export of steps/quantize/step.py, and the registry entry written by
+steps/deploy/step.py's `register`, exactly the files the drift check reads after a real run.
+"""
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from steps.core.model_registry import stable_key, version_key
+from steps.core.names import ModelFile
+from steps.core.store import ArtifactStore, file_sha256
+from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.features import schema_from_manifest
+from steps.data.profile import assemble, count, layout_for, quantile_edges
+from steps.deploy.step import Rollout, register
+from steps.quantize.step import load_booster, to_onnx
+from steps.train.worker import model_prefix
+from tests.support.datasets import quick_bundle, write_dataset
+
+
+def register_stable_model(
+    store: ArtifactStore,
+    frame: pd.DataFrame,
+    model_name: str = "churn",
+    deployed_at: datetime | None = None,
+    with_profile: bool = True,
+) -> str:
+    """Train on `frame` (synth columns, label "yes"/"no"), register the model as stable;
+    returns its ONNX digest."""
+    data = frame.assign(churned=(frame["churned"] == "yes").astype("int8"))
+    dataset_uri = write_dataset(store, data, shards=1)
+    manifest = read_manifest(store, dataset_uri)
+    schema = schema_from_manifest(manifest)
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = quick_bundle(store, dataset_uri, Path(tmp) / "model")
+        model_digest = file_sha256(bundle / ModelFile.BOOSTER)
+        if with_profile:
+            train = load_split(store, dataset_uri, Split.TRAIN)
+            layout = layout_for(
+                schema, manifest.label, quantile_edges(train, schema), manifest.slice_column
+            )
+            profile = assemble(count(train, layout), layout)
+            store.put_bytes(
+                f"{model_prefix(model_digest)}/{ModelFile.REFERENCE_PROFILE.value}",
+                profile.model_dump_json().encode(),
+            )
+        onnx = Path(tmp) / "model.onnx"
+        onnx.write_bytes(to_onnx(load_booster(bundle), 15))
+        digest = file_sha256(onnx)
+        when = deployed_at or datetime.now(UTC)
+        rollout = Rollout(
+            model_name=model_name,
+            digest=digest,
+            backend="local",
+            endpoint="http://127.0.0.1:0/v2/models/" + model_name,
+            smoke_rows=0,
+            max_abs_diff=0.0,
+            version_key=version_key(model_name, digest),
+            stable_key=stable_key(model_name),
+            deployed_at=when.isoformat(timespec="seconds"),
+        )
+        register(
+            store,
+            rollout,
+            onnx,
+            bundle / ModelFile.FEATURE_SCHEMA,
+            bundle / ModelFile.BOOSTER,
+            dataset_uri,
+        )
+    return digest
