@@ -62,7 +62,7 @@ class Statement(Record):
 
     step: str
     statement: str
-    workflow: str | None
+    workflow: str | None = None
     signed: bool
     subjects: list[Subject]
 
@@ -72,8 +72,8 @@ class Provenance(Record):
     dataset_digest: str
     model_digest: str
     onnx_digest: str
-    config_digest: str | None
-    code_version: str | None
+    config_digest: str | None = None
+    code_version: str | None = None
     chain: list[Statement]
     """The statements behind the ONNX file, producers first (steps/provenance/chain.py)."""
 
@@ -171,7 +171,7 @@ class QuantitativeAnalysis(Record):
     confidence: float
     test_rows: int
     calibration: Calibration
-    champion: Comparison | None
+    champion: Comparison | None = None
     robustness: list[Perturbed]
     behaviour: list[CheckResult]
     gate: Gate

@@ -19,24 +19,11 @@ import pytest
 from steps.core.names import Env
 from steps.core.store import ArtifactStore
 from steps.deploy.local import read_server, stop_server
+from tests.support.commands import mlpipe
+from tests.support.paths import ROOT
 from workflows.s3server import EmbeddedS3
 
-ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--set", "train.rounds=15", "--set", "audit.min_rows=100"]
-
-
-def mlpipe(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-        check=False,
-        timeout=600,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +59,7 @@ def test_make_run_path_embedded_s3_whole_pipeline(
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Succeeded" in result.stdout
-    for step in ("audit", "provenance", "train", "quantize", "evaluate", "deploy"):
+    for step in ("audit", "provenance", "train", "quantize", "evaluate", "model-card", "deploy"):
         assert step in result.stdout
 
     # The server was stopped with the run; its data stays on disk for the next one.
@@ -89,6 +76,9 @@ def test_make_run_path_embedded_s3_whole_pipeline(
         assert server is not None
         served = httpx.get(f"{server.base_url}/v2/models/churn", timeout=5).json()
         assert served["versions"] == [stable["digest"]]
+        # The serving version's card sits beside it, about that very file.
+        card = store.get_json(f"{stable['version_key']}/model-card.json")
+        assert card["model_details"]["version"]["name"] == f"sha256:{stable['digest']}"
         evaluation = json.loads(store.get_bytes(by_suffix["evaluation.json"][0]))
         assert 0.6 < evaluation["metrics"]["auc"] <= 1.0
         assert any(k.startswith("datasets/") and k.endswith("manifest.json") for k in keys)

@@ -1,0 +1,1 @@
+"""What tests share and do not test: data builders, loopback servers, commands, paths."""

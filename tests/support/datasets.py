@@ -1,5 +1,5 @@
 """Test helpers for the model steps: small canonical datasets written straight to S3,
-a quickly trained model bundle, and running a step as the workflow does.
+and a quickly trained model bundle.
 
 Datasets follow the manifest contract (datasets/<digest>/ with sharded train/valid, one
 test file, manifest.json last) without going through provenance, so train/quantize/
@@ -7,8 +7,6 @@ evaluate tests do not depend on the audit and provenance steps.
 """
 
 import hashlib
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -126,20 +124,6 @@ def quick_bundle(store: ArtifactStore, dataset_uri: str, folder: Path, rounds: i
     (folder / ModelFile.BOOSTER).write_bytes(bytes(booster.save_raw("ubj")))
     save_schema(schema, folder / ModelFile.FEATURE_SCHEMA)
     return folder
-
-
-def run_step(
-    args: list[str], env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """`python -m steps <args>` in a subprocess, as a workflow container runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "steps", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def read_parameters(out: Path) -> dict[str, str]:

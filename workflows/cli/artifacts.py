@@ -1,17 +1,37 @@
 """A local run's artifacts: `mlpipe reports RUN` and `mlpipe artifacts get RUN STEP NAME`."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from workflows.cli.options import ConfigOption, RunArgument, SetOption, load
 from workflows.config import DEFAULT_CONFIG
 
+if TYPE_CHECKING:
+    from steps.core.store import ArtifactStore
+    from workflows.run_record import RunRecord
+
 app = typer.Typer(no_args_is_help=True, help="A local run's artifacts.")
 reports_app = typer.Typer()
 """`reports` is a command of its own, not of the group."""
+
+
+@contextmanager
+def run_store(
+    config: Path, set_: list[str] | None, run: str
+) -> Iterator[tuple["RunRecord", "ArtifactStore"]]:
+    """The run's record and the store holding its artifacts (started for the while)."""
+    from workflows.local_run import local_storage
+    from workflows.run_record import load_record
+
+    pipeline = load(config, set_).pipeline
+    record = load_record(pipeline.engine.workdir, run)
+    with local_storage(pipeline, dict(os.environ)) as storage:
+        yield record, storage.store
 
 
 @reports_app.command("reports")
@@ -24,13 +44,10 @@ def reports(
     set_: SetOption = None,
 ) -> None:
     """Download a local run's HTML reports and its summary; print their paths."""
-    from workflows.local_run import local_storage
-    from workflows.run_record import fetch_reports, load_record
+    from workflows.run_record import fetch_reports
 
-    pipeline = load(config, set_).pipeline
-    record = load_record(pipeline.engine.workdir, run)
-    with local_storage(pipeline, dict(os.environ)) as storage:
-        paths = fetch_reports(storage.store, record, out.absolute() / run)
+    with run_store(config, set_, run) as (record, store):
+        paths = fetch_reports(store, record, out.absolute() / run)
     for path in paths:
         print(path)
 
@@ -45,11 +62,8 @@ def artifacts_get(
     set_: SetOption = None,
 ) -> None:
     """Download one output artifact of one step of a local run."""
-    from workflows.local_run import local_storage
-    from workflows.run_record import fetch_artifact, load_record
+    from workflows.run_record import fetch_artifact
 
-    pipeline = load(config, set_).pipeline
-    record = load_record(pipeline.engine.workdir, run)
-    with local_storage(pipeline, dict(os.environ)) as storage:
-        path = fetch_artifact(storage.store, record, step, name, out.absolute())
+    with run_store(config, set_, run) as (record, store):
+        path = fetch_artifact(store, record, step, name, out.absolute())
     print(path)

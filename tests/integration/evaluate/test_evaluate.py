@@ -18,11 +18,11 @@ from steps.core.store import ArtifactStore
 from steps.data.dataset import Split, load_split
 from steps.data.features import encode, load_schema
 from steps.quantize.step import load_booster, to_onnx
+from tests.support.commands import run_step
 from tests.support.datasets import (
     churn_frame,
     quick_bundle,
     read_parameters,
-    run_step,
     write_dataset,
 )
 from tests.support.stable_model import register_stable_model

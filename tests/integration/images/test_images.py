@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.support.paths import ROOT
+
 IMAGES = ROOT / "images"
 DOCKERFILES = {name: IMAGES / name / "Dockerfile" for name in ("steps", "serving")}
 LOCKS = {name: IMAGES / name / "requirements.txt" for name in DOCKERFILES}

@@ -2,135 +2,20 @@
 complete content-addressed layout in S3, and nothing written for bad input."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 from steps.core.errors import BadInput
 from steps.core.names import Artifact, DatasetFile, Param
 from steps.core.store import ArtifactStore
-from steps.data.dataset import Split, load_dataset, load_split, read_manifest
+from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.synth import data_spec, generate
-from steps.provenance.step import assign, canonical_table, data_digest, run_provenance
+from steps.provenance.step import run_provenance
+from tests.support.commands import run_step
 
 SPEC = data_spec()
-
-
-def run_step(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "steps", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def digest_of(path: Path) -> str:
-    return data_digest(canonical_table(load_dataset(str(path), SPEC, None)))
-
-
-def test_digest_ignores_row_order_and_file_format(tmp_path: Path) -> None:
-    frame = generate(500, seed=4)
-    frame.to_parquet(tmp_path / "a.parquet", index=False)
-    frame.sample(frac=1, random_state=1).to_csv(tmp_path / "b.csv", index=False)
-    frame[list(reversed(frame.columns))].to_parquet(tmp_path / "c.parquet", index=False)
-    digests = {digest_of(tmp_path / n) for n in ["a.parquet", "b.csv", "c.parquet"]}
-    assert len(digests) == 1
-
-    changed = frame.copy()
-    changed.loc[17, "monthly_charges"] += 0.01
-    changed.to_parquet(tmp_path / "d.parquet", index=False)
-    assert digest_of(tmp_path / "d.parquet") not in digests
-
-
-def test_digest_without_row_key_uses_content(tmp_path: Path) -> None:
-    frame = generate(300, seed=4).drop(columns=["customer_id"])
-    spec = SPEC.model_copy(update={"row_key": None})
-    frame.to_parquet(tmp_path / "a.parquet", index=False)
-    frame.iloc[::-1].to_csv(tmp_path / "b.csv", index=False)
-    tables = [
-        canonical_table(load_dataset(str(tmp_path / n), spec, None)) for n in ["a.parquet", "b.csv"]
-    ]
-    assert data_digest(tables[0]) == data_digest(tables[1])
-    first, second = (assign(t, None, 2) for t in tables)
-    assert np.array_equal(first.split, second.split)
-
-
-def test_digest_ignores_chunking_dictionaries_and_missing_spellings(tmp_path: Path) -> None:
-    """Parquet row groups each carry their own category dictionary (in order of appearance,
-    markers included); the digest sees only the categories rows hold, so none of that shows."""
-    frame = generate(600, seed=5)
-    frame.loc[[3, 40, 41], "region"] = None
-    frame.loc[7, "usage_gb"] = 0.0
-    frame.to_parquet(tmp_path / "one.parquet", index=False)
-    shuffled = frame.sample(frac=1, random_state=2)
-    shuffled.to_parquet(tmp_path / "groups.parquet", index=False, row_group_size=50)
-    frame.to_csv(tmp_path / "markers.csv", index=False, na_rep="?")
-    spelled = frame.assign(region=frame["region"].fillna("N/A"))
-    spelled.loc[7, "usage_gb"] = -0.0
-    spelled.to_parquet(tmp_path / "spelled.parquet", index=False)
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    nan = pa.array(frame["age"].to_numpy())  # NaN, where pandas' own writer puts nulls
-    assert pc.is_nan(nan).to_numpy(zero_copy_only=False).sum() == frame["age"].isna().sum() > 0
-    pq.write_table(table.set_column(table.schema.get_field_index("age"), "age", nan),
-                   tmp_path / "nan.parquet")  # fmt: skip
-    names = ["one.parquet", "groups.parquet", "markers.csv", "spelled.parquet", "nan.parquet"]
-    assert len({digest_of(tmp_path / name) for name in names}) == 1
-
-    unkeyed = SPEC.model_copy(update={"row_key": None, "exclude": ["customer_id"]})
-    without_key = [
-        data_digest(canonical_table(load_dataset(str(tmp_path / name), unkeyed, None)))
-        for name in ["one.parquet", "groups.parquet"]
-    ]
-    assert without_key[0] == without_key[1]
-
-
-def test_digest_sees_each_value_in_its_row(tmp_path: Path) -> None:
-    frame = generate(400, seed=9)
-    frame.to_parquet(tmp_path / "base.parquet", index=False)
-    base = digest_of(tmp_path / "base.parquet")
-    changed = frame.copy()
-    changed.loc[5, "plan"] = next(p for p in frame["plan"].unique() if p != frame.loc[5, "plan"])
-    swapped = frame.copy()
-    first, second = swapped.index[swapped["plan"] != swapped.loc[0, "plan"]][0], 0
-    swapped.loc[[first, second], "plan"] = swapped.loc[[second, first], "plan"].to_numpy()
-    missing = frame.copy()
-    missing.loc[5, "plan"] = None
-    variants = {"changed": changed, "swapped": swapped, "missing": missing}
-    for name, variant in variants.items():
-        variant.to_parquet(tmp_path / f"{name}.parquet", index=False)
-    digests = {name: digest_of(tmp_path / f"{name}.parquet") for name in variants}
-    assert base not in digests.values()
-    assert len(set(digests.values())) == len(variants)
-
-
-def test_a_row_keeps_its_split_when_rows_are_added(tmp_path: Path) -> None:
-    spec = SPEC
-    frame = generate(3000, seed=8)
-    frame.iloc[:1000].to_parquet(tmp_path / "small.parquet", index=False)
-    frame.to_parquet(tmp_path / "large.parquet", index=False)
-    placed = {}
-    for name in ["small", "large"]:
-        table = canonical_table(load_dataset(str(tmp_path / f"{name}.parquet"), spec, None))
-        assignment = assign(table, "customer_id", 2)
-        keys = table.column("customer_id").to_pylist()
-        placed[name] = dict(
-            zip(keys, zip(assignment.split, assignment.shard, strict=True), strict=True)
-        )
-    assert all(placed["large"][key] == where for key, where in placed["small"].items())
-    shares = pd.Series([s for s, _ in placed["large"].values()]).value_counts(normalize=True)
-    assert abs(shares["train"] - 0.8) < 0.03
-    assert abs(shares["valid"] - 0.1) < 0.02
-    assert abs(shares["test"] - 0.1) < 0.02
 
 
 @pytest.fixture
@@ -207,10 +92,10 @@ def test_cli_writes_dataset_record_and_parameters(
 ) -> None:
     _, path = stored
     out = tmp_path / "out"
-    result = run_step(
-        s3_env, "provenance", "--data-uri", str(path), "--data-spec", SPEC.model_dump_json(),
+    result = run_step([
+        "provenance", "--data-uri", str(path), "--data-spec", SPEC.model_dump_json(),
         "--shards", "2", "--out", str(out),
-    )  # fmt: skip
+    ], s3_env)  # fmt: skip
     assert result.returncode == 0, result.stderr
     record = json.loads((out / Artifact.PROVENANCE.filename).read_text())
     digest = (out / "parameters" / Param.DATASET_DIGEST).read_text()
@@ -242,10 +127,10 @@ def test_cli_bad_input_exits_2_and_writes_nothing_to_s3(
     if content is not None:
         path.write_bytes(content)
     spec = SPEC.model_copy(update={"categorical": [], "slice_column": None})
-    result = run_step(
-        s3_env, "provenance", "--data-uri", str(path), "--data-spec", spec.model_dump_json(),
+    result = run_step([
+        "provenance", "--data-uri", str(path), "--data-spec", spec.model_dump_json(),
         "--shards", "2", "--out", str(tmp_path / "out"),
-    )  # fmt: skip
+    ], s3_env)  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert result.stderr.startswith("error: data ")

@@ -32,11 +32,11 @@ from steps.quantize.step import (
     to_onnx,
     verdict,
 )
+from tests.support.commands import run_step
 from tests.support.datasets import (
     churn_frame,
     quick_bundle,
     read_parameters,
-    run_step,
     write_dataset,
 )
 

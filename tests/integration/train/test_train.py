@@ -26,7 +26,8 @@ from steps.data.dataset import FeatureKind, Split, load_split, read_manifest
 from steps.data.features import Feature, FeatureSchema
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
 from steps.train.worker import LearningCurve, model_prefix
-from tests.support.datasets import churn_frame, read_parameters, run_step, write_dataset
+from tests.support.commands import run_step
+from tests.support.datasets import churn_frame, read_parameters, write_dataset
 from workflows.s3server import EmbeddedS3
 
 SPEC: dict[str, object] = {

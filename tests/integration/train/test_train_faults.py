@@ -21,6 +21,7 @@ from steps.core.names import Env, ModelFile, Param
 from steps.core.store import ArtifactStore
 from steps.train.worker import model_prefix
 from tests.support.datasets import churn_frame, write_dataset
+from tests.support.paths import LOCAL
 from workflows.compiler import compile_manifests
 from workflows.config import load_config
 from workflows.engine import EngineContext, NodePhase, run_workflow
@@ -28,7 +29,6 @@ from workflows.local_run import S3Access, credentials_secret, step_environment
 from workflows.pipeline import TRAIN_GROUP, TaskName
 from workflows.s3server import EmbeddedS3
 
-CONFIG = Path(__file__).parents[3] / "config" / "local.yaml"
 TIMEOUT_SECONDS = 10
 ROUNDS = 400
 """Enough rounds (no early stopping) that worker 1 is still training when it is killed."""
@@ -130,7 +130,7 @@ def test_a_killed_worker_fails_the_group_in_time_and_the_retry_trains_the_model(
     s3_server: EmbeddedS3, store: ArtifactStore, tmp_path: Path
 ) -> None:
     config = load_config(
-        CONFIG,
+        LOCAL,
         [
             f"train.tracker_port={free_port()}",
             f"train.timeout_seconds={TIMEOUT_SECONDS}",

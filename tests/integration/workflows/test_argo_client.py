@@ -24,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner, Result
 
 from tests.support.argo_server import ArgoTestServer
+from tests.support.paths import CLUSTER, ROOT
 from workflows.argo_client import ArgoClient, ArgoError, argo_settings
 from workflows.cli import app
 from workflows.config import ConfigError, load_config
@@ -34,8 +35,6 @@ from workflows.submission import submission_manifest
 # Hera 7.1's create_workflow calls pydantic's deprecated `.json()`; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:The `json` method is deprecated")
 
-ROOT = Path(__file__).resolve().parents[3]
-CLUSTER = ROOT / "config" / "cluster.yaml"
 TOKEN = "test-token"
 RUN = "churn-training-abcde"
 DIGEST = "d530c47f40b1c4992bdbbc9f767880b4e8c8a63f7ee330298e86535ba814072e"

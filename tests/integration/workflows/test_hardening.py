@@ -34,13 +34,12 @@ from tests.integration.engine.test_engine_runs import (
     workflow,
 )
 from tests.support.argo_schema import schema_errors
+from tests.support.commands import mlpipe
+from tests.support.paths import CLUSTER, LOCAL
 from workflows.config import ConfigError, load_config
 from workflows.engine import EngineContext, NodePhase, WorkflowPhase, check_workflow, run_workflow
 from workflows.install import load_documents
 
-ROOT = Path(__file__).resolve().parents[3]
-LOCAL = ROOT / "config" / "local.yaml"
-CLUSTER = ROOT / "config" / "cluster.yaml"
 DIGEST_IMAGE = "ghcr.io/mlpipe/steps@sha256:" + "ab" * 32
 VARIANTS: dict[str, tuple[Path, list[str]]] = {
     "local": (LOCAL, []),
@@ -71,15 +70,8 @@ METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 CORE_FILES = ("00-service-accounts.yaml", "10-rbac.yaml", "20-artifact-repositories.yaml")
 
 
-def mlpipe(*args: str, env: dict[str, str]) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-    )
+def mlpipe_ok(*args: str, env: dict[str, str]) -> None:
+    result = mlpipe(*args, env=env)
     assert result.returncode == 0, result.stderr
 
 
@@ -92,10 +84,10 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     for variant, (config, overrides) in VARIANTS.items():
         sets = [arg for o in [*overrides, f"argo.token={INLINE_TOKEN}"] for arg in ("--set", o)]
         out = tmp_path_factory.mktemp(f"compiled-{variant}")
-        mlpipe("compile", "--config", str(config), *sets, "--out", str(out), env=env)
+        mlpipe_ok("compile", "--config", str(config), *sets, "--out", str(out), env=env)
         files |= {f"{variant}/{path.name}": path for path in sorted(out.glob("*.yaml"))}
     out = tmp_path_factory.mktemp("install")
-    mlpipe("install", "--config", str(CLUSTER), "--out", str(out), env=env)
+    mlpipe_ok("install", "--config", str(CLUSTER), "--out", str(out), env=env)
     files |= {f"install/{path.name}": path for path in sorted(out.glob("*.yaml"))}
     return files
 

@@ -1,8 +1,5 @@
 """`mlpipe install --out DIR`: the namespace's ServiceAccounts, RBAC, ConfigMaps, templates."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,23 +7,11 @@ import pytest
 import yaml
 
 from tests.support.argo_schema import validator_for
+from tests.support.commands import mlpipe
+from tests.support.paths import CLUSTER
 from workflows.compiler import compile_manifests
 from workflows.config import ConfigError, load_config
 from workflows.install import install_manifests, load_documents
-
-ROOT = Path(__file__).resolve().parents[3]
-CLUSTER = ROOT / "config" / "cluster.yaml"
-
-
-def mlpipe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ),
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -1,28 +1,12 @@
 """Every user error is one clean line with the documented exit code (2 bad input or config,
 3 storage or infrastructure), never a traceback, and user text is printed as typed."""
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def mlpipe(
-    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "80", **(env or {})},
-        check=False,
-        timeout=300,
-    )
+from tests.support.commands import mlpipe
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], code: int) -> str:

@@ -12,10 +12,10 @@ import pytest
 
 from steps.core.harness import OUT, parser
 from steps.core.registry import STEPS, Input, Origin, StepDef, positive_int
+from tests.support.paths import ROOT
 from workflows.compiler import compile_manifests
 from workflows.config import load_config
 
-ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = [ROOT / "config" / "cluster.yaml", ROOT / "config" / "local.yaml"]
 PLACEHOLDER = re.compile(r"^\{\{inputs\.parameters\.([^}]+)\}\}$")
 SAMPLES: dict[Any, str] = {int: "9091", positive_int: "2", str: "x", Path: "/tmp/x", float: "0.5"}

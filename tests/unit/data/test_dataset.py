@@ -9,7 +9,6 @@ import pytest
 
 from steps.core.errors import BadInput
 from steps.core.specs import DataSpec
-from steps.core.store import ArtifactStore
 from steps.data.dataset import _numeric, load_dataset, read_table
 from steps.data.synth import data_spec, generate
 from steps.provenance.step import canonical_table
@@ -149,19 +148,6 @@ def test_row_key_must_be_unique(tmp_path: Path) -> None:
     frame.to_parquet(tmp_path / "d.parquet", index=False)
     with pytest.raises(BadInput, match="row key 'customer_id' is not unique: 1 repeated"):
         canonical_table(load_dataset(str(tmp_path / "d.parquet"), SPEC, None))
-
-
-def test_reads_from_s3(store: ArtifactStore, tmp_path: Path) -> None:
-    small_frame().to_csv(tmp_path / "d.csv", index=False)
-    store.upload_file(tmp_path / "d.csv", "inputs/d.csv")
-    dataset = load_dataset(store.uri("inputs/d.csv"), SPEC, store)
-    assert len(dataset.frame) == 300
-    with pytest.raises(BadInput, match="data file not found: s3://"):
-        load_dataset(store.uri("inputs/other.csv"), SPEC, store)
-    with pytest.raises(BadInput, match="is not the artifact bucket"):
-        load_dataset("s3://another-bucket/inputs/d.csv", SPEC, store)
-    with pytest.raises(BadInput, match="needs the artifact store"):
-        load_dataset(store.uri("inputs/d.csv"), SPEC, None)
 
 
 def test_nan_becomes_missing_whatever_the_array_offset() -> None:

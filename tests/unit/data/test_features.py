@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from steps.core.errors import BadInput
-from steps.core.store import ArtifactStore
-from steps.data.dataset import DatasetManifest, FeatureKind, read_manifest
+from steps.data.dataset import DatasetManifest, FeatureKind
 from steps.data.features import (
     Feature,
     FeatureSchema,
@@ -18,7 +17,6 @@ from steps.data.features import (
     save_schema,
     schema_from_manifest,
 )
-from tests.support.datasets import churn_frame, write_dataset
 
 SCHEMA = FeatureSchema(
     features=[
@@ -140,15 +138,3 @@ def test_load_schema_rejects_missing_and_malformed_files(tmp_path: Path) -> None
     broken.write_text('{"features": [{"name": "x", "kind": "ordinal"}]}')
     with pytest.raises(BadInput, match=r"broken.json is not valid: .*kind"):
         load_schema(broken)
-
-
-def test_encoding_is_consistent_across_shards_of_a_stored_dataset(store: ArtifactStore) -> None:
-    """Every worker encodes a category to the same code, because codes come from the
-    manifest's global category list, not from the shard's own values."""
-    frame = churn_frame(200, seed=5)
-    uri = write_dataset(store, frame, shards=2)
-    schema = schema_from_manifest(read_manifest(store, uri))
-    region = schema.names.index("region")
-    codes = encode(frame, schema)[:, region]
-    expected = frame["region"].map({"central": 0, "east": 1, "north": 2, "south": 3})
-    np.testing.assert_array_equal(codes, expected.to_numpy(dtype=np.float32))

@@ -2,7 +2,6 @@
 worker's CPU request and XGBoost's nthread, the collective timeout for tracker and workers."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,15 +10,14 @@ import xgboost
 
 from steps.core.specs import TrainSpec
 from steps.train.worker import _fit
+from tests.support.paths import LOCAL
 from workflows.compiler import compile_manifests
 from workflows.config import ConfigError, load_config
 from workflows.pipeline import TRAIN_GROUP, TaskName
 
-CONFIG = Path(__file__).parents[3] / "config" / "local.yaml"
-
 
 def templates(*overrides: str) -> dict[str, dict[str, Any]]:
-    template = compile_manifests(load_config(CONFIG, list(overrides))).template
+    template = compile_manifests(load_config(LOCAL, list(overrides))).template
     return {t["name"]: t for t in template["spec"]["templates"]}
 
 
@@ -33,7 +31,7 @@ def test_worker_cpu_request_and_nthread_come_from_train_cpu() -> None:
     assert resources["requests"]["cpu"] == resources["limits"]["cpu"] == "3"
     # The tracker keeps the default step size: it only coordinates.
     assert compiled["tracker"]["container"]["resources"]["requests"]["cpu"] == "1"
-    workflow_spec = compile_manifests(load_config(CONFIG, ["train.cpu=3"])).workflow["spec"]
+    workflow_spec = compile_manifests(load_config(LOCAL, ["train.cpu=3"])).workflow["spec"]
     spec = TrainSpec.model_validate_json(arguments(workflow_spec)["train-spec"])
     assert spec.cpu == 3
 
@@ -58,7 +56,7 @@ def test_tracker_and_workers_get_the_same_train_spec() -> None:
 )
 def test_bad_train_settings_name_the_key(override: str, key: str, expected: str) -> None:
     with pytest.raises(ConfigError) as error:
-        load_config(CONFIG, [override])
+        load_config(LOCAL, [override])
     assert key in str(error.value) and expected in str(error.value)
 
 

@@ -1,31 +1,17 @@
 """Config loading: defaults, overrides, and bad files that name the file and the key."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support.paths import LOCAL, ROOT
 from workflows.config import ConfigError, load_config
-
-ROOT = Path(__file__).resolve().parents[3]
-LOCAL = ROOT / "config" / "local.yaml"
 
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "pipeline.yaml"
     path.write_text(text)
     return path
-
-
-def mlpipe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 def test_shipped_configs_load() -> None:
@@ -75,27 +61,6 @@ def test_malformed_yaml_is_a_clear_error(tmp_path: Path) -> None:
     path = write(tmp_path, "train: [rounds: 3\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path, [], {})
-
-
-def test_cli_exits_2_on_a_bad_config_and_names_the_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "train:\n  eta: -1\n")
-    result = mlpipe("config", "show", "--config", str(path))
-    assert result.returncode == 2
-    assert "train.eta" in result.stderr and str(path) in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_cli_exits_2_on_a_missing_config_file(tmp_path: Path) -> None:
-    result = mlpipe("compile", "--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path))
-    assert result.returncode == 2
-    assert "nope.yaml" in result.stderr
-    assert not list(tmp_path.glob("*.yaml"))
-
-
-def test_config_show_prints_the_resolved_values() -> None:
-    result = mlpipe("config", "show", "--set", "train.rounds=7")
-    assert result.returncode == 0, result.stderr
-    assert "rounds: 7" in result.stdout
 
 
 @pytest.mark.parametrize(

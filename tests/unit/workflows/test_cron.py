@@ -3,13 +3,13 @@ and runnable by the local engine as the Workflow the controller would create fro
 
 import copy
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from steps.core.names import Param
 from tests.support.argo_schema import schema_errors
+from tests.support.paths import ROOT
 from workflows.compiler import CompiledManifests, compile_manifests
 from workflows.config import load_config
 from workflows.cron import CRON_NAME, RUN_SETTINGS, CronTask
@@ -17,7 +17,6 @@ from workflows.engine import check_workflow
 from workflows.pipeline import ENTRYPOINT, TEMPLATE_NAME
 from workflows.schedule import CRON_LABEL, scheduled_workflow
 
-ROOT = Path(__file__).resolve().parents[3]
 OVERRIDES = [
     "schedule.schedules=['0 3 * * *', '30 15 * * 1-5']",
     "schedule.timezone=Europe/Paris",

@@ -2,16 +2,15 @@
 
 import copy
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.argo_schema import schema_errors
+from tests.support.paths import ROOT
 from workflows.compiler import compile_manifests, load_manifest, render
 from workflows.config import load_config
 
-ROOT = Path(__file__).resolve().parents[3]
 COMPILED = ROOT / "workflows" / "compiled"
 
 
