@@ -6,6 +6,7 @@ CRD that tool has no schema for, so its structure is asserted field by field ins
 """
 
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 import yaml
 
 from serving.__main__ import parse_args
+from steps.core.errors import ClusterError
+from steps.deploy.kube import connect
 from steps.deploy.manifests import (
     HTTP_ROUTE,
     SERVING_UID,
@@ -25,8 +28,8 @@ from tests.integration.workflows.test_hardening import (
     kubernetes_validate,
 )
 from tests.support.commands import mlpipe
+from tests.support.kube import grants, kube_spec
 from tests.support.paths import CLUSTER
-from tests.support.rbac import grants
 from workflows.install import load_documents
 
 NEW = "a" * 64
@@ -259,3 +262,27 @@ def test_no_rendered_manifest_carries_a_credential_or_a_bad_label(
         for meta in (manifest["metadata"], pod.get("metadata", {})):
             for key, value in meta.get("labels", {}).items():
                 assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), f"{name}: {key}"
+
+
+def test_without_a_cluster_the_backend_fails_as_infrastructure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(ClusterError, match="no Kubernetes API to deploy to") as caught:
+        connect(kube_spec(), "churn")
+    assert caught.value.exit_code == 3
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    (tmp_path / "absent").write_text(yaml.safe_dump(kubeconfig))
+    with pytest.raises(ClusterError, match="connecting to the Kubernetes API"):
+        connect(kube_spec(), "churn")

@@ -63,7 +63,15 @@ def test_signing_config_reaches_the_step_templates_and_the_local_secret(tmp_path
         if env["name"] == Env.SIGNING_KEY.value
         and env["valueFrom"]["secretKeyRef"] == {"name": "mlpipe-signing", "key": "private-key"}
     }
-    assert signed == {"audit", "provenance", "train-worker", "quantize", "evaluate", "deploy"}
+    assert signed == {
+        "audit",
+        "provenance",
+        "train-worker",
+        "quantize",
+        "evaluate",
+        "model-card",
+        "deploy",
+    }
     assert signing_secrets(loaded) == {"mlpipe-signing": {"private-key": key.read_text()}}
     assert signing_secrets(load_config(config_file)) == {}
     with pytest.raises(ConfigError, match=r"provenance\.signing_key"):

@@ -4,19 +4,15 @@ Prometheus answers. No cluster here: objects shaped as the API returns them."""
 
 import json
 import re
-import socket
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from steps.core.errors import BadInput, ClusterError
 from steps.core.registry import DEPLOY_SPEC
-from steps.core.specs import DeploySpec, KubeServingSpec
+from steps.core.specs import DeploySpec
 from steps.deploy.canary import parse_track
 from steps.deploy.kube import (
-    connect,
     prometheus_query,
     prometheus_texts,
     rollout_complete,
@@ -31,8 +27,8 @@ from steps.deploy.manifests import (
     object_name,
     split,
 )
+from tests.support.kube import grants, kube_spec
 from tests.support.paths import CLUSTER, ROOT
-from tests.support.rbac import grants
 from workflows.config import ConfigError, load_config
 from workflows.install import rollout_manifests
 from workflows.parameters import workflow_arguments
@@ -44,12 +40,6 @@ NEW = "a" * 64
 OLD = "b" * 64
 
 
-def spec(*overrides: str) -> KubeServingSpec:
-    kubernetes = load_config(CLUSTER, list(overrides)).spec(DeploySpec).kubernetes
-    assert kubernetes is not None
-    return kubernetes
-
-
 def test_pods_run_as_the_serving_images_user() -> None:
     dockerfile = (ROOT / "images" / "serving" / "Dockerfile").read_text()
     users = re.findall(r"^USER (\d+):(\d+)$", dockerfile, re.MULTILINE)
@@ -58,7 +48,7 @@ def test_pods_run_as_the_serving_images_user() -> None:
 
 @pytest.mark.parametrize("percent", [0, 1, 10, 33, 50, 99, 100])
 def test_weights_sum_to_100_and_follow_the_requested_split(percent: int) -> None:
-    route = http_route(spec(), "churn", percent)
+    route = http_route(kube_spec(), "churn", percent)
     [rule] = route["spec"]["rules"]
     weights = {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}
     assert weights == {"churn-stable": 100 - percent, "churn-canary": percent}
@@ -66,7 +56,7 @@ def test_weights_sum_to_100_and_follow_the_requested_split(percent: int) -> None
 
 
 def test_without_a_canary_the_route_has_stable_alone() -> None:
-    [rule] = http_route(spec(), "churn", None)["spec"]["rules"]
+    [rule] = http_route(kube_spec(), "churn", None)["spec"]["rules"]
     assert [(r["name"], r["weight"]) for r in rule["backendRefs"]] == [("churn-stable", 100)]
 
 
@@ -77,7 +67,7 @@ def test_a_split_outside_0_to_100_is_refused(percent: int) -> None:
 
 
 def test_the_gateway_listener_and_hostnames_come_from_the_config() -> None:
-    configured = spec(
+    configured = kube_spec(
         "serving.gateway.namespace=gateways",
         "serving.gateway.section_name=https",
         "serving.hostnames=[models.example.com]",
@@ -96,7 +86,7 @@ def test_the_gateway_listener_and_hostnames_come_from_the_config() -> None:
 
 
 def test_with_prometheus_the_deploy_role_cannot_reach_pods() -> None:
-    granted = grants(deploy_rules(spec("serving.prometheus_url=http://prometheus.mon:9090")))
+    granted = grants(deploy_rules(kube_spec("serving.prometheus_url=http://prometheus.mon:9090")))
     assert not {resource for _, resource, _ in granted} & {"pods/proxy", "endpointslices"}
 
 
@@ -151,7 +141,7 @@ def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
     )
     assert local.kubernetes is None, "no serving section: the local backend"
     with pytest.raises(ConfigError, match="set the `serving:` section instead"):
-        load_config(CLUSTER, [f"deploy.kubernetes={json.dumps(spec().model_dump())}"])
+        load_config(CLUSTER, [f"deploy.kubernetes={json.dumps(kube_spec().model_dump())}"])
 
 
 def deployment_status(generation: int, observed: int, **counts: int) -> dict[str, Any]:
@@ -260,27 +250,3 @@ def test_prometheus_series_read_like_a_scrape_of_each_pod() -> None:
     assert track.scores == {0.5: 7, float("inf"): 10}
     with pytest.raises(ClusterError, match="not an instant vector"):
         prometheus_texts({"status": "error", "error": "bad query"})
-
-
-def test_without_a_cluster_the_backend_fails_as_infrastructure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
-    with pytest.raises(ClusterError, match="no Kubernetes API to deploy to") as caught:
-        connect(spec(), "churn")
-    assert caught.value.exit_code == 3
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "u", "user": {}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-        "current-context": "x",
-    }
-    (tmp_path / "absent").write_text(yaml.safe_dump(kubeconfig))
-    with pytest.raises(ClusterError, match="connecting to the Kubernetes API"):
-        connect(spec(), "churn")
