@@ -342,21 +342,6 @@ CHAIN = StepDef(
 )
 
 STEPS: dict[str, StepDef] = {
-    step.name.value: step
-    for step in (
-        SYNTH,
-        AUDIT,
-        PROVENANCE,
-        TRACKER,
-        TRAIN,
-        MODEL_CHECK,
-        QUANTIZE,
-        EVALUATE,
-        MODEL_CARD,
-        DEPLOY,
-        DRIFT,
-        SUMMARY,
-        CHAIN,
-    )
+    value.name.value: value for value in list(globals().values()) if isinstance(value, StepDef)
 }
-"""Every step by its command name; `python -m steps` knows exactly these."""
+"""Every step declared above, by its command name: `python -m steps` knows exactly these."""

@@ -48,7 +48,7 @@ def time_range(store: ArtifactStore, uri: str, data: DataSpec, column: str) -> T
 
 
 def publish(store: ArtifactStore, model_name: str, card: ModelCard, page: str) -> list[str]:
-    """The card into the model's registry folder; returns the keys written."""
+    """The card into the model's registry folder, beside the model; returns the keys."""
     folder = version_key(model_name, card.model_details.provenance.onnx_digest)
     keys = [
         f"{folder}/{Artifact.MODEL_CARD_JSON.filename}",
@@ -100,12 +100,13 @@ def run(ctx: StepContext) -> Outcome:
     page = render_card(card)
     ctx.output(Artifact.MODEL_CARD_JSON).write_text(_json(card))
     ctx.output(Artifact.MODEL_CARD).write_text(page)
-    keys = publish(store, model_name, card, page)
+    publish(store, model_name, card, page)
     ctx.progress(2, 2)
+    # The registry's copies are not subjects: a later run of the same model (a memoized
+    # retraining) rewrites them, as deploy rewrites record.json; the run's artifacts stay.
     return Outcome(
         statement=Statement(
-            output_keys=keys,
-            parameters={"model_name": model_name, "model_card_spec": spec.model_dump(mode="json")},
+            parameters={"model_name": model_name, "model_card_spec": spec.model_dump(mode="json")}
         )
     )
 
