@@ -23,6 +23,7 @@ from rich.console import Console
 from steps.store import ArtifactStore
 from workflows.console import ConsoleView, locations_table, summary_table
 from workflows.engine import (
+    ArgoRuleError,
     EngineContext,
     ManifestError,
     NodePhase,
@@ -346,10 +347,12 @@ def test_fan_out_with_sequence_items_and_param_aggregates_outputs(ctx: EngineCon
     manifest = workflow(
         dag(
             "main",
+            # Argo aggregates outputs of withItems/withParam fan-outs only (validate.go).
+            task("sq", "square", params={"n": "{{item}}"}, withItems=[1, 2, 3]),
             task(
-                "sq",
-                "square",
-                params={"n": "{{item}}"},
+                "tick",
+                "echo",
+                params={"text": "{{item}}"},
                 withSequence={"count": "{{workflow.parameters.n}}", "start": "1"},
             ),
             task("all", "echo", "sq", params={"text": "{{tasks.sq.outputs.parameters}}"}),
@@ -378,6 +381,11 @@ def test_fan_out_with_sequence_items_and_param_aggregates_outputs(ctx: EngineCon
     assert result.succeeded, result.message
     assert [result.node(f"sq({i}:{i + 1})").parameters["sq"] for i in range(3)] == ["1", "4", "9"]
     assert result.node("sq").kind.value == "TaskGroup"
+    assert [result.node(f"tick({i}:{i + 1})").parameters["value"] for i in range(3)] == [
+        "1",
+        "2",
+        "3",
+    ]
     aggregated = json.loads(result.node("all").parameters["value"])
     assert aggregated == [{"n": "1", "sq": "1"}, {"n": "2", "sq": "4"}, {"n": "3", "sq": "9"}]
     assert json.loads(result.node("column").parameters["value"]) == ["1", "4", "9"]
@@ -775,8 +783,8 @@ def test_on_exit_runs_with_the_workflow_status_and_failures(ctx: EngineContext) 
             lambda m: m["spec"]["templates"][1]["container"]["args"].append(
                 "{{inputs.parameters.x}}"
             ),
-            ManifestError,
-            "unknown variable {{inputs.parameters.x}}",
+            ArgoRuleError,
+            "spec.templates[1].container.args[1]: failed to resolve {{inputs.parameters.x}}",
         ),
     ],
 )

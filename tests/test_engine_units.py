@@ -258,9 +258,9 @@ def _workflow_using(value: str, *, in_step: bool) -> dict[str, Any]:
     ("value", "in_step", "problem"),
     [
         ("{{inputs.parameters.nope}}", True, r"known here: inputs.parameters.p"),
-        ("{{workflow.parameters.nope}}", False, r"known here: workflow.parameters.known"),
+        ("{{workflow.parameters.nope}}", False, r"known here: .*workflow.parameters.known"),
         ("{{tasks.later.outputs.parameters.x}}", False, r"\{\{tasks.later.outputs"),
-        ("{{steps.a.outputs.result}}", False, r"unknown variable \{\{steps.a"),
+        ("{{steps.a.outputs.result}}", False, r"failed to resolve \{\{steps.a"),
         ("{{=sprig.upper('x')}}", True, "expression tags"),
     ],
 )
@@ -341,7 +341,7 @@ def test_workflow_template_ref_merges_arguments_and_resolves_template_refs() -> 
     assert dict(plan.arguments) == {"a": "1", "b": "20"}
     assert plan.namespace == "ml"
     assert ("library", "x") in plan.templates
-    with pytest.raises(ManifestError, match="no WorkflowTemplate named 'training'"):
+    with pytest.raises(ManifestError, match=r'argoproj\.io "training" not found'):
         check_workflow(workflow, {"library": library})
 
 

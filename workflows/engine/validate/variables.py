@@ -107,10 +107,22 @@ def unresolved_in(
         try:
             for tag in tags(value):
                 if unresolved(tag, scope, globals_):
-                    found.append((where, f"failed to resolve {{{{{tag}}}}}"))
+                    hint = _similar(tag.strip(), scope | globals_.names)
+                    found.append((where, f"failed to resolve {{{{{tag}}}}}{hint}"))
         except UnclosedTag as error:
             found.append((where, str(error)))
     return found
+
+
+def _similar(name: str, known: set[str]) -> str:
+    """Argo's message plus the names that were meant, most likely: same first parts."""
+    parts = name.split(".")
+    for depth in (2, 1):
+        prefix = ".".join(parts[:depth]) + "."
+        similar = sorted(n for n in known if n.startswith(prefix) and not n.endswith("*"))
+        if similar:
+            return f"; known here: {', '.join(similar[:12])}"
+    return ""
 
 
 def template_scope(template: Mapping[str, Any], leaf: bool, pod: bool) -> set[str]:
