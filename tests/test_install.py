@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argo_schema import validator_for
+from workflows.argo_schema import validator_for
 from workflows.compiler import compile_manifests
 from workflows.config import ConfigError, load_config
 from workflows.install import install_manifests, load_documents
