@@ -31,7 +31,7 @@ TYPES = (
 )
 POD_TYPES = frozenset({"container", "containerSet", "script", "resource", "data"})
 LEAF_TYPES = POD_TYPES | {"http", "plugin"}
-TYPE_NAMES = {"containerSet": "ContainerSet", "http": "HTTP"}
+TYPE_NAMES = {"containerSet": "ContainerSet", "http": "HTTP", "dag": "DAG"}
 RETRY_POLICIES = frozenset({"Always", "OnError", "OnFailure", "OnTransientError", ""})
 RESOURCE_ACTIONS = frozenset({"get", "create", "apply", "delete", "replace", "patch"})
 _METRIC_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
