@@ -136,7 +136,9 @@ def _target(
     reference = call.get("templateRef")
     if reference is not None:
         ref = mapping(reference)
-        owner = library.find(text(ref.get("name")), ref.get("clusterScope") is True)
+        owner = library.find(
+            text(ref.get("name")), ref.get("clusterScope") is True, document.origin
+        )
         located = find_template(owner, text(ref.get("template"))) if owner else None
     else:
         located = find_template(document, text(call.get("template")))

@@ -12,6 +12,7 @@ every problem is collected.
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from workflows.engine.validate import dag as dag_rules
@@ -56,14 +57,19 @@ class Library:
     """The WorkflowTemplates (and ClusterWorkflowTemplates) a templateRef may name."""
 
     def __init__(self, documents: Iterable[Document]) -> None:
-        self.documents: dict[tuple[bool, str], Document] = {}
+        self.documents: dict[tuple[bool, str], list[Document]] = {}
         for document in documents:
             if document.kind in TEMPLATE_KINDS and document.name:
                 cluster = document.kind == "ClusterWorkflowTemplate"
-                self.documents.setdefault((cluster, document.name), document)
+                self.documents.setdefault((cluster, document.name), []).append(document)
 
-    def find(self, name: str, cluster: bool) -> Document | None:
-        return self.documents.get((cluster, name))
+    def find(self, name: str, cluster: bool, near: str = "") -> Document | None:
+        """The template of that name; given several (one per folder linted), the one in the
+        same folder as `near`, the file that refers to it."""
+        candidates = self.documents.get((cluster, name), [])
+        folder = PurePath(near).parent
+        same_folder = [d for d in candidates if near and PurePath(d.origin).parent == folder]
+        return (same_folder or candidates or [None])[0]
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,9 @@ class _Validation:
                 )
                 return self.problems
             ref = mapping(reference)
-            referenced = self.library.find(text(ref.get("name")), ref.get("clusterScope") is True)
+            referenced = self.library.find(
+                text(ref.get("name")), ref.get("clusterScope") is True, document.origin
+            )
             if referenced is None:
                 noun = (
                     "clusterworkflowtemplates" if ref.get("clusterScope") else "workflowtemplates"
@@ -335,7 +343,9 @@ class _Validation:
                 return None
             if "{{" in ref_name + ref_template:
                 return None  # resolved at run time: Argo only warns
-            library_document = self.library.find(ref_name, ref.get("clusterScope") is True)
+            library_document = self.library.find(
+                ref_name, ref.get("clusterScope") is True, scope.origin
+            )
             located = find_template(library_document, ref_template) if library_document else None
             if located is None:
                 self.report(
