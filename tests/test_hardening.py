@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from steps.store import ArtifactStore
-from workflows.argo_schema import schema_errors
 from tests.test_engine_runs import SERVER, SLEEP, dag, free_port, py, task, workflow
+from workflows.argo_schema import schema_errors
 from workflows.config import ConfigError, load_config
 from workflows.engine import EngineContext, NodePhase, WorkflowPhase, check_workflow, run_workflow
 from workflows.install import load_documents

@@ -69,7 +69,8 @@ class Library:
         candidates = self.documents.get((cluster, name), [])
         folder = PurePath(near).parent
         same_folder = [d for d in candidates if near and PurePath(d.origin).parent == folder]
-        return (same_folder or candidates or [None])[0]
+        found = same_folder or candidates
+        return found[0] if found else None
 
 
 @dataclass(frozen=True)
