@@ -126,6 +126,7 @@ RUN_SETTINGS_YAML = [
     "artifactRepositoryRef",
     "podGC",
     "artifactGC",
+    "ttlStrategy",
     "archiveLogs",
     "podMetadata",
 ]

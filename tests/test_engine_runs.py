@@ -325,6 +325,35 @@ def test_independent_tasks_overlap_and_parallelism_one_serialises_them(ctx: Engi
     assert before(x, y) or before(y, x), "a DAG's parallelism: 1 should serialise its tasks"
 
 
+SPAN = """
+import os, pathlib, time
+out = pathlib.Path(os.environ['OUT']); out.mkdir(parents=True)
+start = time.time(); time.sleep(0.5)
+(out / 'span').write_text(f'{start} {time.time()}')
+"""
+
+
+def test_a_template_mutex_lets_one_node_hold_it_at_a_time(ctx: EngineContext) -> None:
+    """Argo's `synchronization.mutexes`: what stops a manual and a scheduled deploy from
+    overlapping. Without the mutex the same two tasks overlap."""
+    holder = py("hold", SPAN, outputs=("span",))
+    both = dag("main", task("one", "hold"), task("two", "hold"))
+
+    def spans(result: RunResult) -> list[tuple[float, ...]]:
+        assert result.succeeded, result.message
+        return sorted(
+            tuple(map(float, result.node(name).parameters["span"].split()))
+            for name in ("one", "two")
+        )
+
+    free = spans(run(workflow(both, holder), ctx))
+    assert free[0][1] > free[1][0], "without a mutex the two tasks should overlap"
+    holder["synchronization"] = {"mutexes": [{"name": "deploy-churn"}]}
+    first, second = spans(run(workflow(both, holder), ctx))
+    assert first[1] <= second[0]
+    assert [p.name for p in (ctx.workdir / ".mutexes").iterdir()] == ["default.deploy-churn.lock"]
+
+
 # --- fan-out -----------------------------------------------------------------------------
 
 

@@ -204,7 +204,6 @@ def test_an_unknown_field_is_refused_with_its_full_path() -> None:
 @pytest.mark.parametrize(
     ("where", "field", "reason"),
     [
-        ("template", "synchronization", "mutexes"),
         ("template", "podSpecPatch", "pod spec"),
         ("spec", "hostNetwork", "host networking"),
         ("spec", "synchronization", "mutexes"),

@@ -57,6 +57,7 @@ def group_workflow(template: dict[str, Any], dataset_uri: str) -> dict[str, Any]
                             {"name": "dataset-digest", "value": dataset_uri.rsplit("/", 1)[1]},
                             {"name": "train-spec", "value": arguments["train-spec"]},
                             {"name": "workers", "value": arguments["workers"]},
+                            {"name": "worker-ranks", "value": arguments["worker-ranks"]},
                         ]
                     },
                 }

@@ -284,6 +284,17 @@ class Memoize(Spec):
     cache: Cache
 
 
+class Mutex(Spec):
+    name: str
+    namespace: str | None = None
+
+
+class Synchronization(Spec):
+    """Template mutexes (engine/mutex.py); semaphores, which need a ConfigMap, are refused."""
+
+    mutexes: tuple[Mutex, ...] = ()
+
+
 class Template(Spec):
     name: str
     container: Container | None = None
@@ -296,6 +307,7 @@ class Template(Spec):
     parallelism: int | None = Field(default=None, ge=1)
     volumes: tuple[Volume, ...] = ()
     memoize: Memoize | None = None
+    synchronization: Synchronization | None = None
 
 
 class WorkflowTemplateRef(Spec):
