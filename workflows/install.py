@@ -39,6 +39,7 @@ from steps.kube_manifests import (
     deploy_rbac,
     http_route,
     metadata,
+    network_policy,
     role,
     role_binding,
     rule,
@@ -134,6 +135,11 @@ def install_manifests(config: LoadedConfig) -> dict[str, list[dict[str, Any]]]:
             },
             *(deploy_rbac(serving, argo.deploy_service_account) if serving else []),
         ],
+        **(
+            {"15-network-policy.yaml": [network_policy(serving, pipeline.model_name)]}
+            if serving
+            else {}
+        ),
         "20-artifact-repositories.yaml": [artifact_repositories(config)],
         "30-memoization-cache.yaml": [
             {
@@ -176,6 +182,7 @@ def rollout_manifests(
             service_account(spec.namespace, deploy_account, mount_token=True),
         ],
         "10-deploy-rbac.yaml": deploy_rbac(spec, deploy_account),
+        "15-network-policy.yaml": [network_policy(spec, pipeline.model_name)],
     }
     if stable_digest is None:
         files["20-stable.yaml"] = track_manifests(spec, candidate, Track.STABLE)
