@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -95,6 +96,28 @@ def test_make_run_path_embedded_s3_whole_pipeline(
         for key in keys:
             if key.endswith((".html", ".json", ".onnx", ".ubj")):
                 assert store.get_bytes(key), f"{key} is empty"
+
+    # The reports and any artifact, by run name, without starting the store by hand.
+    (run,) = re.findall(r"^Succeeded (\S+) in ", result.stdout, re.MULTILINE)
+    where = ["--set", f"storage.data_dir={s3_dir}", "--set", f"engine.workdir={tmp_path / 'runs'}"]
+    fetched = mlpipe("reports", run, "--out", str(tmp_path / "reports"), *where)
+    assert fetched.returncode == 0, fetched.stderr
+    paths = [Path(line) for line in fetched.stdout.splitlines()]
+    names = {path.name for path in paths}
+    assert {"audit-report.html", "evaluation-report.html", "run-summary.json"} <= names, names
+    assert all(path.is_file() and path.stat().st_size > 0 for path in paths)
+    html = next(path for path in paths if path.name == "audit-report.html")
+    got = mlpipe("artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"))
+    assert got.returncode == 2, "the run is not under the default workdir"
+    got = mlpipe(
+        "artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"), *where
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.html").read_bytes() == html.read_bytes()
+    unknown = mlpipe("artifacts", "get", run, "audit", "nope", "-o", str(tmp_path / "b"), *where)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith(f"error: step 'audit' of {run} has no artifact 'nope': ")
+    assert "audit-report" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_the_readme_command_from_a_fresh_folder_with_relative_paths(

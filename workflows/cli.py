@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 import yaml
 from rich.console import Console
+from rich.text import Text
 
 from steps.errors import StepError
 from steps.names import Step
@@ -41,9 +42,13 @@ deploy_app = typer.Typer(
 )
 app.add_typer(provenance_app, name="provenance")
 app.add_typer(deploy_app, name="deploy")
+artifacts_app = typer.Typer(no_args_is_help=True, help="A local run's artifacts.")
+app.add_typer(artifacts_app, name="artifacts")
 
-console = Console()
-errors = Console(stderr=True)
+# Nothing printed here is markup: messages carry user and data text (`[yes, no]`, `abc[/x]`)
+# that Rich would otherwise eat. Styles come from Text objects.
+console = Console(markup=False, highlight=False)
+errors = Console(stderr=True, markup=False, highlight=False)
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Pipeline config YAML.", show_default=True)
@@ -55,7 +60,7 @@ SetOption = Annotated[
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -239,11 +244,61 @@ def store_ls(
             keys = storage.store.list(prefix)
     except StepError as error:
         raise fail(str(error), error.exit_code) from error
+    # One key per line, never wrapped or styled: the output is for pipes as much as eyes.
     for key in keys:
-        console.print(key, highlight=False)
+        print(key)
 
 
 RunArgument = Annotated[str, typer.Argument(help="Workflow name, e.g. churn-training-x7k2p.")]
+
+
+@app.command("reports")
+def reports(
+    run: RunArgument,
+    out: Annotated[Path, typer.Option("--out", help="Folder for the files.")] = Path(
+        ".mlpipe/reports"
+    ),
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+) -> None:
+    """Download a local run's HTML reports and its summary; print their paths."""
+    from workflows.local_run import local_storage
+    from workflows.run_record import fetch_reports, load_record
+
+    pipeline = load(config, set_).pipeline
+    try:
+        record = load_record(pipeline.engine.workdir, run)
+        with local_storage(pipeline, dict(os.environ)) as storage:
+            paths = fetch_reports(storage.store, record, out.absolute() / run)
+    except StepError as error:
+        raise fail(str(error), error.exit_code) from error
+    for path in paths:
+        print(path)
+
+
+@artifacts_app.command("get")
+def artifacts_get(
+    run: RunArgument,
+    step: Annotated[str, typer.Argument(help="Step (template name or node path), e.g. audit.")],
+    name: Annotated[str, typer.Argument(help="Output artifact name, e.g. audit-report.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="File (or folder) to write.")],
+    config: ConfigOption = DEFAULT_CONFIG,
+    set_: SetOption = None,
+) -> None:
+    """Download one output artifact of one step of a local run."""
+    from workflows.local_run import local_storage
+    from workflows.run_record import fetch_artifact, load_record
+
+    pipeline = load(config, set_).pipeline
+    try:
+        record = load_record(pipeline.engine.workdir, run)
+        with local_storage(pipeline, dict(os.environ)) as storage:
+            path = fetch_artifact(storage.store, record, step, name, out.absolute())
+    except StepError as error:
+        raise fail(str(error), error.exit_code) from error
+    print(path)
+
+
 PublicKeyOption = Annotated[
     Path | None,
     typer.Option(

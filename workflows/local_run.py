@@ -41,6 +41,7 @@ from workflows.config import ConfigError, LoadedConfig, PipelineConfig
 from workflows.console import ConsoleView, locations_table, summary_table
 from workflows.engine import EngineContext, ManifestError, Observer, RunResult, run_workflow
 from workflows.engine.reuse import JOURNAL_FILE
+from workflows.run_record import save_record
 from workflows.s3server import LOG_FILE, EmbeddedS3, read_state
 from workflows.step_template import SIGNING_SECRET_KEY
 
@@ -281,13 +282,16 @@ def execute(
     observer: Observer,
     resume: str | None = None,
 ) -> RunResult:
-    """Run a Workflow manifest (which may use the WorkflowTemplate) with the local engine."""
+    """Run a Workflow manifest (which may use the WorkflowTemplate) with the local engine;
+    its record (`run.json`) is kept beside its journal for `mlpipe reports`."""
     try:
-        return run_workflow(
+        result = run_workflow(
             workflow, {template["metadata"]["name"]: template}, context, observer, resume
         )
     except ManifestError as error:
         raise ConfigError(f"the compiled manifest cannot run locally: {error}") from error
+    save_record(context.workdir, result)
+    return result
 
 
 def report(result: RunResult, console: Console) -> int:
