@@ -3,6 +3,7 @@
 import asyncio
 import copy
 import http.server
+import socket
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from workflows.engine.result import NodePhase
 from workflows.engine.retry import RetryPlan, parse_duration
 from workflows.engine.variables import Scope, substitute
 from workflows.engine.workspace import Workspace
+from workflows.step_template import listening_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 S, F, E = TaskResult.SUCCEEDED, TaskResult.FAILED, TaskResult.ERRORED
@@ -385,3 +387,29 @@ def test_readiness_probes_wait_for_http_and_tcp(tmp_path: Path) -> None:
         assert "did not pass within 1 s" in str(asyncio.run(check(failing)))
     finally:
         server.shutdown()
+
+
+def test_the_trackers_exec_probe_waits_for_a_listening_socket_without_connecting() -> None:
+    """The tracker's probe (exec, reading the kernel's socket table) passes once the port
+    listens, and never opens a connection the tracker would log as a failed worker."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    probe = Probe(exec={"command": listening_probe(port)}, periodSeconds=1, failureThreshold=1)
+
+    async def check() -> str | None:
+        never_exits = asyncio.create_task(asyncio.sleep(60, result=0))
+        try:
+            return await wait_ready(probe, port, never_exits)
+        finally:
+            never_exits.cancel()
+
+    try:
+        assert "did not pass within 1 s" in str(asyncio.run(check())), "bound is not listening"
+        listener.listen()
+        listener.setblocking(False)
+        assert asyncio.run(check()) is None
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # the probe connected to nobody
+    finally:
+        listener.close()

@@ -190,11 +190,16 @@ class HttpGet(Spec):
     path: str = "/"
 
 
+class ExecAction(Spec):
+    command: tuple[str, ...]
+
+
 class Probe(Spec):
     """Kubernetes probe, with Kubernetes' defaults."""
 
     tcp_socket: TcpSocket | None = None
     http_get: HttpGet | None = None
+    exec_: ExecAction | None = Field(default=None, alias="exec")
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     failure_threshold: int = 3
