@@ -6,22 +6,17 @@ pins conflict with the project's lock."""
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests.test_install import mlpipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
 
-def mlpipe(*args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+def write(*args: str) -> None:
+    result = mlpipe(*args)
     assert result.returncode == 0, result.stderr
 
 
@@ -46,7 +41,7 @@ def test_every_manifest_the_project_writes_passes_checkov(tmp_path: Path) -> Non
     folders = {}
     for config in ("local", "cluster"):
         folders[f"compiled-{config}"] = tmp_path / f"compiled-{config}"
-        mlpipe(
+        write(
             "compile",
             "--config",
             f"config/{config}.yaml",
@@ -54,9 +49,9 @@ def test_every_manifest_the_project_writes_passes_checkov(tmp_path: Path) -> Non
             str(folders[f"compiled-{config}"]),
         )
     folders["installed"] = tmp_path / "installed"
-    mlpipe("install", "--config", "config/cluster.yaml", "--out", str(folders["installed"]))
+    write("install", "--config", "config/cluster.yaml", "--out", str(folders["installed"]))
     folders["rendered"] = tmp_path / "rendered"
-    mlpipe(
+    write(
         "deploy",
         "render",
         "--config",

@@ -358,6 +358,15 @@ def test_the_compiled_mlpipe_pipeline_is_accepted(tmp_path: Path) -> None:
         load_plan(manifests.workflow, {template["metadata"]["name"]: broken}, secrets)
 
 
+async def _ready(probe: Probe, port: int) -> str | None:
+    """wait_ready for a daemon that never exits."""
+    never_exits = asyncio.create_task(asyncio.sleep(60, result=0))
+    try:
+        return await wait_ready(probe, port, never_exits)
+    finally:
+        never_exits.cancel()
+
+
 def test_readiness_probes_wait_for_http_and_tcp(tmp_path: Path) -> None:
     class Ready(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -371,20 +380,16 @@ def test_readiness_probes_wait_for_http_and_tcp(tmp_path: Path) -> None:
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    async def check(probe: Probe) -> str | None:
-        never_exits = asyncio.create_task(asyncio.sleep(60, result=0))
-        try:
-            return await wait_ready(probe, port, never_exits)
-        finally:
-            never_exits.cancel()
+    def check(probe: Probe) -> str | None:
+        return asyncio.run(_ready(probe, port))
 
     try:
-        assert asyncio.run(check(Probe(httpGet={"path": "/ready", "port": port}))) is None
-        assert asyncio.run(check(Probe(tcpSocket={"port": port}))) is None
+        assert check(Probe(httpGet={"path": "/ready", "port": port})) is None
+        assert check(Probe(tcpSocket={"port": port})) is None
         failing = Probe(
             httpGet={"path": "/busy", "port": port}, periodSeconds=1, failureThreshold=1
         )
-        assert "did not pass within 1 s" in str(asyncio.run(check(failing)))
+        assert "did not pass within 1 s" in str(check(failing))
     finally:
         server.shutdown()
 
@@ -396,19 +401,11 @@ def test_the_trackers_exec_probe_waits_for_a_listening_socket_without_connecting
     listener.bind(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     probe = Probe(exec={"command": listening_probe(port)}, periodSeconds=1, failureThreshold=1)
-
-    async def check() -> str | None:
-        never_exits = asyncio.create_task(asyncio.sleep(60, result=0))
-        try:
-            return await wait_ready(probe, port, never_exits)
-        finally:
-            never_exits.cancel()
-
     try:
-        assert "did not pass within 1 s" in str(asyncio.run(check())), "bound is not listening"
+        assert "did not pass within 1 s" in str(asyncio.run(_ready(probe, port))), "not listening"
         listener.listen()
         listener.setblocking(False)
-        assert asyncio.run(check()) is None
+        assert asyncio.run(_ready(probe, port)) is None
         with pytest.raises(BlockingIOError):
             listener.accept()  # the probe connected to nobody
     finally:

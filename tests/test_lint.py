@@ -1,28 +1,16 @@
 """`mlpipe lint`: every manifest the project writes lints clean; a user's manifests get one
 line per problem (file, manifest, JSON path, reason), templateRefs resolved across files."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.test_install import mlpipe
+
 ROOT = Path(__file__).resolve().parents[1]
 DIGEST = "a" * 64
-
-
-def mlpipe(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "400"},
-        timeout=300,
-    )
 
 
 def write(path: Path, *documents: dict[str, Any]) -> Path:

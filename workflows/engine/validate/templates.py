@@ -114,28 +114,34 @@ def pod_resources_problems(template: Mapping[str, Any], path: str = "podResource
 
 
 def input_problems(template: Mapping[str, Any]) -> Found:
-    """validateInputs: names, artifact paths (leaf only, no `..` escape), no `from`."""
-    inputs = mapping(template.get("inputs"))
-    for kind in ("parameters", "artifacts"):
-        for index, reason in named_list_errors(items(inputs.get(kind)), parameters=True):
-            yield f"inputs.{kind}[{index}]", reason
-    leaf = is_leaf(template)
-    for index, artifact in enumerate(items(inputs.get("artifacts"))):
+    """validateInputs: names, artifact paths, no `from`, artifact locations."""
+    yield from _names_and_paths(template, "inputs")
+    for index, artifact in enumerate(items(mapping(template.get("inputs")).get("artifacts"))):
         where = f"inputs.artifacts[{index}]"
-        name = text(artifact.get("name"))
-        path = text(artifact.get("path"))
-        if leaf:
-            escape = clean_path_error(name, path)
-            if escape:
-                yield f"{where}.path", escape
-        elif path:
-            yield (
-                f"{where}.path",
-                f"inputs.artifacts.{name}.path only valid in container/script templates",
-            )
         if text(artifact.get("from")):
-            yield f"{where}.from", f"inputs.artifacts.{name}.from not valid in inputs"
+            yield (
+                f"{where}.from",
+                f"inputs.artifacts.{text(artifact.get('name'))}.from not valid in inputs",
+            )
         yield from ((f"{where}.{p}", m) for p, m in location_problems(artifact))
+
+
+def _names_and_paths(template: Mapping[str, Any], side: str) -> Found:
+    """Both sides' parameter and artifact names; an artifact path is required (and may not
+    climb out of its folder) on a leaf template, and meaningless elsewhere."""
+    section = mapping(template.get(side))
+    for kind in ("parameters", "artifacts"):
+        for index, reason in named_list_errors(items(section.get(kind)), parameters=True):
+            yield f"{side}.{kind}[{index}]", reason
+    leaf = is_leaf(template)
+    for index, artifact in enumerate(items(section.get("artifacts"))):
+        where = f"{side}.artifacts[{index}].path"
+        name, path = text(artifact.get("name")), text(artifact.get("path"))
+        escape = clean_path_error(name, path) if leaf else None
+        if escape:
+            yield where, escape
+        elif path and not leaf:
+            yield where, f"{side}.artifacts.{name}.path only valid in container/script templates"
 
 
 def clean_path_error(name: str, path: str) -> str | None:
@@ -345,24 +351,10 @@ def resource_problems(template: Mapping[str, Any], resource: Mapping[str, Any]) 
 
 def output_problems(template: Mapping[str, Any]) -> Found:
     """validateOutputs and validateOutputParameter, apart from variables."""
+    yield from _names_and_paths(template, "outputs")
     outputs = mapping(template.get("outputs"))
-    for kind in ("parameters", "artifacts"):
-        for index, reason in named_list_errors(items(outputs.get(kind)), parameters=True):
-            yield f"outputs.{kind}[{index}]", reason
-    leaf = is_leaf(template)
     for index, artifact in enumerate(items(outputs.get("artifacts"))):
-        where = f"outputs.artifacts[{index}]"
-        name, path = text(artifact.get("name")), text(artifact.get("path"))
-        if leaf:
-            escape = clean_path_error(name, path)
-            if escape:
-                yield f"{where}.path", escape
-        elif path:
-            yield (
-                f"{where}.path",
-                f"outputs.artifacts.{name}.path only valid in container/script templates",
-            )
-        yield from _global_name_problem(artifact, where)
+        yield from _global_name_problem(artifact, f"outputs.artifacts[{index}]")
     template_kind = template_type(template)
     for index, parameter in enumerate(items(outputs.get("parameters"))):
         where = f"outputs.parameters[{index}]"
