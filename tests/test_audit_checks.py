@@ -12,17 +12,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steps.attestation import open_envelope
-from steps.audit import audit_frame, stable_reference
-from steps.audit_checks import Reference, Severity, builtin_checks
-from steps.dataset import Split, load_split, read_manifest, read_table
-from steps.features import schema_from_manifest
-from steps.names import Artifact, ModelFile, Param
-from steps.profile import assemble, count, layout_for, quantile_edges
-from steps.provenance import run_provenance
-from steps.specs import AuditSpec
-from steps.store import ArtifactStore
-from steps.synth import data_spec, generate
+from steps.audit.checks import Reference, Severity, builtin_checks
+from steps.audit.step import audit_frame, stable_reference
+from steps.core.attestation import open_envelope
+from steps.core.names import Artifact, ModelFile, Param
+from steps.core.specs import AuditSpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split, read_manifest, read_table
+from steps.data.features import schema_from_manifest
+from steps.data.profile import assemble, count, layout_for, quantile_edges
+from steps.data.synth import data_spec, generate
+from steps.provenance.step import run_provenance
 
 DATA = data_spec()
 SUITE = json.loads((Path(__file__).parents[1] / "config/expectations/default.json").read_text())

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from steps.names import Param
+from steps.core.names import Param
 from workflows.argo_schema import schema_errors
 from workflows.compiler import CompiledManifests, compile_manifests
 from workflows.config import load_config

@@ -16,9 +16,9 @@ import pandas as pd
 import psutil
 import pytest
 
-from steps.canary_local import read_server, stop_server
-from steps.names import Env
-from steps.store import ArtifactStore
+from steps.core.names import Env
+from steps.core.store import ArtifactStore
+from steps.deploy.local import read_server, stop_server
 from workflows.s3server import EmbeddedS3
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 from workflows.console import ConsoleView, locations_table, summary_table
 from workflows.engine import (
     ArgoRuleError,
@@ -844,7 +844,7 @@ def test_a_refused_manifest_runs_nothing(
 INTERRUPTED_RUN = """
 import json, os, sys
 from pathlib import Path
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 from workflows.engine import EngineContext, run_workflow
 manifest, workdir = json.loads(sys.argv[1]), Path(sys.argv[2])
 ctx = EngineContext(store=ArtifactStore.from_env(os.environ), key_format='{{pod.name}}',

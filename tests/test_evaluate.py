@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import xgboost
 
-from steps.dataset import Split, load_split
-from steps.features import encode, load_schema
-from steps.names import Artifact, ModelFile, Param
-from steps.quantize import load_booster, to_onnx
-from steps.store import ArtifactStore
+from steps.core.names import Artifact, ModelFile, Param
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split
+from steps.data.features import encode, load_schema
+from steps.quantize.step import load_booster, to_onnx
 from tests.datasets import churn_frame, quick_bundle, read_parameters, run_step, write_dataset
 from tests.stable_model import register_stable_model
 

@@ -7,10 +7,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from steps.errors import BadInput
-from steps.promotion_gate import Comparison, judge
-from steps.slice_metrics import Assessment, Settings, assess, midranks, score_metrics
-from steps.specs import EvaluateSpec
+from steps.core.errors import BadInput
+from steps.core.specs import EvaluateSpec
+from steps.evaluate.gate import Comparison, judge
+from steps.evaluate.metrics import Assessment, Settings, assess, midranks, score_metrics
 
 LABELS = np.array([0, 0, 1, 1], dtype=np.int8)
 SCORES = np.array([0.1, 0.4, 0.35, 0.8])

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 from tests.test_engine_runs import SERVER, SLEEP, dag, free_port, py, task, workflow
 from workflows.argo_schema import schema_errors
 from workflows.config import ConfigError, load_config

@@ -1,4 +1,4 @@
-"""The serving manifests of a Kubernetes rollout (steps/kube_manifests.py, `mlpipe deploy
+"""The serving manifests of a Kubernetes rollout (steps/deploy/manifests.py, `mlpipe deploy
 render`): valid for the API server, hardened, the split in the HTTPRoute, least privilege.
 
 No cluster here: core kinds go through `kubernetes-validate --strict`; the HTTPRoute is a
@@ -16,8 +16,10 @@ import pytest
 import yaml
 
 from serving.__main__ import parse_args
-from steps.canary import parse_track
-from steps.canary_kube import (
+from steps.core.errors import BadInput, ClusterError
+from steps.core.specs import DeploySpec, KubeServingSpec
+from steps.deploy.canary import parse_track
+from steps.deploy.kube import (
     connect,
     prometheus_query,
     prometheus_texts,
@@ -25,8 +27,7 @@ from steps.canary_kube import (
     route_accepted,
     slice_pods,
 )
-from steps.errors import BadInput, ClusterError
-from steps.kube_manifests import (
+from steps.deploy.manifests import (
     CREDENTIALS_DIR,
     HTTP_ROUTE,
     SERVE_FROM_FILES,
@@ -38,7 +39,6 @@ from steps.kube_manifests import (
     object_name,
     split,
 )
-from steps.specs import DeploySpec, KubeServingSpec
 from tests.test_hardening import LABEL_VALUE, credential_findings, kubernetes_validate
 from tests.test_install import mlpipe
 from workflows.config import ConfigError, load_config
@@ -392,7 +392,7 @@ def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
         load_config(CLUSTER, [f"deploy.kubernetes={json.dumps(spec().model_dump())}"])
 
 
-# --- the kubernetes backend's decisions (steps/canary_kube.py), on API-shaped objects ----------
+# --- the kubernetes backend's decisions (steps/deploy/kube.py), on API-shaped objects ----------
 
 
 def deployment_status(generation: int, observed: int, **counts: int) -> dict[str, Any]:

@@ -13,13 +13,16 @@ import pytest
 import xgboost
 from onnx import numpy_helper
 
-from steps.attestation import open_envelope
-from steps.dataset import Split, load_split
-from steps.errors import BadInput, GateFailed
-from steps.features import encode, load_schema
-from steps.names import Artifact, Encoding, ModelFile, Param
-from steps.onnx_encoding import to_tree_ensemble
-from steps.quantize import (
+from steps.core.attestation import open_envelope
+from steps.core.errors import BadInput, GateFailed
+from steps.core.names import Artifact, Encoding, ModelFile, Param
+from steps.core.specs import QuantizeSpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split
+from steps.data.features import encode, load_schema
+from steps.quantize.encoding import to_tree_ensemble
+from steps.quantize.measure import Measurement, SliceDelta
+from steps.quantize.step import (
     ONNX_INPUT,
     ONNX_PROBABILITIES,
     check_parity,
@@ -29,9 +32,6 @@ from steps.quantize import (
     to_onnx,
     verdict,
 )
-from steps.quantize_measure import Measurement, SliceDelta
-from steps.specs import QuantizeSpec
-from steps.store import ArtifactStore
 from tests.datasets import churn_frame, quick_bundle, read_parameters, run_step, write_dataset
 
 

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import pytest
 from rich.console import Console
 
-from steps import synth
-from steps.canary_local import stop_server
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
+from steps.data import synth
+from steps.deploy.local import stop_server
 from tests import test_end_to_end as end_to_end
 from tests.stable_model import register_stable_model
 from tests.test_end_to_end import mlpipe

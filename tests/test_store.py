@@ -16,9 +16,9 @@ import pytest
 from botocore.config import Config
 from mypy_boto3_s3 import S3Client
 
-from steps.errors import BadInput, StorageError
-from steps.names import Env
-from steps.store import ArtifactStore, _HashingTarget, parse_s3_uri
+from steps.core.errors import BadInput, StorageError
+from steps.core.names import Env
+from steps.core.store import ArtifactStore, _HashingTarget, parse_s3_uri
 from workflows import s3server
 from workflows.s3server import (
     EmbeddedS3,

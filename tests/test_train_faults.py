@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from steps.names import Env, ModelFile, Param
-from steps.store import ArtifactStore
-from steps.train import model_prefix
+from steps.core.names import Env, ModelFile, Param
+from steps.core.store import ArtifactStore
+from steps.train.worker import model_prefix
 from tests.datasets import churn_frame, write_dataset
 from workflows.compiler import compile_manifests
 from workflows.config import load_config

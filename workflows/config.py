@@ -1,6 +1,6 @@
 """The pipeline config a user edits (config/*.yaml), loaded once at the CLI edge.
 
-Step settings are the step's own spec models (steps/specs.py), so a value is validated here
+Step settings are the step's own spec models (steps/core/specs.py), so a value is validated here
 with exactly the rules the step applies. Environment overrides (documented in README.md):
 MLPIPE_DATA_URI, MLPIPE_S3_ENDPOINT, MLPIPE_S3_BUCKET, MLPIPE_NAMESPACE, MLPIPE_ARGO_SERVER.
 The Argo server token is read at the CLI edge (workflows/argo_client.py): env ARGO_TOKEN, else
@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from steps.specs import (
+from steps.core.specs import (
     AuditBounds,
     AuditSpec,
     DataSpec,

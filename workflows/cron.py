@@ -16,7 +16,7 @@ from typing import Any
 from hera.workflows import DAG, Container, CronWorkflow, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from steps.names import Artifact, Param, Step
+from steps.core.names import Artifact, Param, Step
 from workflows.config import LoadedConfig
 from workflows.exit_handler import EXIT_TEMPLATE, summary_template
 from workflows.parameters import WorkflowParam

@@ -9,7 +9,7 @@ For `kubectl apply -f DIR` by a platform engineer, in file-name order:
   and patch `workflowtaskresults` (how outputs and progress reach the controller); the
   submitter may create and read workflows, read the WorkflowTemplate and pod logs, and
   create or update the CronWorkflow (`mlpipe schedule apply`); the deploy task may touch
-  only the serving objects its kubernetes backend applies (steps/kube_manifests.py);
+  only the serving objects its kubernetes backend applies (steps/deploy/manifests.py);
 - the `artifact-repositories` ConfigMap: endpoint, bucket, region, keyFormat and *references*
   to the credentials Secret, never the credentials;
 - the memoization cache ConfigMap, labelled as a cache for the controller, and the right of
@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from steps.kube_manifests import (
+from steps.deploy.manifests import (
     ServedModel,
     Track,
     deploy_rbac,

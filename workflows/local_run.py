@@ -26,10 +26,10 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from steps.errors import BadInput, StepError, StorageError
-from steps.names import Env
-from steps.processes import is_alive
-from steps.store import ArtifactStore
+from steps.core.errors import BadInput, StepError, StorageError
+from steps.core.names import Env
+from steps.core.processes import is_alive
+from steps.core.store import ArtifactStore
 from workflows.compiler import (
     TEMPLATE_FILE,
     WORKFLOW_FILE,

@@ -22,8 +22,8 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from steps.names import Artifact as StepArtifact
-from steps.names import Param, Step
+from steps.core.names import Artifact as StepArtifact
+from steps.core.names import Param, Step
 from workflows.config import LoadedConfig
 from workflows.exit_handler import EXIT_TEMPLATE, summary_template
 from workflows.parameters import StepInput, WorkflowParam

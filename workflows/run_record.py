@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.errors import BadInput
-from steps.store import ArtifactStore
+from steps.core.errors import BadInput
+from steps.core.store import ArtifactStore
 from workflows.engine import NodeKind, RunResult
 
 RECORD_FILE = "run.json"

@@ -26,8 +26,8 @@ from urllib.request import urlopen
 import psutil
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from steps.errors import StorageError
-from steps.processes import is_alive
+from steps.core.errors import StorageError
+from steps.core.processes import is_alive
 
 HOST = "127.0.0.1"
 DEFAULT_ACCESS_KEY = "mlpipe"

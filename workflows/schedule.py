@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from steps.names import Param
+from steps.core.names import Param
 from workflows.compiler import CRON_FILE, TEMPLATE_FILE, load_manifest
 from workflows.config import LoadedConfig
 from workflows.console import ConsoleView

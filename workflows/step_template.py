@@ -26,9 +26,9 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from steps.names import PARAMETERS_DIR, ArtifactName, Param, Step
-from steps.names import Artifact as StepArtifact
-from steps.names import Env as StepEnv
+from steps.core.names import PARAMETERS_DIR, ArtifactName, Param, Step
+from steps.core.names import Artifact as StepArtifact
+from steps.core.names import Env as StepEnv
 from workflows.metrics import template_metrics
 from workflows.parameters import WorkflowParam
 
@@ -106,7 +106,7 @@ SIGNING_SECRET_KEY = "private-key"
 
 @dataclass(frozen=True)
 class Attestation:
-    """What a step needs to write its provenance statement (steps/attestation.py): where its
+    """What a step needs to write its provenance statement (steps/core/attestation.py): where its
     artifacts will be stored (the repository's keyFormat) and the signing key's Secret."""
 
     key_format: str

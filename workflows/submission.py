@@ -8,8 +8,8 @@ of the same config execute the same YAML.
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from steps.errors import BadInput
-from steps.specs import (
+from steps.core.errors import BadInput
+from steps.core.specs import (
     AuditSpec,
     DataSpec,
     DeploySpec,

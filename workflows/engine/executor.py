@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from steps.errors import StepError
+from steps.core.errors import StepError
 from workflows.engine import container, dag, mutex
 from workflows.engine.artifacts import ArtifactRef, Packing, locate
 from workflows.engine.errors import ManifestError
