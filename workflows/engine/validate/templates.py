@@ -206,14 +206,7 @@ def leaf_problems(template: Mapping[str, Any], defaults: Mapping[str, Any]) -> F
     if container is not None:
         container = mapping(container)
         mounted: dict[str, str] = {}
-        for index, mount in enumerate(items(container.get("volumeMounts"))):
-            mount_path = text(mount.get("mountPath"))
-            if mount_path in mounted:
-                yield (
-                    f"container.volumeMounts[{index}].mountPath",
-                    f"mountPath '{mount_path}' already mounted in {mounted[mount_path]}",
-                )
-            mounted[mount_path] = f"container.volumeMounts.{text(mount.get('name'))}"
+        yield from _mount_collisions(container, "container.", mounted)
         for index, artifact in enumerate(items(mapping(template.get("inputs")).get("artifacts"))):
             path = text(artifact.get("path"))
             if path in mounted:
@@ -252,6 +245,18 @@ def leaf_problems(template: Mapping[str, Any], defaults: Mapping[str, Any]) -> F
         yield "parallelism", "parallelism is only valid for steps and dag templates"
 
 
+def _mount_collisions(owner: Mapping[str, Any], prefix: str, mounted: dict[str, str]) -> Found:
+    """Two volumeMounts on one path; `mounted` (path -> what holds it) is filled in."""
+    for index, mount in enumerate(items(owner.get("volumeMounts"))):
+        mount_path = text(mount.get("mountPath"))
+        if mount_path in mounted:
+            yield (
+                f"{prefix}volumeMounts[{index}].mountPath",
+                f"mountPath '{mount_path}' already mounted in {mounted[mount_path]}",
+            )
+        mounted[mount_path] = f"{prefix}volumeMounts.{text(mount.get('name'))}"
+
+
 def _int_or_variable(value: object, minimum: int) -> bool:
     """intstr.IsValidIntOrArgoVariable plus the sign check: an int, digits or `{{...}}`."""
     if isinstance(value, bool):
@@ -278,15 +283,7 @@ def container_set_problems(template: Mapping[str, Any], container_set: Mapping[s
         return
     for index, reason in named_list_errors(containers, parameters=False):
         yield f"containerSet.containers[{index}]", reason
-    mounted: dict[str, str] = {}
-    for index, mount in enumerate(items(container_set.get("volumeMounts"))):
-        mount_path = text(mount.get("mountPath"))
-        if mount_path in mounted:
-            yield (
-                f"containerSet.volumeMounts[{index}].mountPath",
-                f"mountPath '{mount_path}' already mounted in {mounted[mount_path]}",
-            )
-        mounted[mount_path] = f"volumeMounts.{text(mount.get('name'))}"
+    yield from _mount_collisions(container_set, "containerSet.", {})
     names = [text(c.get("name")) for c in containers]
     graph = {
         text(c.get("name")): [text(d) for d in c.get("dependencies") or []] for c in containers
