@@ -173,6 +173,11 @@ class ArgoConfig(Section):
         default=None, description="Secret whose key `url` is the run-summary webhook"
     )
     memoize_cache: str = "mlpipe-memoize"
+    controller_service_account: str = Field(
+        default="argo:argo",
+        pattern=r"^[a-z0-9-]+:[a-z0-9-]+$",
+        description="namespace:name of the Argo controller, which writes the memoize cache",
+    )
 
     @field_validator("steps_image", "serving_image")
     @classmethod
