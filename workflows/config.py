@@ -294,7 +294,11 @@ class LoadedConfig(BaseModel):
         if section.slices_file is None:
             return EvaluateSpec.model_validate(values)
         path = section.slices_file
-        raw = _read_yaml(path, "the slices file (key 'evaluate.slices_file')")
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: no such file"
+            )
+        raw = _read_yaml(path, "the slices file")
         if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
             found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
             raise ConfigError(
