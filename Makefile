@@ -10,7 +10,7 @@ SAMPLE_ROWS ?= 200000
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv lock run test lint typecheck pytest unit integration e2e compiled clean
+.PHONY: venv checkov lock run test lint typecheck pytest unit integration e2e compiled clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ $(UV): uv.lock
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet
+	touch $@
+
+# checkov (tests/integration/workflows/test_checkov.py) pins numpy/xgboost below the project's lock, so it gets its
+# own venv, installed from its own hash-locked file (tests/support/checkov/requirements.in says how
+# to refresh it).
+CHECKOV_VENV := .venv-checkov
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: tests/support/checkov/requirements.txt | venv
+	rm -rf $(CHECKOV_VENV)
+	$(UV) venv --quiet --python $(PY) $(CHECKOV_VENV)
+	$(UV) pip install --quiet --require-hashes --python $(CHECKOV_VENV)/bin/python -r tests/support/checkov/requirements.txt
 	touch $@
 
 # Refresh the lock on purpose (newest versions pyproject.toml allows), then the images' locks.
@@ -52,7 +64,7 @@ typecheck: venv
 	$(BIN)/mypy steps workflows serving
 
 # Every test: unit, integration and end to end (see README, "Tests").
-pytest: venv
+pytest: venv checkov
 	$(BIN)/pytest
 
 # In one process, without SeaweedFS: seconds per stage, under 90 s in all.
@@ -60,7 +72,7 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 # Real SeaweedFS, real step and CLI processes, real servers.
-integration: venv
+integration: venv checkov
 	$(BIN)/pytest tests/integration
 
 # The whole pipeline through the local engine.
@@ -75,4 +87,4 @@ compiled: venv
 	$(BIN)/mlpipe compile --config config/cluster.yaml --out workflows/compiled
 
 clean:
-	rm -rf $(VENV) .mlpipe data
+	rm -rf $(VENV) $(CHECKOV_VENV) .mlpipe data

@@ -20,9 +20,9 @@ from steps.core.names import Param
 from steps.core.registry import DRIFT
 from workflows.config import LoadedConfig
 from workflows.exit_handler import EXIT_TEMPLATE, summary_template
-from workflows.parameters import parameter_value, window_uri, workflow_arguments, workflow_inputs
+from workflows.parameters import parameter_value, window_uri, workflow_inputs
 from workflows.pipeline import ENTRYPOINT as TRAINING_ENTRYPOINT
-from workflows.pipeline import STEPS, TEMPLATE_NAME, build_template, run_labels
+from workflows.pipeline import STEPS, TEMPLATE_NAME, build_template, pipeline_arguments, run_labels
 from workflows.step_task import step_task
 from workflows.step_template import step_container
 
@@ -38,6 +38,7 @@ RUN_SETTINGS = (
     "artifact_repository_ref",
     "pod_gc",
     "artifact_gc",
+    "ttl_strategy",
     "archive_logs",
     "pod_metadata",
 )
@@ -53,7 +54,7 @@ class CronTask:
 
 def cron_arguments(config: LoadedConfig) -> dict[str, str]:
     """The training run's parameters (the templateRef'd DAG reads them) plus the check's."""
-    values = workflow_arguments(config, STEPS)
+    values = pipeline_arguments(config)
     for item in workflow_inputs([DRIFT]):
         values.setdefault(item.name, parameter_value(item, config))
     return values

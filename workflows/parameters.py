@@ -28,6 +28,10 @@ CONFIG_DIGEST = "config-digest"
 """SHA-256 of the run's step specs: part of the memoization key and of every statement."""
 CODE_VERSION = "code-version"
 """The steps' code: image reference on a cluster, package version + git commit locally."""
+WORKER_RANKS = "worker-ranks"
+"""The workers' ranks as a JSON list: the training fan-out runs `withParam` over it, as Argo
+aggregates worker outputs only for withItems/withParam (validate.go). A parameter of the
+training group's DAG, not of a step."""
 
 
 def window_uri(config: LoadedConfig) -> str:
@@ -36,13 +40,18 @@ def window_uri(config: LoadedConfig) -> str:
     return pipeline.drift.window_uri or pipeline.data.uri
 
 
+def worker_ranks(workers: int) -> str:
+    return json.dumps([str(rank) for rank in range(workers)], separators=(",", ":"))
+
+
 CONFIG_VALUES: Mapping[str, Callable[[LoadedConfig], str]] = {
     DATA_URI.name: lambda config: config.pipeline.data.uri,
     MODEL_NAME.name: lambda config: config.pipeline.model_name,
     WORKERS.name: lambda config: str(config.pipeline.train.workers),
+    WORKER_RANKS: lambda config: worker_ranks(config.pipeline.train.workers),
     WINDOW_URI.name: window_uri,
 }
-"""The config key behind each workflow input that is not a spec (a spec is its section's)."""
+"""The config key behind each workflow parameter that is not a spec (a spec is its section's)."""
 
 
 def workflow_inputs(steps: Iterable[StepDef]) -> list[Input[Any]]:
@@ -64,13 +73,17 @@ def parameter_value(item: Input[Any], config: LoadedConfig) -> str:
     return CONFIG_VALUES[item.name](config)
 
 
-def workflow_arguments(config: LoadedConfig, steps: Iterable[StepDef]) -> dict[str, str]:
+def workflow_arguments(
+    config: LoadedConfig, steps: Iterable[StepDef], extra: Iterable[str] = ()
+) -> dict[str, str]:
     """The run's parameter values: the data and every spec first, in step order (what the
-    run computes on), then its other values (model name, workers), its digest and code."""
+    run computes on), then its other values (model name, workers), the `extra` parameters
+    of its own DAGs, its digest and code version."""
     inputs = sorted(
         workflow_inputs(steps), key=lambda item: item.spec is None and item is not DATA_URI
     )
     values = {item.name: parameter_value(item, config) for item in inputs}
+    values |= {name: CONFIG_VALUES[name](config) for name in extra}
     values[CONFIG_DIGEST] = config_digest(values)
     values[CODE_VERSION] = code_version(config)
     return values

@@ -12,7 +12,7 @@ from steps.core.errors import BadInput
 from steps.core.registry import TRAIN_SPEC, WORKERS
 from steps.core.specs import Spec, TrainSpec
 from workflows.config import ConfigError, LoadedConfig
-from workflows.parameters import workflow_inputs
+from workflows.parameters import WORKER_RANKS, worker_ranks, workflow_inputs
 from workflows.pipeline import STEPS, build_workflow
 
 SPECS: Mapping[str, type[Spec]] = {
@@ -51,11 +51,13 @@ def submission_manifest(config: LoadedConfig, overrides: Sequence[str] = ()) -> 
 
 
 def _check_workers(parameters: Mapping[str, dict[str, Any]]) -> None:
-    """The fan-out count and the training spec must agree, or the collective never forms."""
+    """The fan-out, the worker count and the training spec must agree, or the collective
+    never forms."""
     train = TrainSpec.from_json_arg(parameters[TRAIN_SPEC.name]["value"])
     workers = parameters[WORKERS.name]["value"]
-    if str(train.workers) != str(workers):
+    ranks = parameters[WORKER_RANKS]["value"]
+    if str(train.workers) != str(workers) or ranks != worker_ranks(train.workers):
         raise ConfigError(
-            f"--param workers={workers} disagrees with train-spec workers={train.workers}; "
-            f"use --set train.workers={workers}, which sets both"
+            f"--param workers={workers} / worker-ranks={ranks} disagree with train-spec "
+            f"workers={train.workers}; use --set train.workers={workers}, which sets all three"
         )

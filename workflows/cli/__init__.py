@@ -19,6 +19,7 @@ from workflows.cli import (
     config,
     data,
     deploy,
+    lint,
     pipeline,
     provenance,
     schedule,
@@ -28,6 +29,7 @@ from workflows.cli import (
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(pipeline.app)
+app.add_typer(lint.app)
 app.add_typer(config.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(serve.app)

@@ -28,7 +28,7 @@ from steps.deploy.manifests import (
     split,
 )
 from tests.support.kube import grants, kube_spec
-from tests.support.paths import CLUSTER, ROOT
+from tests.support.paths import CLUSTER, LOCAL, ROOT
 from workflows.config import ConfigError, load_config
 from workflows.install import rollout_manifests
 from workflows.parameters import workflow_arguments
@@ -133,11 +133,11 @@ def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
     assert cluster.kubernetes is not None
     assert (cluster.kubernetes.namespace, cluster.kubernetes.image) == (
         "mlpipe",
-        "ghcr.io/mlpipe/serving:0.1.0",
+        "ghcr.io/mlpipe/serving:0.1.0@sha256:" + "0" * 64,
     )
     assert cluster.kubernetes.credentials_secret == "mlpipe-s3"
     local = DeploySpec.from_json_arg(
-        workflow_arguments(load_config(ROOT / "config" / "local.yaml"), STEPS)[DEPLOY_SPEC.name]
+        workflow_arguments(load_config(LOCAL), STEPS)[DEPLOY_SPEC.name]
     )
     assert local.kubernetes is None, "no serving section: the local backend"
     with pytest.raises(ConfigError, match="set the `serving:` section instead"):

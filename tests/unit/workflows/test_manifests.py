@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.argo_schema import schema_errors
 from tests.support.paths import ROOT
+from workflows.argo_schema import schema_errors
 from workflows.compiler import compile_manifests, load_manifest, render
 from workflows.config import load_config
 

@@ -1,0 +1,15 @@
+"""Running one of the engine's readiness probes on its own, as for a daemon that never exits."""
+
+import asyncio
+
+from workflows.engine.model import Probe
+from workflows.engine.probe import wait_ready
+
+
+async def ready(probe: Probe, port: int) -> str | None:
+    """None once the probe passes, else why it did not."""
+    never_exits = asyncio.create_task(asyncio.sleep(60, result=0))
+    try:
+        return await wait_ready(probe, port, never_exits)
+    finally:
+        never_exits.cancel()
