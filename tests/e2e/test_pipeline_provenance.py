@@ -107,13 +107,14 @@ def test_killed_run_resumes_memoizes_and_verifies_until_tampered(
 
     # The second run's chain leads into the first for its memoized model: the model's own
     # statement, and the provenance statement of the data that model was trained on.
-    for run, statements in ((name, 6), (second, 7)):
+    # Seven attested steps: audit, provenance, train, quantize, evaluate, model-card, deploy.
+    for run, statements in ((name, 7), (second, 8)):
         verified = mlpipe("provenance", "verify", run, *settings, env=s3_env)
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert f"{statements} statements" in verified.stdout
     shown = mlpipe("provenance", "show", second, *settings, env=s3_env).stdout
     assert f"2. train (workflow {name}" in shown, shown
-    assert shown.count(f"(workflow {second}") == 5
+    assert shown.count(f"(workflow {second}") == 6
 
     shard = next(k for k in store.list("datasets/") if k.endswith("train/part-00000.parquet"))
     store.put_bytes(shard, store.get_bytes(shard) + b"\0")
