@@ -7,8 +7,9 @@ way, so every check compares like with like. First the baseline export (onnxmlto
 opset 1) must match XGBoost's probabilities on the test split: a difference above
 `parity_tolerance` stops the pipeline, naming the row. Then candidate encodings
 (steps/quantize/encoding.py) are measured against XGBoost and the baseline
-(steps/quantize/measure.py), and the smallest candidate inside the tolerances is chosen (else the baseline): that file is model.onnx, what evaluate scores,
-deploy serves, and provenance records.
+(steps/quantize/measure.py), and the smallest candidate inside the tolerances is chosen
+(else the baseline): that file is model.onnx, what evaluate scores, deploy serves, and
+provenance records.
 
 A booster with categorical splits has no baseline (onnxmltools cannot express them); the
 opset-5 float32 encoding, which can, takes its place as reference and gate.
