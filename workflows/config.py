@@ -94,7 +94,10 @@ class DataConfig(DataSpec):
 class AuditConfig(AuditBounds):
     """The expectation suite file plus the built-in checks' bounds."""
 
-    suite_file: Path = Path("expectations/default.json")
+    suite_file: Path | None = Field(
+        default=Path("expectations/default.json"),
+        description="GX suite JSON, relative to this file; null: inferred from the data",
+    )
 
 
 class EvaluateConfig(EvaluateSpec):
@@ -311,6 +314,9 @@ class LoadedConfig(BaseModel):
 
     def audit_spec(self) -> AuditSpec:
         suite_path = self.pipeline.audit.suite_file
+        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
+        if suite_path is None:
+            return AuditSpec(suite=None, **bounds)
         try:
             suite = json.loads(suite_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -318,7 +324,6 @@ class LoadedConfig(BaseModel):
                 f"{self.path}: key 'audit.suite_file': cannot read a GX suite JSON "
                 f"from {suite_path}: {error}"
             ) from error
-        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
         return AuditSpec(suite=suite, **bounds)
 
 

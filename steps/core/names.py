@@ -25,6 +25,9 @@ class Step(StrEnum):
     SUMMARY = "summary"
     CHAIN = "chain"
     """Not a pipeline step: `mlpipe provenance show|verify` runs it to read the chain."""
+    INIT = "init"
+    """Not a pipeline step: `mlpipe init` and `mlpipe run --label` run it to infer the data's
+    config, suite and slices."""
 
 
 class Param(StrEnum):

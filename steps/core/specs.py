@@ -90,7 +90,9 @@ class AuditBounds(Spec):
 class AuditSpec(AuditBounds):
     """The audit gate: a GX-native expectation suite plus the built-in checks' bounds."""
 
-    suite: dict[str, Any] = Field(default_factory=dict)
+    suite: dict[str, Any] | None = Field(
+        default_factory=dict, description="None: inferred from the data being audited"
+    )
 
 
 class TrainSpec(Spec):
