@@ -125,6 +125,14 @@ class ModelFile(StrEnum):
     REFERENCE_PROFILE = "reference-profile.json"
 
 
+class InitFile(StrEnum):
+    """What `python -m steps init` writes into its folder (steps/data/init.py)."""
+
+    CONFIG = "config.yaml"
+    SUITE = "expectations.json"
+    SLICES = "slices.yaml"
+
+
 class DatasetFile(StrEnum):
     """Layout under `datasets/<digest>/`: train and validation shards (one each per worker),
     the whole test split, and a manifest describing columns and categories."""

@@ -123,10 +123,10 @@ def infer(path: Path, label: str, positive_class: str | None = None) -> Inferred
             choices.append(Choice(name, "numeric", reason))
     features = [c for c in raw.column_names if c not in {label, row_key, *exclude}]
     if not features:
-        roles = "; ".join(c.describe() for c in choices if c.column is not None) or "none"
+        roles = "; ".join(c.describe() for c in choices if c.column not in (None, label))
         raise BadInput(
             f"data {where}: no feature columns left to train on besides the label {label!r} "
-            f"({roles})"
+            f"({roles or 'no other column'})"
         )
     data = DataSpec(
         label=label,

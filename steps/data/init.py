@@ -17,14 +17,13 @@ from pathlib import Path
 
 from steps.audit.suite_inference import infer_suite
 from steps.core.errors import BadInput
+from steps.core.names import InitFile
 from steps.core.specs import DataSpec
 from steps.data.dataset import is_s3_uri, map_label, read_table
-from steps.data.infer import Inferred, infer
+from steps.data.infer import Inferred, infer, model_name_for
 from steps.evaluate.slice_inference import InferredSlice, infer_slices
 
-CONFIG_FILE = "config.yaml"
-SUITE_FILE = "expectations.json"
-SLICES_FILE = "slices.yaml"
+CONFIG_FILE, SUITE_FILE, SLICES_FILE = (f.value for f in InitFile)
 MIN_SLICE_ROWS = 100
 COMMENT_COLUMN = 40
 
@@ -173,14 +172,15 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--data", required=True, help="a local CSV or Parquet file")
     parser.add_argument("--label", required=True, help="the binary label column")
     parser.add_argument("--positive-class", help="the label value that is positive")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the three files")
+    parser.add_argument("--out", type=Path, help="folder for the three files (config/<model>)")
     parser.add_argument("--force", action="store_true", help="replace existing files")
     parser.add_argument("--command", default="mlpipe init", help="named in the files' comments")
     args = parser.parse_args(argv)
     if is_s3_uri(args.data):
         raise BadInput(f"init reads a local file; download {args.data} first")
     path = Path(args.data)
-    files = init_files(path, args.label, args.positive_class, args.out, args.command)
-    for written in write_files(files, args.out, args.force):
+    out = args.out or Path("config") / model_name_for(path)
+    files = init_files(path, args.label, args.positive_class, out, args.command)
+    for written in write_files(files, out, args.force):
         print(written)
     return 0
