@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from steps.audit.step import build_suite
 from steps.core.errors import BadInput
 from steps.data.infer import infer
+from steps.deploy.local import stop_server
 from tests.test_end_to_end import mlpipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,3 +192,49 @@ def test_init_writes_files_the_user_owns_and_run_reads_them(tmp_path: Path) -> N
 def test_an_unreadable_inference_is_bad_input() -> None:
     with pytest.raises(BadInput, match="data file not found"):
         infer(ROOT / "absent.csv", "y")
+
+
+@pytest.fixture
+def serving_dir(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "serving"
+    stop_server(tmp_path / "serving")
+
+
+def test_the_readme_command_runs_a_file_nobody_described(tmp_path: Path, serving_dir: Path) -> None:
+    """README's "Your own data": one command, in a folder without any config, on a file whose
+    columns have spaces, accents, '?' for missing, an ID and free text."""
+    own_data(6000).to_csv(tmp_path / "clients.csv", index=False)
+    result = mlpipe(
+        "run", "--data", "clients.csv", "--label", "churned?", "--set", "train.rounds=40",
+        "--set", f"deploy.state_dir={serving_dir}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    run = re.search(r"Succeeded (clients-training-\w+)", result.stdout)
+    assert run, result.stdout[-2000:]
+    got = mlpipe("artifacts", "get", run[1], "audit", "audit-report", "-o", "a.html", cwd=tmp_path)
+    assert got.returncode == 0, got.stderr
+    audit = (tmp_path / "a.html").read_text()
+    assert "was inferred from the data (clients.csv) by mlpipe run --label" in audit
+    assert "&#x27;client id&#x27;: row key" in audit or "'client id': row key" in audit
+    for name, step in (("quantize-report", "quantize"), ("evaluation", "evaluate")):
+        got = mlpipe("artifacts", "get", run[1], step, name, "-o", f"{name}.json", cwd=tmp_path)
+        assert got.returncode == 0, got.stderr
+    quantized = json.loads((tmp_path / "quantize-report.json").read_text())
+    evaluation = json.loads((tmp_path / "evaluation.json").read_text())
+    assert quantized["calibration"]["rows"] > 400  # the validation split
+    assert evaluation["metrics"]["auc"] > 0.7
+    assert evaluation["metrics"]["ece"] == pytest.approx(quantized["test_ece_after"], abs=1e-3)
+    slices = {s["group"] for s in evaluation["slices"]}
+    assert {"région", "plan"} <= slices
+
+
+def test_a_leaking_feature_is_stopped_by_the_audit_naming_it(tmp_path: Path) -> None:
+    frame = own_data(3000)
+    frame["refund issued"] = (frame["churned?"] == "yes").astype(int)
+    frame.to_csv(tmp_path / "leaky.csv", index=False)
+    result = mlpipe("run", "--data", "leaky.csv", "--label", "churned?", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    said = " ".join(result.stdout.split())  # the run's summary, as the console wrapped it
+    assert "Failed: audit failed: exit code 1: error: audit of " in said
+    assert "label leakage on column 'refund issued': observed AUC 1.0000" in said
+    assert "train Omitted: depends 'provenance' not met" in said  # nothing was trained
