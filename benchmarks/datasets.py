@@ -136,7 +136,7 @@ def run(dataset: Dataset, path: Path, work: Path) -> dict[str, object]:
         args += ["--positive-class", dataset.positive_class]
     state = ["--set", f"deploy.state_dir={work / 'serving'}"]
     result = mlpipe(*args, *state, cwd=ROOT)
-    name = re.search(r"Succeeded (\S+)", result.stdout)
+    name = re.search(r"Succeeded ([a-z0-9-]+-training-[a-z0-9]+)", result.stdout)
     if not name:
         tail = " ".join((result.stdout + result.stderr).split())[-600:]
         raise SystemExit(f"{dataset.name}: the run failed: {tail}")
