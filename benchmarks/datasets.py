@@ -112,7 +112,7 @@ def reference_auc(path: Path, label: str, positive: object) -> float:
     frame = pd.read_csv(path, na_values=["?"])
     y = (frame.pop(label).astype(str).str.strip() == str(positive)).to_numpy(dtype=int)
     for column in frame.columns:
-        if frame[column].dtype == object:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
             frame[column] = frame[column].astype("category")
     scores = np.empty(len(y))
     for train, test in StratifiedKFold(5, shuffle=True, random_state=0).split(frame, y):
@@ -167,12 +167,11 @@ def main() -> None:
             path = fetch(dataset)
             frame = pd.read_csv(path, nrows=5)
             rows = sum(1 for _ in path.open()) - 1
+            reference = reference_auc(path, dataset.label, _positive(path, dataset))
             found = run(dataset, path, Path(tmp))
             quantized, evaluation = found["quantize-report"], found["evaluation"]
             assert isinstance(quantized, dict) and isinstance(evaluation, dict)
             metrics, interval = evaluation["metrics"], evaluation["intervals"]["ece"]
-            positive = _positive(path, dataset)
-            reference = reference_auc(path, dataset.label, positive)
             target = dataset.published or reference
             ratios.append(metrics["auc"] / target)
             published = f"{dataset.published:.4f}" if dataset.published else "-"
