@@ -176,6 +176,11 @@ class ArgoConfig(Section):
         default=None, description="Secret whose key `url` is the run-summary webhook"
     )
     memoize_cache: str = "mlpipe-memoize"
+    controller_service_account: str = Field(
+        default="argo:argo",
+        pattern=r"^[a-z0-9-]+:[a-z0-9-]+$",
+        description="namespace:name of the Argo controller, which writes the memoize cache",
+    )
 
     @field_validator("steps_image", "serving_image")
     @classmethod
@@ -292,7 +297,11 @@ class LoadedConfig(BaseModel):
         if section.slices_file is None:
             return EvaluateSpec.model_validate(values)
         path = section.slices_file
-        raw = _read_yaml(path, "the slices file (key 'evaluate.slices_file')")
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: no such file"
+            )
+        raw = _read_yaml(path, "the slices file")
         if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
             found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
             raise ConfigError(

@@ -120,6 +120,23 @@ def init_command(
     raise typer.Exit(run_init(data, label, positive_class, out, force=force))
 
 
+@app.command("lint")
+def lint_command(
+    paths: Annotated[list[Path], typer.Argument(help="YAML files or folders.")],
+) -> None:
+    """Check Argo manifests offline: strict schema, Argo's rules, templateRefs across files."""
+    from workflows.lint import UnreadableInput, lint_paths, report_lines
+
+    try:
+        report = lint_paths(paths)
+    except UnreadableInput as error:
+        raise fail(str(error), 2) from error
+    for line in report_lines(report):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    errors.print(f"{len(report.problems)} problem(s) in {len(report.documents)} manifest(s)")
+    raise typer.Exit(report.exit_code)
+
+
 @app.command("run")
 def run_command(
     config: ConfigOption = DEFAULT_CONFIG,
