@@ -142,7 +142,15 @@ def run(dataset: Dataset, path: Path, work: Path) -> dict[str, object]:
     state = ["--set", f"deploy.state_dir={work / 'serving'}"]
     for setting in dataset.settings:
         args += ["--set", setting]
-    result = mlpipe(*args, *state, cwd=ROOT)
+    try:
+        return _outputs(dataset, mlpipe(*args, *state, cwd=ROOT), work)
+    finally:
+        mlpipe("deploy", "stop", *state, cwd=ROOT)  # the run's stable server, even on failure
+
+
+def _outputs(
+    dataset: Dataset, result: subprocess.CompletedProcess[str], work: Path
+) -> dict[str, object]:
     name = re.search(r"Succeeded ([a-z0-9-]+-training-[a-z0-9]+)", result.stdout)
     if not name:
         tail = " ".join((result.stdout + result.stderr).split())[-600:]
@@ -154,7 +162,6 @@ def run(dataset: Dataset, path: Path, work: Path) -> dict[str, object]:
         if got.returncode:
             raise SystemExit(f"{dataset.name}: {got.stderr.strip()}")
         found[artifact] = json.loads(target.read_text())
-    mlpipe("deploy", "stop", *state, cwd=ROOT)
     return found
 
 
