@@ -147,6 +147,11 @@ def parser(step: StepDef, description: str | None = None) -> argparse.ArgumentPa
         if item.positional:
             parser.add_argument(item.name, **options)
             continue
+        if item.flag:
+            parser.add_argument(
+                f"--{item.name}", dest=item.name, action="store_true", help=item.help
+            )
+            continue
         if item.repeated:
             options.update(action="append", default=[])
         elif item.default is not None:

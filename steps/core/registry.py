@@ -60,6 +60,8 @@ class Input(Generic[T]):
     """For a command-line option no template passes (it is parsed like a given value)."""
     repeated: bool = False
     positional: bool = False
+    flag: bool = False
+    """An option without a value (`--force`): True when given."""
     choices: tuple[str, ...] = ()
 
 
@@ -339,6 +341,18 @@ CHAIN = StepDef(
     Step.CHAIN,
     "steps.provenance.chain",
     options=(ACTION, RUN, DIGEST, PUBLIC_KEY),
+)
+
+DATA_FILE = Input("data", str, "a local CSV or Parquet file")
+LABEL = Input("label", str, "the binary label column")
+POSITIVE_CLASS = Input("positive-class", str, "the label value that is positive", required=False)
+INIT_OUT = Input("out", Path, "folder for the three files (config/<model>)", required=False)
+FORCE = Input("force", bool, "replace existing files", flag=True)
+COMMAND = Input("command", str, "named in the files' comments", default="mlpipe init")
+INIT = StepDef(
+    Step.INIT,
+    "steps.data.init",
+    options=(DATA_FILE, LABEL, POSITIVE_CLASS, INIT_OUT, FORCE, COMMAND),
 )
 
 STEPS: dict[str, StepDef] = {

@@ -163,7 +163,15 @@ class PerformanceMetric(Record):
 
 class Calibration(Record):
     ece: float
+    """Of the served (calibrated) probabilities on the test split, as evaluate measured it."""
     reliability: list[ReliabilityBin]
+    method: str
+    """How quantize calibrated the booster's margins (steps/quantize/calibration.py)."""
+    reason: str
+    fitted_rows: int
+    """Validation rows the calibration was fitted on."""
+    ece_uncalibrated: float
+    """The booster's own probabilities on the test split: what calibration changed."""
 
 
 class QuantitativeAnalysis(Record):
@@ -248,7 +256,14 @@ def build_card(
             performance_metrics=performance_metrics(evaluation),
             confidence=evaluation.intervals.confidence,
             test_rows=evaluation.metrics.rows,
-            calibration=Calibration(ece=evaluation.metrics.ece, reliability=evaluation.reliability),
+            calibration=Calibration(
+                ece=evaluation.metrics.ece,
+                reliability=evaluation.reliability,
+                method=quantization.calibration.method,
+                reason=quantization.calibration.reason,
+                fitted_rows=quantization.calibration.rows,
+                ece_uncalibrated=quantization.test_ece_before,
+            ),
             champion=evaluation.champion,
             robustness=evaluation.robustness,
             behaviour=evaluation.behaviour,

@@ -131,7 +131,12 @@ def _calibration(card: ModelCard) -> html.Markup:
     calibration = card.quantitative_analysis.calibration
     return html.section(
         "Calibration",
-        html.paragraph(f"Expected calibration error {calibration.ece:.4f}."),
+        html.paragraph(
+            f"Expected calibration error {calibration.ece:.4f} on the test split; the booster's "
+            f"own probabilities: {calibration.ece_uncalibrated:.4f}. Calibration: "
+            f"{calibration.method}, fitted on {calibration.fitted_rows} validation rows "
+            f"({calibration.reason})."
+        ),
         reliability_svg(calibration.reliability),
     )
 

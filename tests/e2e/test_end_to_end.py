@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -32,13 +31,6 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = mlpipe("data", "synth", "--rows", "4000", "--out", str(path), "--seed", "3")
     assert result.returncode == 0, result.stderr
     return path
-
-
-@pytest.fixture
-def serving_dir(tmp_path: Path) -> Iterator[Path]:
-    """Where deploy's detached stable model server keeps its state; stopped after the test."""
-    yield tmp_path / "serving"
-    stop_server(tmp_path / "serving")
 
 
 def test_make_run_path_embedded_s3_whole_pipeline(

@@ -11,12 +11,16 @@ from tests.support.paths import ROOT
 
 
 def run_step(
-    args: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = 120
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """`python -m steps <args>`, as a workflow container runs it."""
     return subprocess.run(
         [sys.executable, "-m", "steps", *args],
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

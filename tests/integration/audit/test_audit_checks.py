@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steps.audit.checks import Reference
+from steps.audit.checks import Reference, Severity, builtin_checks
 from steps.audit.step import audit_frame, stable_reference
 from steps.core.attestation import open_envelope
 from steps.core.names import Artifact, ModelFile, Param
@@ -79,14 +79,40 @@ def test_schema_and_unseen_categories_are_checked_against_the_reference(
     changed["tenure_months"] = changed["tenure_months"].astype(str) + " months"
     changed.loc[changed.index[:300], "plan"] = "enterprise"
     found = failures(as_read(changed, tmp_path), reference)
-    assert sorted(found["schema matches the reference"]) == [
-        "schema matches the reference on column 'age': observed missing; expected the "
-        "reference's columns, numeric or categorical alike",
-        "schema matches the reference on column 'tenure_months': observed str, the reference "
-        "has numbers; expected the reference's columns, numeric or categorical alike",
+    bound = "expected the stable model's features, by name and kind"
+    assert found["feature removed"] == [
+        f"feature removed on column 'age': observed not in the data; {bound}"
     ]
+    assert found["feature type changed"] == [
+        "feature type changed on column 'tenure_months': observed text now, numeric in the "
+        f"stable model; {bound}"
+    ]
+    [undeclared] = found["text column not declared"]
+    assert "'tenure_months': observed text values, e.g. '" in undeclared
     [unseen] = found["unseen categories"]
     assert "'plan': observed 10.00% of rows, e.g. ['enterprise']" in unseen
+    severities = {c.name: c.severity for c in builtin_checks(
+        as_read(changed, tmp_path), DATA, AUDIT, reference) if not c.passed}  # fmt: skip
+    assert severities["feature removed"] is severities["feature type changed"] is Severity.CRITICAL
+
+
+def test_a_renamed_feature_is_named_and_a_new_column_is_a_warning(
+    reference: Reference, tmp_path: Path
+) -> None:
+    """`age` renamed `age_years` keeps its distribution: one finding naming both; a column
+    the stable model never had is a warning naming it, never a failure later at the canary."""
+    changed = generate(3000, seed=23).rename(columns={"age": "age_years"})
+    changed["score"] = range(len(changed))
+    changed["score"] = changed["score"] % 7
+    checks = [c for c in builtin_checks(as_read(changed, tmp_path), DATA, AUDIT, reference)
+              if not c.passed]  # fmt: skip
+    renamed = next(c for c in checks if c.name == "feature renamed")
+    assert renamed.column == "age" and renamed.severity is Severity.CRITICAL
+    assert "gone; new column 'age_years' has its distribution (PSI 0.0" in renamed.observed
+    new = [c for c in checks if c.name == "new column"]
+    assert [(c.column, c.severity) for c in new] == [("score", Severity.WARNING)]
+    assert "the new model takes it, so its clients must send it" in new[0].observed
+    assert not [c for c in checks if c.name == "feature removed"]  # the rename says it
 
 
 def test_without_a_stable_model_the_reference_checks_are_skipped_and_said_so(

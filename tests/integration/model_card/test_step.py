@@ -162,9 +162,11 @@ def test_the_card_gathers_what_a_reviewer_needs_and_is_published_with_the_model(
     sliced = {m.slice for m in analysis.performance_metrics if m.slice is not None}
     assert sliced == {s["name"] for s in evaluation["slices"] if s["metrics"] is not None}
     assert analysis.calibration.ece == evaluation["metrics"]["ece"]
+    report = json.loads(recorded.inputs["quantize-report"].read_text())
+    assert analysis.calibration.method == report["calibration"]["method"]
+    assert analysis.calibration.ece_uncalibrated == report["test_ece_before"]
     assert len(analysis.robustness) == len(evaluation["robustness"]) > 0
     quantization = parameters.quantization
-    report = json.loads(recorded.inputs["quantize-report"].read_text())
     assert quantization.encoding == report["encoding"]
     assert considerations.users[0].description == "the retention team"
     assert considerations.tradeoffs[-1].description.startswith(f"served as {report['encoding']}")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from steps.audit.checks import Severity, builtin_checks
+from steps.data.dataset import read_table
 from steps.data.synth import generate
 from tests.support.audit import AUDIT, DATA, as_read, failures
 
@@ -83,3 +84,30 @@ def test_a_near_constant_column_is_a_warning(clean: pd.DataFrame, tmp_path: Path
     checks = builtin_checks(as_read(clean.assign(plan="basic"), tmp_path), DATA, AUDIT, None)
     [check] = [c for c in checks if c.name == "near-constant column"]
     assert (check.column, check.severity) == ("plan", Severity.WARNING)
+
+
+def test_identifiers_and_undeclared_text_are_named(clean: pd.DataFrame, tmp_path: Path) -> None:
+    """An ID declared as a feature is critical; integers unique per row and text with 50k
+    distinct values are warnings naming the column; undeclared text columns are named all at
+    once (not one per failed run at provenance)."""
+    rows = 50_001
+    frame = pd.concat([clean] * (rows // len(clean) + 1), ignore_index=True).iloc[:rows]
+    frame = frame.assign(
+        customer_id=[f"c{i}" for i in range(rows)],
+        account=[f"a{i}" for i in range(rows)],
+        serial=range(rows),
+        comment=[f"free text {i}" for i in range(rows)],
+        city=["x"] * rows,
+        street=["y"] * rows,
+    )
+    frame.loc[0, "comment"] = None  # not unique-and-complete: wide text, not an identifier
+    spec = DATA.model_copy(update={"categorical": [*DATA.categorical, "account", "comment"]})
+    frame.to_parquet(tmp_path / "d.parquet", index=False)
+    read = read_table(str(tmp_path / "d.parquet"), spec, None)
+    checks = {(c.name, c.column): c for c in builtin_checks(read, spec, AUDIT, None)
+              if not c.passed}  # fmt: skip
+    assert checks[("identifier declared as a feature", "account")].severity is Severity.CRITICAL
+    assert checks[("unique per row", "serial")].severity is Severity.WARNING
+    wide = checks[("text with very many values", "comment")]
+    assert wide.severity is Severity.WARNING and wide.observed == "50000 distinct strings"
+    assert {c for n, c in checks if n == "text column not declared"} == {"city", "street"}
