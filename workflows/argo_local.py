@@ -12,6 +12,7 @@ faithfully, both named) or bad input, 3 storage.
 """
 
 import base64
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -140,8 +141,6 @@ def _parameter_text(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    import json
-
     return json.dumps(value, separators=(",", ":"))
 
 

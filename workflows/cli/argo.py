@@ -40,11 +40,11 @@ def argo_submit(
     ] = None,
 ) -> None:
     """Run FILE's Workflow locally; exit 0 Succeeded, 1 Failed/Error, 2 refused, 3 storage."""
+    from steps.core.errors import StepError
     from workflows.argo_local import check, load_submission, submit
     from workflows.cli import console, fail, load
     from workflows.config import DEFAULT_CONFIG
     from workflows.engine import ManifestError
-    from steps.core.errors import StepError
 
     loaded = load(config or DEFAULT_CONFIG, set_)
     try:

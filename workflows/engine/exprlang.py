@@ -254,23 +254,24 @@ class _Parser:
     def map_or_closure(self) -> Node:
         start = self.index
         token = self.peek()
-        if (
+        is_map = (
             token is not None
             and token[0] in ("name", "value")
             and self.index + 1 < len(self.tokens)
-        ):
-            if self.tokens[self.index + 1] == ("op", ":"):
-                pairs: list[tuple[Node, Node]] = []
-                while not self.at("}"):
-                    key_kind, key = self.take()
-                    if key_kind not in ("name", "value"):
-                        raise ExpressionError(f"bad map key {key!r}")
-                    self.take(":")
-                    pairs.append((("value", key), self.expression()))
-                    if not self.at("}"):
-                        self.take(",")
-                self.take("}")
-                return ("map", pairs)
+            and self.tokens[self.index + 1] == ("op", ":")
+        )
+        if is_map:
+            pairs: list[tuple[Node, Node]] = []
+            while not self.at("}"):
+                key_kind, key = self.take()
+                if key_kind not in ("name", "value"):
+                    raise ExpressionError(f"bad map key {key!r}")
+                self.take(":")
+                pairs.append((("value", key), self.expression()))
+                if not self.at("}"):
+                    self.take(",")
+            self.take("}")
+            return ("map", pairs)
         if self.at("}"):
             self.take("}")
             return ("map", [])
@@ -494,9 +495,9 @@ def _binary(op: str, left: Any, right: Any) -> Any:
 
 def _equal(left: Any, right: Any) -> bool:
     numbers = (int, float)
-    if isinstance(left, numbers) and isinstance(right, numbers):
-        if not isinstance(left, bool) and not isinstance(right, bool):
-            return bool(left == right)
+    both_numbers = isinstance(left, numbers) and isinstance(right, numbers)
+    if both_numbers and not isinstance(left, bool) and not isinstance(right, bool):
+        return bool(left == right)
     return type(left) is type(right) and bool(left == right)
 
 
