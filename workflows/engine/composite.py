@@ -35,6 +35,7 @@ from workflows.engine.variables import (
     SKIPPED_OUTPUT,
     TAG,
     Scope,
+    evaluate_object,
     evaluate_value,
     json_text,
     substitute,
@@ -151,7 +152,9 @@ class Composite:
             if value is not None:
                 parameters[parameter.name] = value
         artifacts = await self.arguments_artifacts(call.arguments.artifacts, scope, where)
-        return Call(state.entry, node_name, parameters, artifacts, self.call.globals)
+        # `{{steps.name}}` / `{{tasks.name}}`: the called template sees the call's name.
+        called = self.call.globals.child({f"{self.PREFIX}.name": call.name})
+        return Call(state.entry, node_name, parameters, artifacts, called)
 
     async def arguments_artifacts(
         self, given: Iterable[Any], scope: Scope, where: str
@@ -353,6 +356,15 @@ class Composite:
             return found
         raise TaskError(f"{where}: cannot resolve artifact reference {reference!r}")
 
+    def _artifact_values(self) -> dict[str, object]:
+        """Every call's output artifacts by flat name, for a `fromExpression`."""
+        values: dict[str, object] = {}
+        for name, state in self.states.items():
+            if state.outcome is not None:
+                for artifact, ref in state.outcome.artifacts.items():
+                    values[f"{self.PREFIX}.{name}.outputs.artifacts.{artifact}"] = ref
+        return values
+
     def _items(self, call: Call_, scope: Scope, where: str) -> list[JsonValue]:
         if call.with_items is not None:
             return [
@@ -395,10 +407,15 @@ class Composite:
         artifacts: dict[str, ArtifactRef] = {}
         for artifact in template.outputs.artifacts:
             try:
-                reference = artifact.from_
                 if artifact.from_expression is not None:
-                    reference = "{{" + evaluate_value(artifact.from_expression, scope, where) + "}}"
-                artifacts[artifact.name] = self.artifact(str(reference), scope, where)
+                    chosen = evaluate_object(
+                        artifact.from_expression, scope, self._artifact_values(), where
+                    )
+                    if not isinstance(chosen, ArtifactRef):
+                        raise TaskError(f"{where}: fromExpression gave {chosen!r}, no artifact")
+                    artifacts[artifact.name] = chosen
+                else:
+                    artifacts[artifact.name] = self.artifact(str(artifact.from_), scope, where)
             except TaskError:
                 if not artifact.optional:
                     raise

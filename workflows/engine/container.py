@@ -194,6 +194,7 @@ class _Attempt:
         if container is self.template.script:
             source = substitute(self.template.script.source, scope, f"{self.where}: source")
             self.files.script_file.write_text(source)
+            self.files.script_file.chmod(0o755)  # Argo's script file is executable too
             argv.append(self.files.script_path)
         return host_command(argv)
 

@@ -32,7 +32,7 @@ class ExpressionError(ValueError):
 # --- values --------------------------------------------------------------------------------
 
 
-def nested_env(flat: Mapping[str, str], absent: str = "") -> dict[str, Any]:
+def nested_env(flat: Mapping[str, Any], absent: str = "") -> dict[str, Any]:
     """bellows.Expand: `{"a.b": "1", "a.c": "2"}` -> `{"a": {"b": "1", "c": "2"}}`; a name
     with a longer one below it gives way to it (Argo's removeConflicts). `absent` values
     (a skipped call's output) become nil."""
@@ -49,7 +49,7 @@ def nested_env(flat: Mapping[str, str], absent: str = "") -> dict[str, Any]:
                 child = node[part] = {}
             node = child
         value = flat[name]
-        node[leaf] = None if absent and value == absent else value
+        node[leaf] = None if absent and isinstance(value, str) and value == absent else value
     return env
 
 

@@ -146,7 +146,8 @@ def plan_view(
     paths) get a folder of the task's own around them, `private_dirs` (a workingDir) are
     the task's own folders. Reads this machine's directory listings, writes nothing."""
     mounts = sorted(
-        (Mount(canonical(m.target), m.source) for m in mounts), key=lambda m: m.target.count("/")
+        (Mount(canonical(m.target), m.source, m.file) for m in mounts),
+        key=lambda m: m.target.count("/"),
     )
 
     def enclosing(path: str) -> Mount | None:
@@ -163,7 +164,9 @@ def plan_view(
     excluded = {m.target for m in mounts}
     for path in map(canonical, private_files):
         if not in_mount(path):
-            owned.update(_ancestors(path))
+            # Up to the deepest folder this machine has: what is below it the task (or the
+            # engine, for an input) creates itself, as in a container.
+            owned.update(a for a in _ancestors(path) if os.path.isdir(a))
             excluded.add(path)
     for path in map(canonical, private_dirs):
         if not in_mount(path):

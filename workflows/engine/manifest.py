@@ -497,14 +497,8 @@ def _check_composite_template(entry: TemplateEntry, builder: _PlanBuilder) -> No
 
 
 def _check_call_arguments(call: Call_, target: TemplateEntry, where: str) -> None:
-    declared = {p.name for p in target.template.inputs.parameters}
+    # Arguments a template does not declare are ignored, as Argo ignores them.
     given = [p.name for p in call.arguments.parameters]
-    for name in given:
-        if name not in declared:
-            raise ManifestError(
-                f"{where}.arguments: template {target.template.name or '(inline)'!r} has no "
-                f"input parameter {name!r} (declared: {sorted(declared)})"
-            )
     if len(set(given)) != len(given):
         raise ManifestError(f"{where}.arguments: a parameter is given twice")
     _check_inputs_supplied(target, set(given), where)

@@ -86,12 +86,26 @@ def substitute(text: str, scope: Scope, where: str) -> str:
 
 
 def evaluate_value(expression: str, scope: Scope, where: str) -> str:
-    """An expression (`valueFrom.expression`, `fromExpression`, `{{=...}}`) as text, the way
-    Argo inserts a result: strings as they are, anything else as JSON."""
-    from workflows.engine.exprlang import ExpressionError, evaluate, nested_env, to_text
+    """An expression (`valueFrom.expression`, `{{=...}}`) as text, the way Argo inserts a
+    result: strings as they are, anything else as JSON."""
+    from workflows.engine.exprlang import ExpressionError, to_text
 
     try:
-        return to_text(evaluate(expression, nested_env(scope.flatten(), SKIPPED_OUTPUT)))
+        return to_text(evaluate_object(expression, scope, {}, where))
+    except ExpressionError as error:
+        raise ManifestError(f"{where}: expression {expression.strip()!r}: {error}") from None
+
+
+def evaluate_object(
+    expression: str, scope: Scope, objects: Mapping[str, object], where: str
+) -> object:
+    """An expression's value; `objects` adds non-text values by flat name (artifacts, for a
+    `fromExpression`)."""
+    from workflows.engine.exprlang import ExpressionError, evaluate, nested_env
+
+    flat: dict[str, object] = {**scope.flatten(), **objects}
+    try:
+        return evaluate(expression, nested_env(flat, SKIPPED_OUTPUT))
     except ExpressionError as error:
         raise ManifestError(f"{where}: expression {expression.strip()!r}: {error}") from None
 
