@@ -144,6 +144,9 @@ def ctx(store: ArtifactStore, s3_env: dict[str, str], tmp_path: Path) -> EngineC
         env={**os.environ, **s3_env},
         secrets=SECRETS,
         stop_grace_seconds=2.0,
+        # Tasks and the test talk through files under tmp_path, which a task's private
+        # /tmp would otherwise hide.
+        shared_paths=(tmp_path,),
     )
 
 
@@ -848,7 +851,8 @@ from steps.core.store import ArtifactStore
 from workflows.engine import EngineContext, run_workflow
 manifest, workdir = json.loads(sys.argv[1]), Path(sys.argv[2])
 ctx = EngineContext(store=ArtifactStore.from_env(os.environ), key_format='{{pod.name}}',
-                    workdir=workdir, parallelism=2, env=dict(os.environ), secrets={})
+                    workdir=workdir, parallelism=2, env=dict(os.environ), secrets={},
+                    shared_paths=(workdir.parent,))
 run_workflow(manifest, {}, ctx)
 """
 

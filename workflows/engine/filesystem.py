@@ -228,6 +228,11 @@ STAGING = "/argo/staging"
 CONTROL = "/var/run/argo"
 """Argo's executor folder in a pod: ARGO_PROGRESS_FILE is `<CONTROL>/progress`."""
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+ENGINE_PATHS = frozenset(
+    Path(path).resolve() for path in (sys.prefix, sys.base_prefix, Path(__file__).parents[2])
+)
+"""What a task needs of the engine's machine whatever it mounts: the interpreter that runs
+`python` commands and the project whose `python -m steps` they run (images.py)."""
 
 
 @dataclass(frozen=True)
@@ -341,7 +346,12 @@ def pod_files(
         tmp.chmod(0o1777)
         plan_mounts.append(Mount("/tmp", tmp))
     plan_mounts += [Mount(STAGING, folder / "staging"), Mount(CONTROL, folder / "argo")]
-    plan_mounts += [Mount(str(path), path) for path in shared if path.is_dir()]
+    private = [canonical(m.target) for m in plan_mounts]
+    for path in {*shared, *ENGINE_PATHS}:
+        # Only what a private path would hide needs binding back (a /work volume hides a
+        # checkout under /work, and with it the interpreter the tasks run).
+        if path.is_dir() and any(is_under(canonical(str(path)), target) for target in private):
+            plan_mounts.append(Mount(str(path), path))
     if dns is not None:
         resolv = folder / "resolv.conf"
         resolv.write_text(resolv_conf(_read(HOST_RESOLV_CONF), dns))

@@ -58,6 +58,9 @@ def bind(source: str, target: str) -> None:
 def run(view_file: str, command: list[str]) -> None:
     with open(view_file) as handle:
         view = json.load(handle)
+    # Held open: after the chroot the pod's folder may no longer be reachable by its path.
+    folder = os.open(os.path.dirname(view["error_file"]), os.O_RDONLY | os.O_DIRECTORY)
+    name = os.path.basename(view["error_file"])
     try:
         enter_namespaces()
         root = view["root"]
@@ -66,10 +69,19 @@ def run(view_file: str, command: list[str]) -> None:
         os.chroot(root)
         os.chdir(view["cwd"])
     except OSError as error:
-        with open(view["error_file"], "w") as handle:
-            handle.write(f"the task's filesystem view could not be set up: {error}")
-        sys.exit(127)
-    os.execvpe(command[0], command, os.environ)
+        _fail(folder, name, f"the task's filesystem view could not be set up: {error}")
+    try:
+        os.set_inheritable(folder, False)
+        os.execvpe(command[0], command, os.environ)
+    except OSError as error:
+        _fail(folder, name, f"cannot run {command[0]!r}: {error.strerror}")
+
+
+def _fail(folder: int, name: str, message: str) -> None:
+    descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=folder)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(message)
+    sys.exit(127)
 
 
 def probe() -> int:
