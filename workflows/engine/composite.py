@@ -54,7 +54,7 @@ class CallState:
     entry: TemplateEntry
     node_name: str
     phase: NodePhase | None = None
-    """None while undecided; Running once started; never set if it was held back."""
+    """None while undecided; Running once started."""
     outcome: Outcome | None = None
     children: list[Outcome] = field(default_factory=list)
     daemoned: bool = False
@@ -97,7 +97,6 @@ class Composite:
         self.slots = asyncio.Semaphore(template.parallelism) if template.parallelism else None
         self.daemons: list[Daemon] = []
         self.daemon_failures: list[str] = []
-        self.stopped = False
 
     def where(self, node_name: str, name: str) -> str:
         return self.run_state.path_of(node_name, name)
@@ -120,15 +119,11 @@ class Composite:
             failed = Outcome(NodePhase.ERROR, str(error))
             state.outcome = failed
             self.run_state.settle(state.node_name, state.kind, template, failed)
-            self.note_failure(call.name, NodePhase.ERROR)
             return
         if prepared is None:
             state.phase = NodePhase.SKIPPED
             return
         outcome = await self._invoke(call.name, prepared)
-        if outcome is None:
-            state.phase = None  # held back: never started
-            return
         state.outcome = outcome
         state.phase = outcome.phase
         state.daemoned = outcome.phase is NodePhase.DAEMONED
@@ -175,20 +170,13 @@ class Composite:
             artifacts[artifact.name] = ref
         return artifacts
 
-    async def _invoke(self, name: str, call: Call) -> Outcome | None:
+    async def _invoke(self, name: str, call: Call) -> Outcome:
         async with self._slot(call.entry.template.daemon):
-            if self.stopped:
-                return None
             outcome = await self.execute(self.run_state, call)
         if outcome.daemon is not None:
             outcome.daemon.on_exit = lambda phase: self._daemon_exited(name, phase)
             self.daemons.append(outcome.daemon)
-        if outcome.phase.failed:
-            self.note_failure(name, outcome.phase)
         return outcome
-
-    def note_failure(self, name: str, phase: NodePhase) -> None:
-        """A call failed (the subclass decides whether that stops new calls)."""
 
     def _daemon_exited(self, name: str, phase: NodePhase) -> None:
         state = self.states[name]
@@ -196,7 +184,6 @@ class Composite:
             state.phase = phase
         if phase.failed:
             self.daemon_failures.append(name)
-            self.note_failure(name, phase)
 
     @contextlib.asynccontextmanager
     async def _slot(self, daemon: bool) -> AsyncIterator[None]:
@@ -218,7 +205,7 @@ class Composite:
             group = run.record(state.node_name, NodeKind.TASK_GROUP, template)
             run.begin(group)
 
-        async def child(index: int, item: JsonValue) -> Outcome | None:
+        async def child(index: int, item: JsonValue) -> Outcome:
             name = f"{siblings}.{expanded_name(state.call.name, index, item)}"
             child_scope = scope.child({"item": item_value(item), **item_fields(item)})
             try:
@@ -226,29 +213,24 @@ class Composite:
             except (ManifestError, TaskError, StepError) as error:
                 failed = Outcome(NodePhase.ERROR, str(error))
                 run.settle(name, state.kind, template, failed)
-                self.note_failure(state.call.name, NodePhase.ERROR)
                 return failed
             if prepared is None:
                 return Outcome(NodePhase.SKIPPED)
             outcome = await self._invoke(state.call.name, prepared)
-            if outcome is not None:
-                child_state = CallState(state.call, state.entry, name, outcome.phase, outcome)
-                await self._exit_hook(child_state, name, child_scope)
+            child_state = CallState(state.call, state.entry, name, outcome.phase, outcome)
+            await self._exit_hook(child_state, name, child_scope)
             return outcome
 
-        results = await gather([child(i, item) for i, item in enumerate(items)])
-        state.children = [outcome for outcome in results if outcome is not None]
-        held_back = len(results) - len(state.children)
+        state.children = await gather([child(i, item) for i, item in enumerate(items)])
         phases = [outcome.phase for outcome in state.children]
         if NodePhase.ERROR in phases:
             phase = NodePhase.ERROR
-        elif NodePhase.FAILED in phases or held_back:
+        elif NodePhase.FAILED in phases:
             phase = NodePhase.FAILED
         else:
             phase = NodePhase.SUCCEEDED
-        message = f"{held_back} of {len(items)} items never started" if held_back else ""
         if group is not None:
-            run.finish(group, Outcome(phase, message))
+            run.finish(group, Outcome(phase))
         state.phase = phase
 
     async def _exit_hook(self, state: CallState, node_name: str, scope: Scope) -> None:

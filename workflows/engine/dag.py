@@ -5,14 +5,16 @@ if the expression is false it is Omitted. Independent tasks run concurrently, bo
 the DAG's `parallelism` and the run's pod limit. With `target`, only the named tasks and
 what they depend on run.
 
-Fail-fast is what Argo's controller does (dag.go: executeDAG starts every task whose
-dependencies are done, then assessDAGPhase): a failure stops the DAG only once a *target*
-task's branch phase is failed, an Omitted or unstarted task inheriting its parents' phase.
-Until then, tasks of other branches, and dependants of branches already running, still
-start (Argo PR #5227, issue #10312): in `A -> (B fails, C) -> D: B.Failed && C`, D runs.
-Without fail-fast every task that can run, runs. The DAG then fails if a target's branch
-failed (unless the target `continueOn` it), if it stopped early, or if a daemon exited
-non-zero. Daemons are stopped when the DAG ends, whatever its phase.
+A failure stops nothing that can still run, as in Argo's controller (dag.go, v4.1.2):
+executeDAG starts every task whose dependencies are done, and only then assessDAGPhase,
+which reports the DAG Running while any of its nodes runs. So a failed branch never keeps
+another branch's dependants from starting (Argo PR #5227, issue #10312): with
+`A -> (B fails, C slow) -> D: B.Failed && C` and `E fails -> G: E && F`, D still runs once C
+is done. `failFast` only decides which target's phase wins while others are undecided, and
+once nothing runs every target is decided. The DAG then fails if a target's branch failed
+(an Omitted task inheriting its parents' phase, a failure first), unless the target
+`continueOn` it, or if a daemon exited non-zero. Daemons are stopped when the DAG ends,
+whatever its phase.
 """
 
 import asyncio
@@ -107,8 +109,6 @@ class _Dag(Composite):
         try:
             while True:
                 self._schedule(pending, running)
-                if self.dag.fail_fast and self._failed_target() is not None:
-                    self.stopped = True
                 if not running:
                     break
                 done, _ = await asyncio.wait(running.keys(), return_when=asyncio.FIRST_COMPLETED)
@@ -153,8 +153,6 @@ class _Dag(Composite):
                     template = state.entry.template.name
                     self.run_state.settle(state.node_name, state.kind, template, omitted)
                     decided = True
-                    continue
-                if self.stopped:
                     continue
                 pending.remove(name)
                 state.phase = NodePhase.RUNNING
@@ -203,8 +201,6 @@ class _Dag(Composite):
         if failed is not None:
             name, phase = failed
             return Outcome(phase, f"task {self._origin(name)!r} {phase.value.lower()}")
-        if any(self.states[name].phase is None for name in self.targets):
-            return Outcome(NodePhase.FAILED, "stopped after a task failed")
         try:
             return self.outputs(self.scope.child(self.exports(self.states)))
         except (ManifestError, TaskError) as error:
