@@ -2,8 +2,8 @@
 
 import asyncio
 import copy
-import os
 import http.server
+import os
 import socket
 import threading
 from datetime import UTC, datetime
@@ -22,13 +22,6 @@ from workflows.engine.expressions import (
     failure_aware_tasks,
     parse_depends,
 )
-from workflows.engine.manifest import load_plan
-from workflows.engine.model import Probe
-from workflows.engine.naming import expanded_name, fnv32a, pod_name
-from workflows.engine.probe import wait_ready
-from workflows.engine.result import NodePhase
-from workflows.engine.retry import RetryPlan, parse_duration
-from workflows.engine.variables import Scope, substitute
 from workflows.engine.filesystem import (
     FilesystemMode,
     Mount,
@@ -37,6 +30,13 @@ from workflows.engine.filesystem import (
     plan_view,
     pod_files,
 )
+from workflows.engine.manifest import load_plan
+from workflows.engine.model import Probe
+from workflows.engine.naming import expanded_name, fnv32a, pod_name
+from workflows.engine.probe import wait_ready
+from workflows.engine.result import NodePhase
+from workflows.engine.retry import RetryPlan, parse_duration
+from workflows.engine.variables import Scope, substitute
 from workflows.step_template import listening_probe
 
 ROOT = Path(__file__).resolve().parents[1]

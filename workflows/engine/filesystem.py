@@ -371,7 +371,9 @@ def _read(path: Path) -> str:
 def resolv_conf(host: str, dns: "DnsConfig") -> str:
     """Kubernetes' merge of a pod's dnsConfig into the node's resolver settings: nameservers
     and search domains appended, options overriding by name."""
-    nameservers, searches, options = [], [], {}
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: dict[str, str] = {}
     for line in host.splitlines():
         words = line.split()
         if not words or words[0].startswith(("#", ";")):
@@ -381,8 +383,8 @@ def resolv_conf(host: str, dns: "DnsConfig") -> str:
         elif words[0] in ("search", "domain"):
             searches += words[1:]
         elif words[0] == "options":
-            for option in words[1:]:
-                name, _, value = option.partition(":")
+            for word in words[1:]:
+                name, _, value = word.partition(":")
                 options[name] = value
     nameservers += [n for n in dns.nameservers if n not in nameservers]
     searches += [s for s in dns.searches if s not in searches]
