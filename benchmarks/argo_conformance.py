@@ -101,6 +101,8 @@ def run_one(
 def reason(why: str) -> str:
     """The refusal's feature or rule, for grouping: its last `: ` part of the first line."""
     lines = [line.strip() for line in why.splitlines() if line.strip()]
+    if "needs each task's own filesystem" in lines[0]:
+        return "needs each task's own filesystem: " + lines[0].split(" (", 1)[1].split(")")[0]
     if len(lines) > 1 and lines[0].startswith("Argo v4 would reject"):
         return "Argo's rules: " + lines[1].split(": ", 2)[-1]
     if len(lines) > 1:

@@ -22,7 +22,7 @@ from workflows.engine.expressions import (
     referenced_tasks,
 )
 from workflows.engine.filesystem import inner_uses
-from workflows.engine.images import entrypoint_of
+from workflows.engine.images import ENTRYPOINTS, entrypoint_of
 from workflows.engine.model import (
     Call_,
     Container,
@@ -554,10 +554,10 @@ def _check_pod_template(
     for field_path, container in pod_containers(template):
         container_where = f"{where}.{field_path}"
         if not container.command and entrypoint_of(container.image) is None:
+            known = ", ".join(sorted(ENTRYPOINTS))
             raise ManifestError(
                 f"{container_where}.command is required locally: the entrypoint of image "
-                f"{container.image!r} is not known (images with a known entrypoint: "
-                "see engine/images.py)"
+                f"{container.image!r} is not known here (known entrypoints are {known})"
             )
         mounts = [*container.volume_mounts]
         if container_set is not None:
