@@ -36,6 +36,14 @@ NO_TEST_LABEL = "workflows.argoproj.io/no-test"
 APPLIED_KINDS = ("ConfigMap", "WorkflowTemplate", "ClusterWorkflowTemplate")
 """What examples_test.go applies before submitting (PersistentVolumeClaims too: refused here)."""
 SUFFIXES = (".yaml", ".yml", ".json")
+FILESYSTEM_NEEDS = (
+    ("dnsConfig", "spec.dnsConfig"),
+    ("workingDir", "a workingDir outside every volumeMount"),
+    ("is not under a volumeMount", "a declared path outside every volumeMount"),
+    ("inside its text", "a mount path inside a command's or script's text"),
+    ("", "other"),
+)
+"""(marker in the first problem remap_refusals names, how it is grouped): the last matches all."""
 
 
 def documents(root: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
@@ -101,8 +109,10 @@ def run_one(
 def reason(why: str) -> str:
     """The refusal's feature or rule, for grouping: its last `: ` part of the first line."""
     lines = [line.strip() for line in why.splitlines() if line.strip()]
-    if "needs each task's own filesystem" in lines[0]:
-        return "needs each task's own filesystem: " + lines[0].split(" (", 1)[1].split(")")[0]
+    if "needs each task's own filesystem" in lines[0] and len(lines) > 1:
+        return "needs each task's own filesystem: " + next(
+            kind for marker, kind in FILESYSTEM_NEEDS if marker in lines[1]
+        )
     if len(lines) > 1 and lines[0].startswith("Argo v4 would reject"):
         return "Argo's rules: " + lines[1].split(": ", 2)[-1]
     if len(lines) > 1:
