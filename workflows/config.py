@@ -41,6 +41,7 @@ from steps.core.specs import (
     Spec,
     TrainSpec,
 )
+from workflows.engine.filesystem import FilesystemMode
 
 DEFAULT_CONFIG = Path("config/local.yaml")
 S = TypeVar("S", bound=Spec)
@@ -332,6 +333,10 @@ class DriftConfig(DriftSpec, StepSection):
 class EngineConfig(Section):
     parallelism: int = Field(default=2, ge=1)
     workdir: Path = Path(".mlpipe/runs")
+    filesystem: FilesystemMode = Field(
+        default=FilesystemMode.AUTO,
+        description="each task's own paths: isolated (mount namespaces), remap, or auto",
+    )
 
 
 class PipelineConfig(Section):

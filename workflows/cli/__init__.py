@@ -16,6 +16,7 @@ from steps.core.errors import MlpipeError
 from workflows.cli import (
     argo,
     artifacts,
+    cluster,
     config,
     data,
     deploy,
@@ -39,7 +40,8 @@ app.add_typer(artifacts.app, name="artifacts")
 app.add_typer(schedule.app, name="schedule")
 app.add_typer(provenance.app, name="provenance")
 app.add_typer(deploy.app, name="deploy")
-app.add_typer(argo.app)
+app.add_typer(cluster.app)
+app.add_typer(argo.app, name="argo")
 
 
 def main() -> None:
