@@ -88,7 +88,7 @@ class Settings:
 @dataclass(frozen=True)
 class AucComponents:
     """DeLong's structural components in the rows' own order, so that two models scored on
-    the same rows can be compared pairwise (steps/champion.py)."""
+    the same rows can be compared pairwise (steps/evaluate/gate.py)."""
 
     auc: float
     positives: Floats
