@@ -15,9 +15,8 @@ sent to the client) for a bug on our side.
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -51,8 +50,7 @@ BINARY = b"application/octet-stream"
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     status: int
     body: bytes
     content_type: bytes = JSON
@@ -153,8 +151,9 @@ class InferenceServer:
             self._metrics.unknown_model(404)
             raise
         try:
-            body = await _read_body(scope, receive)
-            request = parse_infer_request(body, _header_length(scope), served.model, self._max_rows)
+            headers = _RequestHeaders(scope)
+            body = await _read_body(headers, receive)
+            request = parse_infer_request(body, headers.json_length(), served.model, self._max_rows)
             scores = await served.batcher.score(request.rows)
             payload, json_length = infer_response(
                 served.model, scores, request.request_id, request.binary_output
@@ -175,7 +174,7 @@ class InferenceServer:
     async def _load(self, scope: Scope, receive: Receive, name: str) -> Response:
         if not MODEL_NAME.fullmatch(name):
             raise HttpError(400, bad_name(name))
-        body = await _read_body(scope, receive)
+        body = await _read_body(_RequestHeaders(scope), receive)
         source = requested_source(self._repository.source(name), body)
         if source is None:
             raise ModelNotFound(
@@ -221,29 +220,43 @@ def _json(value: object) -> Response:
     return Response(200, orjson.dumps(value))
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+class _RequestHeaders:
+    """The request headers the server reads, found in one pass over the header list."""
+
+    __slots__ = ("content_encoding", "content_length", "inference_header_length")
+
+    def __init__(self, scope: Scope) -> None:
+        self.content_length: bytes | None = None
+        self.content_encoding: bytes | None = None
+        self.inference_header_length: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                self.content_length = value
+            elif key == b"content-encoding":
+                self.content_encoding = value
+            elif key == _HEADER_LENGTH:
+                self.inference_header_length = value
+
+    def json_length(self) -> int | None:
+        """Bytes of JSON before the binary tensor data, if the request has any."""
+        value = self.inference_header_length
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise HttpError(400, f"{HEADER_LENGTH} {value!r} is not a number") from None
 
 
-def _header_length(scope: Scope) -> int | None:
-    value = _header(scope, HEADER_LENGTH.encode())
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise HttpError(400, f"{HEADER_LENGTH} {value!r} is not a number") from None
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
+async def _read_body(headers: _RequestHeaders, receive: Receive) -> bytes:
     """The whole request body, refused early if it is too large or compressed."""
-    declared = _header(scope, b"content-length")
+    declared = headers.content_length
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HttpError(413, f"body of {int(declared)} bytes exceeds {MAX_BODY_BYTES}")
-    encoding = _header(scope, b"content-encoding")
+    encoding = headers.content_encoding
     if encoding not in (None, b"identity"):
         raise HttpError(
             400, f"Content-Encoding {encoding.decode(errors='replace')!r} is not supported"
