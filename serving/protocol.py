@@ -192,7 +192,7 @@ def _columns(
         if header.datatype == BYTES:
             rows[:, index] = _encode(feature, bytes_values(header, binary))
         else:
-            rows[:, index] = numeric_values(header, binary)
+            rows[:, index] = numeric_values(header, binary).reshape(-1)
     return rows
 
 

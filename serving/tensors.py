@@ -43,11 +43,8 @@ class TensorHeader(NamedTuple):
     """The inline JSON data, or None when the data is binary."""
     binary_size: int | None
     """Bytes of this tensor in the binary section, or None when the data is inline."""
-
-    @property
-    def size(self) -> int:
-        """How many values the shape holds."""
-        return prod(self.shape)
+    size: int
+    """How many values the shape holds."""
 
 
 def parse_header(tensor: object) -> TensorHeader:
@@ -62,13 +59,13 @@ def parse_header(tensor: object) -> TensorHeader:
         raise TensorError(
             f"input {name!r} has datatype {datatype!r}; supported: {', '.join(DATATYPES)}"
         )
-    shape = tensor.get("shape")
-    if type(shape) is not list or len(shape) > MAX_RANK or not all(map(_is_dim, shape)):
+    shape_and_size = _shape(tensor.get("shape"))
+    if shape_and_size is None:
         raise TensorError(
             f"input {name!r} needs 'shape': a list of at most {MAX_RANK} non-negative integers"
         )
-    parameters = tensor.get("parameters") or {}
-    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    parameters = tensor.get("parameters")
+    binary_size = parameters.get("binary_data_size") if type(parameters) is dict else None
     data = tensor.get("data")
     if (data is None) == (binary_size is None):
         raise TensorError(
@@ -76,15 +73,26 @@ def parse_header(tensor: object) -> TensorHeader:
         )
     if binary_size is not None and (type(binary_size) is not int or binary_size < 0):
         raise TensorError(f"input {name!r} has a binary_data_size that is not a byte count")
-    return TensorHeader(name, datatype, tuple(shape), data, binary_size)
+    shape, size = shape_and_size
+    return TensorHeader(name, datatype, shape, data, binary_size, size)
 
 
-def _is_dim(dim: object) -> bool:
-    return type(dim) is int and dim >= 0
+def _shape(value: object) -> tuple[tuple[int, ...], int] | None:
+    """A shape and how many values it holds, if `value` is a list of at most MAX_RANK
+    non-negative integers (JSON booleans are not integers here); else None."""
+    if type(value) is not list or len(value) > MAX_RANK:
+        return None
+    size = 1
+    for dim in value:
+        if type(dim) is not int or dim < 0:
+            return None
+        size *= dim
+    return tuple(value), size
 
 
 def numeric_values(header: TensorHeader, binary: memoryview | None) -> NDArray[np.floating]:
-    """The flat values of a numeric tensor as floats (NaN where JSON says null)."""
+    """The values of a numeric tensor as floats (NaN where JSON says null), flat or
+    already in the tensor's shape: reshape them."""
     if binary is not None:
         dtype = NUMERIC[header.datatype]
         if len(binary) != header.size * dtype.itemsize:
@@ -108,7 +116,7 @@ def numeric_values(header: TensorHeader, binary: memoryview | None) -> NDArray[n
     _check_layout(header, values.shape)
     if header.datatype == "INT64" and not np.all(np.isnan(values) | (values == np.trunc(values))):
         raise TensorError(f"input {header.name!r} is INT64 but holds fractional numbers")
-    return values.reshape(-1)
+    return values
 
 
 def bytes_values(header: TensorHeader, binary: memoryview | None) -> list[str | None]:
@@ -131,8 +139,7 @@ def bytes_values(header: TensorHeader, binary: memoryview | None) -> list[str | 
 
 def _check_layout(header: TensorHeader, dims: tuple[int, ...]) -> None:
     """Data may be flat or nested; nested, it must have the declared shape."""
-    count = prod(dims)
-    if count != header.size or (len(dims) > 1 and dims != header.shape):
+    if prod(dims) != header.size or (len(dims) > 1 and dims != header.shape):
         raise TensorError(
             f"input {header.name!r} data has shape {list(dims)}; shape "
             f"{list(header.shape)} needs {header.size} values, flat or nested"
