@@ -357,6 +357,7 @@ def serve_noop(port: int) -> None:
         access_log=False,
         lifespan="off",
         server_header=False,
+        proxy_headers=False,
         log_level="warning",
     )
 
