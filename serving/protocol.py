@@ -268,8 +268,8 @@ def infer_response(
 
 def model_metadata(model: LoadedModel) -> dict[str, object]:
     """What a client needs to build a request without reading our code: `inputs` lists
-    both forms (each tensor's `parameters.form` says which: send every `per_feature` input,
-    or the one `matrix` input), and `parameters.feature_schema` is the model's feature
+    both forms (each tensor's `parameters.form` says which: send the one `matrix` input, or
+    every `per_feature` input), and `parameters.feature_schema` is the model's feature
     schema (names in column order, kinds, categories in code order, nullability)."""
     features = model.schema.features
     per_feature = [
@@ -291,7 +291,8 @@ def model_metadata(model: LoadedModel) -> dict[str, object]:
         "name": model.name,
         "versions": [model.version],
         "platform": PLATFORM,
-        "inputs": [*per_feature, matrix],
+        # The matrix first: clients written against one [N, F] input read inputs[0].
+        "inputs": [matrix, *per_feature],
         "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1]}],
         # An extension of the core protocol's metadata, which has no place for a schema.
         "parameters": {"feature_schema": model.schema.model_dump(mode="json")},

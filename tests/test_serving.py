@@ -263,8 +263,9 @@ def test_model_metadata_and_readiness(
     assert metadata["versions"] == [model.digest]  # the version defaults to the sha256
     assert metadata["platform"] == "onnxruntime_onnx"
     features = model.schema.features
-    # One tensor per feature, in the data's column order, typed as a client holds the data...
-    *per_feature, matrix = metadata["inputs"]
+    # The model-ready [N, F] matrix, or one tensor per feature, in the data's column order,
+    # typed as a client holds the data.
+    matrix, *per_feature = metadata["inputs"]
     assert per_feature == [
         {
             "name": f.name,
@@ -274,7 +275,6 @@ def test_model_metadata_and_readiness(
         }
         for column, f in enumerate(features)
     ]
-    # ...or the model-ready [N, F] matrix.
     assert matrix == {
         "name": ONNX_INPUT,
         "datatype": "FP32",
