@@ -5,6 +5,7 @@ against the feature schema, one probe prediction), so a server that is up can sc
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnxruntime as ort
@@ -35,7 +36,7 @@ class LoadedModel:
     input_name: str
     row_check: RowCheck
 
-    @property
+    @cached_property
     def n_features(self) -> int:
         return len(self.schema.features)
 

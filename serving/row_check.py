@@ -52,29 +52,31 @@ class RowCheck:
         """Raise RowError for the first value of `rows` ([N, F], schema order) that the
         model does not accept."""
         if rows.size <= LOOP_VALUES:
-            self._loop(rows)
+            accepted = self._loop_accepts(rows)
         else:
-            self._vectorised(rows)
+            accepted = not self._refused(rows).any()
+        if not accepted:
+            row, column = (int(i) for i in np.argwhere(self._refused(rows))[0])
+            raise self._error(row, column, float(rows[row, column]))
 
-    def _loop(self, rows: NDArray[np.floating]) -> None:
-        for row, values in enumerate(rows.tolist()):
-            for column, (value, (low, high, integral, nullable)) in enumerate(
-                zip(values, self._plain, strict=True)
-            ):
+    def _loop_accepts(self, rows: NDArray[np.floating]) -> bool:
+        bounds = self._plain
+        for values in rows.tolist():
+            for value, (low, high, integral, nullable) in zip(values, bounds, strict=True):
                 if low <= value <= high:
                     if integral and not value.is_integer():
-                        raise self._error(row, column, value)
+                        return False
                 elif not (nullable and value != value):  # NaN is the one value != itself
-                    raise self._error(row, column, value)
+                    return False
+        return True
 
-    def _vectorised(self, rows: NDArray[np.floating]) -> None:
+    def _refused(self, rows: NDArray[np.floating]) -> NDArray[np.bool_]:
+        """Where `rows` holds a value the model does not accept."""
         missing = np.isnan(rows)
         inside = (rows >= self._low) & (rows <= self._high)
         fractional = self._integral & (rows != np.floor(rows)) & ~missing
-        bad = ~(inside | (missing & self._nullable)) | fractional
-        if bad.any():
-            row, column = (int(i) for i in np.argwhere(bad)[0])
-            raise self._error(row, column, float(rows[row, column]))
+        refused: NDArray[np.bool_] = ~(inside | (missing & self._nullable)) | fractional
+        return refused
 
     def _error(self, row: int, column: int, value: float) -> RowError:
         feature, bounds = self._features[column], self._bounds[column]

@@ -23,6 +23,7 @@ from tests.test_serving import (
     Server,
     build_model,
     frame_schema,
+    matrix_body,
     reference,
     serve,
 )
@@ -156,6 +157,35 @@ def test_values_the_model_cannot_take_are_refused_naming_the_column(
         response = httpx.post(f"{server.url}/v2/models/{NAME}/infer", json=body)
         assert response.status_code == 400 and "outputs" not in response.json()
         assert where in response.json()["error"]
+
+
+@pytest.mark.parametrize("rows", [60, 300])
+def test_a_large_request_is_checked_as_closely(
+    server: Server, model: ModelFiles, frame: pd.DataFrame, rows: int
+) -> None:
+    """Past a few hundred values the check is vectorised: same verdicts, same messages."""
+    matrix = encode(pd.concat([frame] * 2).head(rows), model.schema).astype(np.float64)
+    url = f"{server.url}/v2/models/{NAME}/infer"
+    ok = httpx.post(url, json=matrix_body(matrix), timeout=30)
+    assert ok.status_code == 200, ok.text  # NaN (missing) is accepted everywhere here
+    region, charges = (
+        model.schema.names.index("region"),
+        model.schema.names.index("monthly_charges"),
+    )
+    for column, value, fragment in (
+        (region, 2.5, "is 2.5: not a category code of 'region', which takes 0 to 3"),
+        (charges, 1e39, "is 1e+39: not a finite number that fits FP32"),
+    ):
+        bad = matrix.copy()
+        bad[rows - 7, column] = value
+        bad[rows - 3, column] = value  # the first one is named
+        response = httpx.post(url, json=matrix_body(bad), timeout=30)
+        assert response.status_code == 400
+        name = model.schema.names[column]
+        assert response.json() == {
+            "error": f"feature {name!r} (column {column}), row {rows - 7} {fragment}"
+            + (" (its 4 categories in schema order)" if column == region else "")
+        }
 
 
 def test_non_finite_numbers_in_a_feature_tensor_are_refused(
