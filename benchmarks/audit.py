@@ -38,10 +38,10 @@ def measure(kind: str, data: Path) -> dict[str, float]:
     """One timed run in this (fresh) process: seconds, peak MB above baseline, frame MB."""
     import great_expectations as gx
 
-    from steps.audit import _for_gx, build_suite, run_audit
-    from steps.dataset import read_table
-    from steps.specs import AuditSpec
-    from steps.synth import data_spec
+    from steps.audit.step import _for_gx, build_suite, run_audit
+    from steps.core.specs import AuditSpec
+    from steps.data.dataset import read_table
+    from steps.data.synth import data_spec
 
     spec = data_spec()
     audit = AuditSpec(suite=json.loads(SUITE_FILE.read_text()), min_rows=1)
@@ -96,7 +96,7 @@ def main() -> None:
         print(json.dumps(measure(args.child, args.data)))
         return
 
-    from steps.synth import generate, write_table
+    from steps.data.synth import generate, write_table
 
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
         data = Path(tmp) / "data.parquet"

@@ -1,8 +1,8 @@
 """Feature drift at scale: 1,000,000 window rows x 30 numeric features against a reference
-profile, our drift statistics (`steps.drift_stats.feature_drift`, what the drift step runs
+profile, our drift statistics (`steps.drift.stats.feature_drift`, what the drift step runs
 per feature) vs a bare NumPy/SciPy computation of the same PSI and KS statistics in one pass.
 
-Both start from the same in-memory window and the same profile (steps/profile.py, counted
+Both start from the same in-memory window and the same profile (steps/data/profile.py, counted
 on 200,000 training rows); ours also does what the step needs beyond the bare loop (missing
 values as their own bucket, histograms, reasons, result models, ranking). Their PSI and KS
 values are checked to agree. Prints medians of wall time, and `ratio=<ours/bare>` last
@@ -28,12 +28,19 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import stats
 
-from steps.drift_stats import PSI_FLOOR, feature_drift
-from steps.features import FeatureSchema
-from steps.names import Env
-from steps.profile import GroupProfile, NumericProfile, assemble, count, layout_for, quantile_edges
-from steps.specs import DataSpec, DriftSpec
-from steps.store import DEFAULT_REGION, ArtifactStore
+from steps.core.names import Env
+from steps.core.specs import DataSpec, DriftSpec
+from steps.core.store import DEFAULT_REGION, ArtifactStore
+from steps.data.features import FeatureSchema
+from steps.data.profile import (
+    GroupProfile,
+    NumericProfile,
+    assemble,
+    count,
+    layout_for,
+    quantile_edges,
+)
+from steps.drift.stats import PSI_FLOOR, feature_drift
 from workflows.s3server import EmbeddedS3
 
 REFERENCE_ROWS = 200_000
@@ -172,7 +179,7 @@ def main() -> None:
           f"{REFERENCE_ROWS:,} rows; medians of {args.repetitions} runs")  # fmt: skip
     print(f"  drifted features found: {', '.join(flagged)}")
     print(f"  {'bare numpy/scipy PSI + KS':<34} {bare_s:8.3f} s")
-    print(f"  {'ours (steps.drift_stats)':<34} {ours_s:8.3f} s")
+    print(f"  {'ours (steps.drift.stats)':<34} {ours_s:8.3f} s")
     if args.with_step:
         step_s = whole_step(window, args.features)
         print(f"  {'whole step (python -m steps drift)':<34} {step_s:8.3f} s (one run)")

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 from workflows.engine import EngineContext, run_workflow
 from workflows.s3server import EmbeddedS3
 

@@ -1,5 +1,5 @@
 """Evaluation at scale: 1,000,000 test rows and 20 slices, our whole evaluation
-(`steps.evaluate.evaluate_rows`: encode, ONNX scoring, metrics with intervals overall and
+(`steps.evaluate.step.evaluate_rows`: encode, ONNX scoring, metrics with intervals overall and
 per slice, reliability, robustness, behavioural checks, gate; then the JSON and the HTML
 report) vs a bare ONNX Runtime scoring pass over the same rows (the already encoded matrix,
 the same model, the same session options).
@@ -24,14 +24,14 @@ import onnxruntime
 import pandas as pd
 import xgboost
 
-from steps.dataset import FeatureKind
-from steps.evaluate import evaluate_rows
-from steps.evaluate_report import render_report
-from steps.features import Feature, FeatureSchema, encode
-from steps.onnx_session import ONNX_INPUT, ONNX_PROBABILITIES, session_options
-from steps.quantize import to_onnx
-from steps.specs import BehaviourCheck, EvaluateSpec, SliceAxis, SliceGroup
-from steps.synth import CATEGORIES, LABEL, NUMERIC, generate
+from steps.core.specs import BehaviourCheck, EvaluateSpec, SliceAxis, SliceGroup
+from steps.data.dataset import FeatureKind
+from steps.data.features import Feature, FeatureSchema, encode
+from steps.data.synth import CATEGORIES, LABEL, NUMERIC, generate
+from steps.evaluate.report import render_report
+from steps.evaluate.step import evaluate_rows
+from steps.quantize.session import ONNX_INPUT, ONNX_PROBABILITIES, session_options
+from steps.quantize.step import to_onnx
 
 SCHEMA = FeatureSchema(
     features=[

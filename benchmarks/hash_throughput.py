@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steps.dataset import load_dataset
-from steps.provenance import canonical_table, data_digest
-from steps.synth import CONTRACTS, PAYMENT_METHODS, PLANS, REGIONS, data_spec
+from steps.data.dataset import load_dataset
+from steps.data.synth import CONTRACTS, PAYMENT_METHODS, PLANS, REGIONS, data_spec
+from steps.provenance.step import canonical_table, data_digest
 
 NUMERIC = ["tenure_months", "monthly_charges", "total_charges", "support_calls", "age",
            "usage_gb", "balance", "latency_ms", "sessions", "score"]  # fmt: skip

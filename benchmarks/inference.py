@@ -2,14 +2,14 @@
 `Booster.inplace_predict`, on the same model and the same machine, in one run.
 
 The model is the size the pipeline trains (200k rows x 30 features, 200 rounds, depth 6).
-The choice is the step's own (steps.quantize.select with the default QuantizeSpec, on
+The choice is the step's own (steps.quantize.step.select with the default QuantizeSpec, on
 held-out rows). Measured, each in REPEATS rounds that alternate ours and XGBoost so a busy
 neighbour slows both alike, medians printed:
 - single-row latency p50: target ratio ours/xgboost <= 0.125;
 - batch-1024 throughput: target ratio ours/xgboost >= 1.0;
 - model file size vs the opset-1 export: target <= 0.45.
 XGBoost runs with its default threads and with one, and is credited with the faster of the
-two for each measure; ONNX Runtime runs with steps.onnx_session.session_options().
+two for each measure; ONNX Runtime runs with steps.quantize.session.session_options().
 Last line: `ratio=<single-row p50 ours/xgboost>`.
 
     .venv/bin/python benchmarks/inference.py [--rows 200000] [--rounds 200]
@@ -25,12 +25,13 @@ import numpy as np
 import numpy.typing as npt
 import xgboost
 
-from steps.names import Encoding
-from steps.onnx_encoding import to_onnx
-from steps.onnx_session import open_session, predict_proba
-from steps.quantize import select
-from steps.quantize_measure import TestSplit
-from steps.specs import QuantizeSpec
+from steps.core.names import Encoding
+from steps.core.specs import QuantizeSpec
+from steps.quantize.calibration import identity
+from steps.quantize.encoding import to_onnx
+from steps.quantize.measure import TestSplit
+from steps.quantize.session import open_session, predict_proba
+from steps.quantize.step import select
 
 FEATURES = 30
 BATCH = 1024
@@ -99,7 +100,9 @@ def main() -> None:
     took = time.perf_counter() - started
     print(f"trained {args.rounds} rounds on {args.rows} x {FEATURES} in {took:.0f} s")
     expected = np.asarray(booster.inplace_predict(held_out), np.float32)
-    selection = select(booster, TestSplit(held_out, labels, {}, expected), QuantizeSpec())
+    # Uncalibrated, so the ONNX side and inplace_predict compute the same thing.
+    split = TestSplit(held_out, labels, {}, expected, expected)
+    selection = select(booster, split, QuantizeSpec(), identity())
     baseline = to_onnx(booster, QuantizeSpec().target_opset)
     print(f"quantize chose {selection.chosen}: {selection.reason}")
 

@@ -192,7 +192,7 @@ def export_model(folder: Path) -> tuple[Path, list[float]]:
     import numpy as np
     import xgboost
 
-    from steps.quantize import to_onnx
+    from steps.quantize.step import to_onnx
 
     rng = np.random.default_rng(0)
     rows = rng.normal(size=(20_000, FEATURES)).astype(np.float32)

@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 from workflows.s3server import EmbeddedS3
 
 BUCKET = "bench"

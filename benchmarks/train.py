@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steps.names import Env
-from steps.store import ArtifactStore
-from steps.train import TRAINING_SECONDS_LABEL
+from steps.core.names import Env
+from steps.core.store import ArtifactStore
+from steps.train.worker import TRAINING_SECONDS_LABEL
 from workflows.s3server import EmbeddedS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,11 +59,11 @@ SPEC = {
 REFERENCE = """
 import json, sys, time
 import xgboost
-from steps.dataset import Split, load_split, read_manifest
-from steps.features import encode, schema_from_manifest
-from steps.specs import TrainSpec
-from steps.store import ArtifactStore
-from steps.train import EVAL_METRICS
+from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.features import encode, schema_from_manifest
+from steps.core.specs import TrainSpec
+from steps.core.store import ArtifactStore
+from steps.train.worker import EVAL_METRICS
 import os
 store = ArtifactStore.from_env(os.environ)
 uri, threads = sys.argv[1], int(sys.argv[2])
@@ -86,7 +86,7 @@ print(json.dumps({"train_s": time.perf_counter() - started}))
 
 IMPORTS_ONLY = """
 import xgboost, pandas, boto3, pyarrow.parquet
-import steps.train
+import steps.train.worker
 with open("/proc/self/status") as status:
     print(next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")))
 """

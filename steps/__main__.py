@@ -7,22 +7,23 @@ only for its own libraries. A StepError becomes one line on stderr and its exit 
 import importlib
 import sys
 
-from steps.errors import StepError
-from steps.names import Step
+from steps.core.errors import StepError
+from steps.core.names import Step
 
 MODULES: dict[Step, str] = {
-    Step.SYNTH: "steps.synth",
-    Step.AUDIT: "steps.audit",
-    Step.PROVENANCE: "steps.provenance",
-    Step.TRACKER: "steps.tracker",
-    Step.TRAIN: "steps.train",
-    Step.MODEL_CHECK: "steps.model_check",
-    Step.QUANTIZE: "steps.quantize",
-    Step.EVALUATE: "steps.evaluate",
-    Step.DEPLOY: "steps.deploy",
-    Step.SUMMARY: "steps.summary",
-    Step.DRIFT: "steps.drift",
-    Step.CHAIN: "steps.chain",
+    Step.SYNTH: "steps.data.synth",
+    Step.AUDIT: "steps.audit.step",
+    Step.PROVENANCE: "steps.provenance.step",
+    Step.TRACKER: "steps.train.tracker",
+    Step.TRAIN: "steps.train.worker",
+    Step.MODEL_CHECK: "steps.train.model_check",
+    Step.QUANTIZE: "steps.quantize.step",
+    Step.EVALUATE: "steps.evaluate.step",
+    Step.DEPLOY: "steps.deploy.step",
+    Step.SUMMARY: "steps.summary.step",
+    Step.DRIFT: "steps.drift.step",
+    Step.CHAIN: "steps.provenance.chain",
+    Step.INIT: "steps.data.init",
 }
 
 

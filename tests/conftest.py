@@ -6,8 +6,8 @@ from collections.abc import Iterator
 import boto3
 import pytest
 
-from steps.names import Env
-from steps.store import DEFAULT_REGION, ArtifactStore
+from steps.core.names import Env
+from steps.core.store import DEFAULT_REGION, ArtifactStore
 from workflows.s3server import EmbeddedS3
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import xgboost
 
-from steps.dataset import Split, load_split, read_manifest
-from steps.features import encode, save_schema, schema_from_manifest
-from steps.names import DatasetFile, ModelFile
-from steps.store import ArtifactStore
+from steps.core.names import DatasetFile, ModelFile
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.features import encode, save_schema, schema_from_manifest
 
 LABEL = "churned"
 ROW_KEY = "customer_id"

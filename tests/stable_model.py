@@ -2,8 +2,8 @@
 
 The pieces are the real ones, without the pipeline around them: the canonical dataset
 layout (tests/datasets.py), a real XGBoost model, the reference profile counted by
-steps/profile.py, the ONNX export of steps/quantize.py, and the registry entry written by
-steps/deploy.py's `register`, exactly the files the drift check reads after a real run.
+steps/data/profile.py, the ONNX export of steps/quantize/step.py, and the registry entry written by
+steps/deploy/step.py's `register`, exactly the files the drift check reads after a real run.
 """
 
 import tempfile
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from steps.dataset import Split, load_split, read_manifest
-from steps.deploy import Rollout, file_sha256, register
-from steps.features import schema_from_manifest
-from steps.names import ModelFile
-from steps.profile import assemble, count, layout_for, quantile_edges
-from steps.quantize import load_booster, to_onnx
-from steps.registry import stable_key, version_key
-from steps.store import ArtifactStore
-from steps.train import model_prefix
+from steps.core.model_registry import stable_key, version_key
+from steps.core.names import ModelFile
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.features import schema_from_manifest
+from steps.data.profile import assemble, count, layout_for, quantile_edges
+from steps.deploy.step import Rollout, file_sha256, register
+from steps.quantize.step import load_booster, to_onnx
+from steps.train.worker import model_prefix
 from tests.datasets import quick_bundle, write_dataset
 
 

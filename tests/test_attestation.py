@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from steps.attestation import (
+from steps.core.attestation import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -22,10 +22,10 @@ from steps.attestation import (
     open_envelope,
     run_pointer_key,
 )
-from steps.chain import load_chain, render_chain, verify_chain
-from steps.errors import BadInput, GateFailed
-from steps.names import Artifact, Env, Step
-from steps.store import ArtifactStore
+from steps.core.errors import BadInput, GateFailed
+from steps.core.names import Artifact, Env, Step
+from steps.core.store import ArtifactStore
+from steps.provenance.chain import load_chain, render_chain, verify_chain
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

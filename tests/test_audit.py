@@ -13,15 +13,15 @@ import great_expectations as gx
 import pandas as pd
 import pytest
 
-from steps import html_report
-from steps.audit import _for_gx, audit_frame, build_suite, render_report
-from steps.audit_checks import Source
-from steps.dataset import read_table
-from steps.errors import BadInput
-from steps.names import Artifact, Param
-from steps.specs import AuditSpec
-from steps.store import ArtifactStore
-from steps.synth import data_spec, generate
+from steps.audit.checks import Source
+from steps.audit.step import _for_gx, audit_frame, build_suite, render_report
+from steps.core import html_report
+from steps.core.errors import BadInput
+from steps.core.names import Artifact, Param
+from steps.core.specs import AuditSpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import read_table
+from steps.data.synth import data_spec, generate
 
 DATA = data_spec()
 SUITE_FILE = Path(__file__).parents[1] / "config" / "expectations" / "default.json"

@@ -23,16 +23,16 @@ import orjson
 import pytest
 
 from serving.metrics import ServerMetrics
-from steps.canary import TrackMetrics, judge, parse_track, psi, quantile
-from steps.canary_local import LocalBackend, read_server, stop_server
-from steps.canary_report import rollout_html
-from steps.dataset import Split, load_split, read_manifest
-from steps.deploy import Rollout, deploy
-from steps.errors import GateFailed
-from steps.features import FeatureSchema, encode, schema_from_manifest
-from steps.registry import read_stable, stable_key, version_key
-from steps.specs import CanarySpec, DeploySpec
-from steps.store import ArtifactStore
+from steps.core.errors import GateFailed
+from steps.core.model_registry import read_stable, stable_key, version_key
+from steps.core.specs import CanarySpec, DeploySpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.features import FeatureSchema, encode, schema_from_manifest
+from steps.deploy.canary import TrackMetrics, judge, parse_track, psi, quantile
+from steps.deploy.local import LocalBackend, read_server, stop_server
+from steps.deploy.report import rollout_html
+from steps.deploy.step import Rollout, deploy
 from tests import test_deploy
 from tests.datasets import churn_frame, write_dataset
 from tests.test_deploy import NAME, attested, train

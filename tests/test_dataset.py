@@ -7,12 +7,12 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from steps.dataset import _numeric, load_dataset, read_table
-from steps.errors import BadInput
-from steps.provenance import canonical_table
-from steps.specs import DataSpec
-from steps.store import ArtifactStore
-from steps.synth import data_spec, generate
+from steps.core.errors import BadInput
+from steps.core.specs import DataSpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import _numeric, load_dataset, read_table
+from steps.data.synth import data_spec, generate
+from steps.provenance.step import canonical_table
 
 SPEC = data_spec()
 

@@ -12,16 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from steps.attestation import attest
-from steps.canary_local import read_server, stop_server
-from steps.dataset import Split, load_split, read_manifest
-from steps.deploy import cli, deploy
-from steps.errors import BadInput, GateFailed
-from steps.features import schema_from_manifest
-from steps.names import Artifact, Env, ModelFile, Param, Step
-from steps.registry import stable_key, version_key
-from steps.specs import CanarySpec, DeploySpec
-from steps.store import ArtifactStore
+from steps.core.attestation import attest
+from steps.core.errors import BadInput, GateFailed
+from steps.core.model_registry import stable_key, version_key
+from steps.core.names import Artifact, Env, ModelFile, Param, Step
+from steps.core.specs import CanarySpec, DeploySpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.features import schema_from_manifest
+from steps.deploy.local import read_server, stop_server
+from steps.deploy.step import cli, deploy
 from tests.datasets import churn_frame, write_dataset
 from tests.test_serving import ModelFiles, build_model
 

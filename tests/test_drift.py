@@ -1,7 +1,7 @@
 """The drift check: statistics, decisions on real drift scenarios, the step's CLI and outputs.
 
 One stable model (real XGBoost -> ONNX, real reference profile, real registry entry on
-SeaweedFS) serves the whole module; each scenario is a synthetic window from steps/synth.py.
+SeaweedFS) serves the whole module; each scenario is a synthetic window from steps/data/synth.py.
 """
 
 import json
@@ -16,10 +16,15 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from steps import synth
-from steps.drift import check_drift, resolve_window
-from steps.drift_result import DriftResult
-from steps.drift_stats import (
+from steps.core.errors import BadInput
+from steps.core.names import Env
+from steps.core.specs import DriftSpec
+from steps.core.store import DEFAULT_REGION, ArtifactStore
+from steps.data import synth
+from steps.data.features import FeatureSchema
+from steps.data.profile import assemble, count, layout_for, quantile_edges
+from steps.drift.result import DriftResult
+from steps.drift.stats import (
     auc_standard_error,
     bin_counts,
     binned_ks,
@@ -28,12 +33,7 @@ from steps.drift_stats import (
     ks_p_value,
     psi,
 )
-from steps.errors import BadInput
-from steps.features import FeatureSchema
-from steps.names import Env
-from steps.profile import assemble, count, layout_for, quantile_edges
-from steps.specs import DriftSpec
-from steps.store import DEFAULT_REGION, ArtifactStore
+from steps.drift.step import check_drift, resolve_window
 from tests.datasets import read_parameters, run_step
 from tests.stable_model import register_stable_model
 from workflows.s3server import EmbeddedS3
@@ -120,7 +120,7 @@ def test_auc_standard_error_shrinks_with_more_rows() -> None:
 
 
 def test_a_window_equal_to_the_training_data_has_no_drift() -> None:
-    """The window is binned exactly as steps/profile.py counted the training data."""
+    """The window is binned exactly as steps/data/profile.py counted the training data."""
     frame = synth.generate(2000, seed=5).assign(churned=lambda f: (f.churned == "yes") * 1)
     features = [
         {"name": c, "kind": "numeric"} if c in synth.NUMERIC else

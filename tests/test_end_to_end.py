@@ -2,19 +2,23 @@
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
 
-from steps.canary_local import read_server, stop_server
-from steps.names import Env
-from steps.store import ArtifactStore
+from steps.core.names import Env
+from steps.core.store import ArtifactStore
+from steps.deploy.local import read_server, stop_server
 from workflows.s3server import EmbeddedS3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +96,28 @@ def test_make_run_path_embedded_s3_whole_pipeline(
         for key in keys:
             if key.endswith((".html", ".json", ".onnx", ".ubj")):
                 assert store.get_bytes(key), f"{key} is empty"
+
+    # The reports and any artifact, by run name, without starting the store by hand.
+    (run,) = re.findall(r"^Succeeded (\S+) in ", result.stdout, re.MULTILINE)
+    where = ["--set", f"storage.data_dir={s3_dir}", "--set", f"engine.workdir={tmp_path / 'runs'}"]
+    fetched = mlpipe("reports", run, "--out", str(tmp_path / "reports"), *where)
+    assert fetched.returncode == 0, fetched.stderr
+    paths = [Path(line) for line in fetched.stdout.splitlines()]
+    names = {path.name for path in paths}
+    assert {"audit-report.html", "evaluation-report.html", "run-summary.json"} <= names, names
+    assert all(path.is_file() and path.stat().st_size > 0 for path in paths)
+    html = next(path for path in paths if path.name == "audit-report.html")
+    got = mlpipe("artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"))
+    assert got.returncode == 2, "the run is not under the default workdir"
+    got = mlpipe(
+        "artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"), *where
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.html").read_bytes() == html.read_bytes()
+    unknown = mlpipe("artifacts", "get", run, "audit", "nope", "-o", str(tmp_path / "b"), *where)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith(f"error: step 'audit' of {run} has no artifact 'nope': ")
+    assert "audit-report" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_the_readme_command_from_a_fresh_folder_with_relative_paths(
@@ -180,3 +206,96 @@ def test_a_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert str(missing) in result.stderr and "Traceback" not in result.stderr
+
+
+def run_until(
+    args: list[str], cwd: Path, marker: str, timeout: float = 300
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """`mlpipe run ...` in the background, returned once a line of its output holds `marker`."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "workflows.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line or time.monotonic() > deadline:
+            break
+    assert any(marker in line for line in lines), "".join(lines[-30:])
+    return process, lines
+
+
+def finish(process: subprocess.Popen[str], lines: list[str]) -> str:
+    assert process.stdout is not None
+    lines += process.stdout.readlines()
+    process.wait(timeout=120)
+    return "".join(lines)
+
+
+def test_ctrl_c_stops_every_task_and_prints_the_resume_command(
+    sample: Path, tmp_path: Path
+) -> None:
+    args = ["run", "--data", str(sample), *FAST, "--set", f"storage.data_dir={tmp_path / 's3'}"]
+    args += ["--set", f"engine.workdir={tmp_path / 'runs'}"]
+    process, lines = run_until(args, ROOT, "provenance started")
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    output = finish(process, lines)
+    assert process.returncode == 130, output[-3000:]
+    (hint,) = [line for line in output.splitlines() if "mlpipe run --resume" in line]
+    assert hint.startswith("error: interrupted: every task was stopped")
+    assert "Traceback" not in output and "Event loop is closed" not in output
+    run = hint.rsplit(" ", 1)[1]
+    assert list((tmp_path / "runs").glob(f"*/{run}/journal.json")), "the hint names no run"
+    assert weed_processes(tmp_path / "s3") == []
+
+
+def test_a_dead_embedded_store_fails_the_run_at_once_with_exit_3(
+    sample: Path, tmp_path: Path
+) -> None:
+    s3_dir = tmp_path / "s3"
+    args = ["run", "--data", str(sample), *FAST, "--set", f"storage.data_dir={s3_dir}"]
+    args += ["--set", f"engine.workdir={tmp_path / 'runs'}"]
+    process, lines = run_until(args, ROOT, "provenance started")
+    (weed,) = weed_processes(s3_dir)
+    weed.kill()
+    killed = time.monotonic()
+    output = finish(process, lines)
+    assert process.returncode == 3, output[-3000:]
+    assert time.monotonic() - killed < 20, "waited for retries instead of failing fast"
+    (line,) = [line for line in output.splitlines() if line.startswith("error:")]
+    assert f"the embedded S3 server (pid {weed.pid}) died" in line
+    assert str(s3_dir / "weed.log") in line and "mlpipe run --resume" in line
+
+
+def weed_processes(data_dir: Path) -> list[psutil.Process]:
+    flag = f"-dir={data_dir.resolve()}"
+    return [p for p in psutil.process_iter(["cmdline"]) if flag in (p.info["cmdline"] or [])]
+
+
+def test_a_step_that_exits_2_makes_the_run_exit_2(
+    sample: Path, tmp_path: Path, s3_env: dict[str, str]
+) -> None:
+    """A ragged CSV is bad input in the step that reads it: the run says so with exit 2,
+    not the generic 1 of a failed workflow."""
+    ragged = tmp_path / "ragged.csv"
+    pd.read_parquet(sample).head(500).to_csv(ragged, index=False)
+    with ragged.open("a") as handle:
+        handle.write("x,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15\n")
+    result = mlpipe(
+        "run",
+        "--data",
+        str(ragged),
+        *FAST,
+        *external(s3_env),
+        "--set",
+        f"engine.workdir={tmp_path / 'runs'}",
+        env=s3_env,
+    )
+    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Failed" in result.stdout and "exit code 2" in result.stdout

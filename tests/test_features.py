@@ -1,4 +1,4 @@
-"""The feature schema and encoding every model step shares (steps/features.py)."""
+"""The feature schema and encoding every model step shares (steps/data/features.py)."""
 
 import json
 from pathlib import Path
@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.dataset import DatasetManifest, FeatureKind, read_manifest
-from steps.errors import BadInput
-from steps.features import (
+from steps.core.errors import BadInput
+from steps.core.store import ArtifactStore
+from steps.data.dataset import DatasetManifest, FeatureKind, read_manifest
+from steps.data.features import (
     Feature,
     FeatureSchema,
     encode,
@@ -17,7 +18,6 @@ from steps.features import (
     save_schema,
     schema_from_manifest,
 )
-from steps.store import ArtifactStore
 from tests.datasets import churn_frame, write_dataset
 
 SCHEMA = FeatureSchema(

@@ -1,4 +1,4 @@
-"""The serving manifests of a Kubernetes rollout (steps/kube_manifests.py, `mlpipe deploy
+"""The serving manifests of a Kubernetes rollout (steps/deploy/manifests.py, `mlpipe deploy
 render`): valid for the API server, hardened, the split in the HTTPRoute, least privilege.
 
 No cluster here: core kinds go through `kubernetes-validate --strict`; the HTTPRoute is a
@@ -8,6 +8,7 @@ CRD that tool has no schema for, so its structure is asserted field by field ins
 import json
 import re
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ import pytest
 import yaml
 
 from serving.__main__ import parse_args
-from steps.canary import parse_track
-from steps.canary_kube import (
+from steps.core.errors import BadInput, ClusterError
+from steps.core.specs import DeploySpec, KubeServingSpec
+from steps.deploy.canary import parse_track
+from steps.deploy.kube import (
     connect,
     prometheus_query,
     prometheus_texts,
@@ -24,9 +27,10 @@ from steps.canary_kube import (
     route_accepted,
     slice_pods,
 )
-from steps.errors import BadInput, ClusterError
-from steps.kube_manifests import (
+from steps.deploy.manifests import (
+    CREDENTIALS_DIR,
     HTTP_ROUTE,
+    SERVE_FROM_FILES,
     SERVING_UID,
     TRACK_KINDS,
     Track,
@@ -35,7 +39,6 @@ from steps.kube_manifests import (
     object_name,
     split,
 )
-from steps.specs import DeploySpec, KubeServingSpec
 from tests.test_hardening import LABEL_VALUE, credential_findings, kubernetes_validate
 from tests.test_install import mlpipe
 from workflows.config import ConfigError, load_config
@@ -85,6 +88,7 @@ def test_render_writes_both_tracks_and_the_route_in_apply_order(canary_dir: Path
     assert kinds == {
         "00-service-accounts.yaml": ["ServiceAccount", "ServiceAccount"],
         "10-deploy-rbac.yaml": ["Role", "RoleBinding"],
+        "15-network-policy.yaml": ["NetworkPolicy"],
         "20-stable.yaml": ["Service", "PodDisruptionBudget", "Deployment"],
         "30-canary.yaml": ["Service", "PodDisruptionBudget", "Deployment"],
         "40-http-route.yaml": ["HTTPRoute"],
@@ -133,9 +137,11 @@ def test_every_serving_pod_is_hardened(rendered: list[dict[str, Any]]) -> None:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         }
-        [mount] = container["volumeMounts"]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
-        assert mount["mountPath"] == "/tmp" and "emptyDir" in volumes[mount["name"]]
+        assert set(mounts) == {"/tmp", "/var/run/secrets/mlpipe-s3"}
+        assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+        assert mounts["/var/run/secrets/mlpipe-s3"]["readOnly"] is True
         resources = container["resources"]
         assert resources["requests"] == resources["limits"] == {"cpu": "1", "memory": "1Gi"}
         probes = {
@@ -147,10 +153,12 @@ def test_every_serving_pod_is_hardened(rendered: list[dict[str, Any]]) -> None:
             "livenessProbe": ("/v2/health/live", "http"),
             "startupProbe": ("/v2/health/live", "http"),
         }
-        for variable in container["env"]:
-            if re.search("KEY|SECRET|ENDPOINT", variable["name"]):
-                assert set(variable) == {"name", "valueFrom"}, variable
-                assert variable["valueFrom"]["secretKeyRef"]["name"] == "mlpipe-s3"
+        # Credentials as files from the Secret (checkov CKV_K8S_35), never env in the spec.
+        assert not any(re.search("KEY|SECRET|ENDPOINT", v["name"]) for v in container["env"])
+        [secret] = [v["secret"] for v in pod["volumes"] if "secret" in v]
+        assert secret["secretName"] == "mlpipe-s3" and secret["defaultMode"] == 0o440
+        assert {i["key"] for i in secret["items"]} == {"endpoint", "access-key", "secret-key"}
+        assert container["imagePullPolicy"] == "Always" and "@sha256:" in container["image"]
 
 
 def test_pods_run_as_the_serving_images_user() -> None:
@@ -169,7 +177,8 @@ def test_each_track_serves_its_own_digest_with_flags_the_server_takes(
         template = deployment["spec"]["template"]
         assert template["metadata"]["annotations"]["mlpipe/digest"] == digest
         [container] = template["spec"]["containers"]
-        assert container["command"] == ["python", "-m", "serving"]
+        assert container["command"][:2] == ["sh", "-c"]
+        assert container["command"][2].endswith('exec python -m serving "$@"')
         args = parse_args(container["args"])
         folder = f"s3://mlpipe-artifacts/registry/churn/versions/{digest}"
         assert (args.model, args.schema) == (
@@ -372,7 +381,7 @@ def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
     assert cluster.kubernetes is not None
     assert (cluster.kubernetes.namespace, cluster.kubernetes.image) == (
         "mlpipe",
-        "ghcr.io/mlpipe/serving:0.1.0",
+        "ghcr.io/mlpipe/serving:0.1.0@sha256:" + "0" * 64,
     )
     assert cluster.kubernetes.credentials_secret == "mlpipe-s3"
     local = DeploySpec.from_json_arg(
@@ -383,7 +392,7 @@ def test_the_deploy_step_receives_the_kubernetes_settings_in_its_spec() -> None:
         load_config(CLUSTER, [f"deploy.kubernetes={json.dumps(spec().model_dump())}"])
 
 
-# --- the kubernetes backend's decisions (steps/canary_kube.py), on API-shaped objects ----------
+# --- the kubernetes backend's decisions (steps/deploy/kube.py), on API-shaped objects ----------
 
 
 def deployment_status(generation: int, observed: int, **counts: int) -> dict[str, Any]:
@@ -528,3 +537,19 @@ def test_no_rendered_manifest_carries_a_credential_or_a_bad_label(
         for meta in (manifest["metadata"], pod.get("metadata", {})):
             for key, value in meta.get("labels", {}).items():
                 assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), f"{name}: {key}"
+
+
+def test_the_server_gets_the_credentials_from_the_secrets_files(tmp_path: Path) -> None:
+    """The pod's command, run by a shell as in the container, exports each Secret file as the
+    variable the server reads, then execs the server with the container's arguments."""
+    for key, value in (("endpoint", "http://s3:9000"), ("access-key", "AK"), ("secret-key", "s k")):
+        (tmp_path / key).write_text(value)
+    script = SERVE_FROM_FILES.replace(CREDENTIALS_DIR, str(tmp_path))
+    script = script.replace('exec python -m serving "$@"', 'MLPIPE_ARGS="$*" exec env')
+    result = subprocess.run(
+        ["sh", "-c", script, "serving", "--port", "8080"], capture_output=True, text=True
+    )
+    environment = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert environment["MLPIPE_S3_ENDPOINT"] == "http://s3:9000"
+    assert (environment["AWS_ACCESS_KEY_ID"], environment["AWS_SECRET_ACCESS_KEY"]) == ("AK", "s k")
+    assert environment["MLPIPE_ARGS"] == "--port 8080"

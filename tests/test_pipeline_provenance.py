@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steps.canary_local import stop_server
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
+from steps.deploy.local import stop_server
 from tests.test_end_to_end import ROOT, external, mlpipe
 
 RUN = ["--set", "train.rounds=10", "--set", "audit.min_rows=100",

@@ -14,12 +14,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from steps.dataset import Split, load_dataset, load_split, read_manifest
-from steps.errors import BadInput
-from steps.names import Artifact, DatasetFile, Param
-from steps.provenance import assign, canonical_table, data_digest, run_provenance
-from steps.store import ArtifactStore
-from steps.synth import data_spec, generate
+from steps.core.errors import BadInput
+from steps.core.names import Artifact, DatasetFile, Param
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_dataset, load_split, read_manifest
+from steps.data.synth import data_spec, generate
+from steps.provenance.step import assign, canonical_table, data_digest, run_provenance
 
 SPEC = data_spec()
 

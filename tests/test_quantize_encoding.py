@@ -11,15 +11,15 @@ import pytest
 import xgboost
 from onnx import numpy_helper
 
-from steps.dataset import FeatureKind, Split, load_split, read_manifest
-from steps.errors import BadInput
-from steps.features import encode, save_schema, schema_from_manifest
-from steps.names import Encoding, ModelFile
-from steps.onnx_encoding import has_categorical_splits, to_onnx, to_tree_ensemble
-from steps.onnx_session import open_session
-from steps.quantize import quantize
-from steps.specs import QuantizeSpec
-from steps.store import ArtifactStore
+from steps.core.errors import BadInput
+from steps.core.names import Encoding, ModelFile
+from steps.core.specs import QuantizeSpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import FeatureKind, Split, load_split, read_manifest
+from steps.data.features import encode, save_schema, schema_from_manifest
+from steps.quantize.encoding import has_categorical_splits, to_onnx, to_tree_ensemble
+from steps.quantize.session import open_session
+from steps.quantize.step import quantize
 from tests.datasets import churn_frame, write_dataset
 
 

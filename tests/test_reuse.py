@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 from tests import test_engine_runs
 from tests.test_engine_runs import MOUNT, dag, py, run, task, workflow
 from workflows.engine import EngineContext, ManifestError, NodePhase

@@ -31,11 +31,11 @@ import xgboost
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from steps.features import Feature, FeatureSchema, encode, save_schema
-from steps.names import ModelFile
-from steps.quantize import ONNX_INPUT, to_onnx
-from steps.specs import QuantizeSpec
-from steps.store import ArtifactStore
+from steps.core.names import ModelFile
+from steps.core.specs import QuantizeSpec
+from steps.core.store import ArtifactStore
+from steps.data.features import Feature, FeatureSchema, encode, save_schema
+from steps.quantize.step import ONNX_INPUT, to_onnx
 from tests.datasets import LABEL, ROW_KEY, churn_frame
 from workflows.s3server import EmbeddedS3
 

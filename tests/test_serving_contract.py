@@ -14,8 +14,8 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from steps.features import encode
-from steps.quantize import ONNX_INPUT
+from steps.data.features import encode
+from steps.quantize.step import ONNX_INPUT
 from tests.test_serving import (
     NAME,
     SCHEMA_FILE,

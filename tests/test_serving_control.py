@@ -17,10 +17,10 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from steps import synth
-from steps.features import encode, load_schema
-from steps.registry import stable_key, version_key
-from steps.store import DEFAULT_REGION, ArtifactStore
+from steps.core.model_registry import stable_key, version_key
+from steps.core.store import DEFAULT_REGION, ArtifactStore
+from steps.data import synth
+from steps.data.features import encode, load_schema
 from tests.stable_model import register_stable_model
 from tests.test_serving import (
     NAME,

@@ -6,11 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from steps.dataset import FeatureKind
-from steps.errors import BadInput
-from steps.features import Feature, FeatureSchema
-from steps.slices import build_slices
-from steps.specs import SliceAxis, SliceGroup
+from steps.core.errors import BadInput
+from steps.core.specs import SliceAxis, SliceGroup
+from steps.data.dataset import FeatureKind
+from steps.data.features import Feature, FeatureSchema
+from steps.evaluate.slices import build_slices
 from workflows.config import ConfigError, load_config
 
 SCHEMA = FeatureSchema(

@@ -2,7 +2,10 @@
 
 import hashlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -13,9 +16,9 @@ import pytest
 from botocore.config import Config
 from mypy_boto3_s3 import S3Client
 
-from steps.errors import BadInput, StorageError
-from steps.names import Env
-from steps.store import ArtifactStore, _HashingTarget, parse_s3_uri
+from steps.core.errors import BadInput, StorageError
+from steps.core.names import Env
+from steps.core.store import ArtifactStore, _HashingTarget, parse_s3_uri
 from workflows import s3server
 from workflows.s3server import (
     EmbeddedS3,
@@ -350,3 +353,44 @@ def test_detached_server_starts_once_and_stops_cleanly(tmp_path: Path) -> None:
     assert weed_pids(data_dir) == []
     assert read_state(data_dir) is None
     assert not any(Path("/tmp").glob(f"seaweedfs-*-{state.ports[0]}.sock"))
+
+
+def test_a_second_server_on_the_same_folder_is_refused_by_name(tmp_path: Path) -> None:
+    """Two `mlpipe run` in one folder: the second gets one line naming the first's pid and
+    the way out, not weed's stack dump about its store lock."""
+    with EmbeddedS3(tmp_path / "s3") as first:
+        with pytest.raises(StorageError) as refused:
+            EmbeddedS3(tmp_path / "s3").start()
+        message = str(refused.value)
+        assert f"another mlpipe run (pid {os.getpid()}) is using {tmp_path / 's3'}" in message
+        assert "--set storage.data_dir=" in message
+        assert weed_pids(tmp_path / "s3") == [first.state().pid]
+    with EmbeddedS3(tmp_path / "s3"):  # released with the first server
+        pass
+
+
+def test_a_weed_that_ignores_sigterm_after_its_filer_stopped_is_killed_soon(
+    tmp_path: Path,
+) -> None:
+    """The hang seen in pipeline runs: the filer reports stopped, the volume server ignores
+    SIGTERM. Its data is on disk by then, so stopping does not wait out STOP_TIMEOUT."""
+    log = tmp_path / "weed.log"
+    stubborn = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, time, sys\n"
+            "def on_term(*_):\n"
+            f"    open({str(log)!r}, 'a').write('  Filer        stopped   1.0s\\n')\n"
+            "signal.signal(signal.SIGTERM, on_term)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == b"ready\n"
+    log.write_text("  Filer        ready     0.2s\n")
+    started = time.monotonic()
+    s3server.stop_weed(stubborn.pid, log)
+    assert stubborn.wait(timeout=5) == -signal.SIGKILL
+    assert time.monotonic() - started < s3server.STOP_TIMEOUT / 2

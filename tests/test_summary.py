@@ -17,10 +17,10 @@ from typing import Any
 import boto3
 import pytest
 
-from steps.names import Env
-from steps.specs import SummarySpec
-from steps.store import ArtifactStore
-from steps.summary import NOT_RUN, parse_failures, run_summary
+from steps.core.names import Env
+from steps.core.specs import SummarySpec
+from steps.core.store import ArtifactStore
+from steps.summary.step import NOT_RUN, parse_failures, run_summary
 from workflows.engine.naming import pod_name
 from workflows.s3server import EmbeddedS3
 

@@ -9,8 +9,8 @@ import pytest
 import xgboost as xgb
 from sklearn.metrics import roc_auc_score
 
-from steps.errors import BadInput
-from steps.synth import REGIONS, ChurnParams, generate
+from steps.core.errors import BadInput
+from steps.data.synth import REGIONS, ChurnParams, generate
 from tests.datasets import run_step
 
 

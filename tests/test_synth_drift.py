@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from steps.errors import BadInput
-from steps.synth import CATEGORIES, NUMERIC, ChurnParams, generate
+from steps.core.errors import BadInput
+from steps.data.synth import CATEGORIES, NUMERIC, ChurnParams, generate
 
 ROWS = 20_000
 FEATURES = [*CATEGORIES, *NUMERIC]

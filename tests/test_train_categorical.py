@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import xgboost
 
-from steps.dataset import FeatureKind, Split, load_split
-from steps.features import Feature, FeatureSchema, categorical_frame, encode, load_schema
-from steps.names import CategoricalSplits, ModelFile, Param
-from steps.store import ArtifactStore
-from steps.train import model_prefix
+from steps.core.names import CategoricalSplits, ModelFile, Param
+from steps.core.store import ArtifactStore
+from steps.data.dataset import FeatureKind, Split, load_split
+from steps.data.features import Feature, FeatureSchema, categorical_frame, encode, load_schema
+from steps.train.worker import model_prefix
 from tests.datasets import churn_frame, write_dataset
 from tests.test_train import SPEC, train_group
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import xgboost
 
-from steps.specs import TrainSpec
-from steps.train import _fit
+from steps.core.specs import TrainSpec
+from steps.train.worker import _fit
 from workflows.compiler import compile_manifests
 from workflows.config import ConfigError, load_config
 from workflows.pipeline import TRAIN_GROUP, TaskName

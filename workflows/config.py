@@ -1,6 +1,6 @@
 """The pipeline config a user edits (config/*.yaml), loaded once at the CLI edge.
 
-Step settings are the step's own spec models (steps/specs.py), so a value is validated here
+Step settings are the step's own spec models (steps/core/specs.py), so a value is validated here
 with exactly the rules the step applies. Environment overrides (documented in README.md):
 MLPIPE_DATA_URI, MLPIPE_S3_ENDPOINT, MLPIPE_S3_BUCKET, MLPIPE_NAMESPACE, MLPIPE_ARGO_SERVER.
 The Argo server token is read at the CLI edge (workflows/argo_client.py): env ARGO_TOKEN, else
@@ -9,7 +9,9 @@ The Argo server token is read at the CLI edge (workflows/argo_client.py): env AR
 
 import json
 import os
+import typing
 from collections.abc import Mapping, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -24,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from steps.specs import (
+from steps.core.specs import (
     AuditBounds,
     AuditSpec,
     DataSpec,
@@ -92,7 +94,10 @@ class DataConfig(DataSpec):
 class AuditConfig(AuditBounds):
     """The expectation suite file plus the built-in checks' bounds."""
 
-    suite_file: Path = Path("expectations/default.json")
+    suite_file: Path | None = Field(
+        default=Path("expectations/default.json"),
+        description="GX suite JSON, relative to this file; null: inferred from the data",
+    )
 
 
 class EvaluateConfig(EvaluateSpec):
@@ -171,6 +176,11 @@ class ArgoConfig(Section):
         default=None, description="Secret whose key `url` is the run-summary webhook"
     )
     memoize_cache: str = "mlpipe-memoize"
+    controller_service_account: str = Field(
+        default="argo:argo",
+        pattern=r"^[a-z0-9-]+:[a-z0-9-]+$",
+        description="namespace:name of the Argo controller, which writes the memoize cache",
+    )
 
     @field_validator("steps_image", "serving_image")
     @classmethod
@@ -287,14 +297,11 @@ class LoadedConfig(BaseModel):
         if section.slices_file is None:
             return EvaluateSpec.model_validate(values)
         path = section.slices_file
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except OSError as error:
+        if not path.is_file():
             raise ConfigError(
-                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: {error.strerror}"
-            ) from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: no such file"
+            )
+        raw = _read_yaml(path, "the slices file")
         if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
             found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
             raise ConfigError(
@@ -316,14 +323,16 @@ class LoadedConfig(BaseModel):
 
     def audit_spec(self) -> AuditSpec:
         suite_path = self.pipeline.audit.suite_file
+        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
+        if suite_path is None:
+            return AuditSpec(suite=None, **bounds)
         try:
-            suite = json.loads(suite_path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            suite = json.loads(suite_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ConfigError(
                 f"{self.path}: key 'audit.suite_file': cannot read a GX suite JSON "
                 f"from {suite_path}: {error}"
             ) from error
-        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
         return AuditSpec(suite=suite, **bounds)
 
 
@@ -331,39 +340,116 @@ def load_config(
     path: Path,
     overrides: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    *,
+    inferred: Path | None = None,
+    allow_missing: bool = False,
 ) -> LoadedConfig:
-    """Read, override (env, then `--set key=value`) and validate a config file."""
+    """Read, override (env, then `--set key=value`) and validate a config file.
+
+    `inferred` is a config written by `mlpipe init` for the data (workflows/inference.py):
+    its keys replace the file's before the environment and `--set` apply, its paths relative
+    to its own folder. With `allow_missing`, an absent file is an empty one: the defaults.
+    """
     environ = os.environ if environ is None else environ
     path = path.absolute()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the config file: {error.strerror}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    raw = {} if allow_missing and not path.exists() else _read_yaml(path, "the config file")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     _absolute_paths(raw, path.parent, PATH_KEYS)
     cwd = Path.cwd()
+    sources: dict[str, str] = {}
+    """key -> where its value came from, when not from the file (errors blame that)."""
+    if inferred is not None:
+        layer = _read_yaml(inferred, "the inferred config")
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{inferred}: expected a mapping of sections at the top level")
+        _absolute_paths(layer, inferred.parent, PATH_KEYS)
+        for key, value in dotted_leaves(layer).items():
+            sources[key] = str(inferred)
+            _set_dotted(raw, key, value, sources[key])
     for variable, key in ENV_OVERRIDES.items():
         if variable in environ:
-            _set_dotted(raw, key, _absolute(key, environ[variable], cwd), path)
+            sources[key] = f"environment variable {variable}"
+            _set_dotted(raw, key, _absolute(key, environ[variable], cwd), sources[key])
     for assignment in overrides:
         key, sep, value = assignment.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {assignment!r}: expected key=value, e.g. train.rounds=50")
-        parsed = yaml.safe_load(value) if value else ""
-        _set_dotted(raw, key, _absolute(key, parsed, cwd), path)
+        sources[key] = f"--set {key}"
+        parsed = set_value(key, value)
+        _set_dotted(raw, key, _absolute(key, parsed, cwd), sources[key])
     try:
         pipeline = PipelineConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_describe(path, error)) from error
+        raise ConfigError(_describe(path, error, sources)) from error
     # What is still relative came from the code's defaults.
     resolved = _absolute_paths(pipeline.model_dump(), path.parent, COMPANION_KEYS)
     resolved = _absolute_paths(resolved, cwd, PATH_KEYS)
     return LoadedConfig(path=path, pipeline=PipelineConfig.model_validate(resolved))
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    """A YAML file's content; every way it can be unreadable is a ConfigError naming it."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what}: {error.strerror}") from error
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(error)}") from error
+
+
+def set_value(key: str, text: str) -> object:
+    """The value of `--set key=text`: YAML-typed (numbers, lists, null), except that a key
+    holding text takes the text as typed. YAML 1.1 would turn `yes` into True and `>50K`
+    is not YAML at all, and both are ordinary label values."""
+    if text == "":
+        return ""
+    takes_text = str in _field_types(key)
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        if takes_text:
+            return text
+        raise ConfigError(
+            f"--set {key}={text}: not a YAML value ({_one_line(error)}); "
+            f"quote it: --set '{key}=\"{text}\"'"
+        ) from error
+    if takes_text and isinstance(parsed, int | float | date):
+        types = _field_types(key)
+        # A number or a bool only where the key takes one, and a bool only spelled true/false.
+        if type(parsed) in types and (not isinstance(parsed, bool) or text in ("true", "false")):
+            return parsed
+        return text
+    return parsed
+
+
+def _field_types(key: str) -> set[type]:
+    """The types a dotted config key accepts (empty for an unknown key)."""
+    model: Any = PipelineConfig
+    annotation: Any = None
+    for part in key.split("."):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return set()
+        annotation = fields[part].annotation
+        model = next((a for a in _flatten(annotation) if hasattr(a, "model_fields")), None)
+    return {a for a in _flatten(annotation) if isinstance(a, type)}
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    args = typing.get_args(annotation)
+    return [leaf for arg in args for leaf in _flatten(arg)] if args else [annotation]
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def _absolute_paths(raw: dict[str, Any], base: Path, keys: Sequence[str]) -> dict[str, Any]:
@@ -385,21 +471,34 @@ def _absolute(key: str, value: object, base: Path) -> object:
     text = str(value)
     if "://" in text or (key == "deploy.state_dir" and text.startswith("~")):
         return value
-    return str(base / Path(text).expanduser())
+    return os.path.normpath(base / Path(text).expanduser())
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: object, path: Path) -> None:
+def dotted_leaves(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every non-mapping value of a nested mapping, by its dotted key."""
+    leaves: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            leaves.update(dotted_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: object, source: str) -> None:
     node = raw
     parts = key.split(".")
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"{path}: key '{key}': '{part}' is not a section")
+            raise ConfigError(f"{source}: key '{key}': '{part}' is not a section")
         node = child
     node[parts[-1]] = value
 
 
-def _describe(path: Path, error: ValidationError) -> str:
+def _describe(path: Path, error: ValidationError, sources: Mapping[str, str] = {}) -> str:
+    """One line per problem, naming where the value came from: the file, or the `--set` or
+    environment variable that overrode it."""
     lines = []
     for issue in error.errors():
         key = ".".join(str(part) for part in issue["loc"])
@@ -408,5 +507,13 @@ def _describe(path: Path, error: ValidationError) -> str:
             expected = "unknown key (check the spelling; see config/local.yaml for all keys)"
         # A token typed into the wrong place must not end up in a CI log.
         got = "<redacted>" if "token" in key else repr(issue.get("input"))
-        lines.append(f"{path}: key '{key}': {expected} (got {got})")
+        origin = next(
+            (sources[k] for k in sorted(sources, key=len, reverse=True) if _within(key, k)),
+            str(path),
+        )
+        lines.append(f"{origin}: key '{key}': {expected} (got {got})")
     return "\n".join(lines)
+
+
+def _within(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + ".")

@@ -1,5 +1,8 @@
 """The console view of a local run: a live table while it runs, a summary when it is done.
 
+Every text that comes from a manifest, a log or the data goes in as `Text`, never as a
+string Rich would read as markup: `[/north]` in a category must print as itself.
+
 `ConsoleView` is an engine Observer. On a terminal it keeps a rich Live table of the DAG
 (task, status, duration, self-reported progress, last log line) with every log line printed
 above it, prefixed by its task; elsewhere (CI, a pipe) it prints plain lines instead.
@@ -50,6 +53,7 @@ class ConsoleView(Observer):
         # Callbacks arrive on the engine's thread, rendering happens on Live's refresh thread.
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self.workflow_name = ""
 
     def __enter__(self) -> Self:
         if self.live_mode:
@@ -75,6 +79,7 @@ class ConsoleView(Observer):
     # --- engine callbacks ----------------------------------------------------------------
 
     def workflow_started(self, name: str, uid: str) -> None:
+        self.workflow_name = name
         self._say(Text.assemble("workflow ", (name, "bold"), f" ({uid})"))
 
     def node_started(self, node: NodeResult) -> None:
@@ -131,7 +136,7 @@ class ConsoleView(Observer):
 
     def _render(self) -> RenderableType:
         table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
-        for column in ("task", "status", "time", "progress", "last log line"):
+        for column in ("task", "status", "time", "progress", "outputs", "last log line"):
             table.add_column(column)
         now = datetime.now(UTC)
         with self._lock:
@@ -145,7 +150,12 @@ class ConsoleView(Observer):
                 done, total = row.progress
                 bar = ProgressBar(total=total, completed=done, width=20)
             table.add_row(
-                node.path, _phase(node), _seconds(took), bar, _clip(node.last_line, LINE_WIDTH)
+                Text(node.path),
+                _phase(node),
+                _seconds(took),
+                bar,
+                Text(_outputs(node)),
+                Text(_clip(node.last_line, LINE_WIDTH)),
             )
         return table
 
@@ -156,11 +166,11 @@ def summary_table(result: RunResult) -> Table:
     for column in ("step", "status", "duration", "attempts", "outputs"):
         table.add_column(column)
     for node in result.nodes:
-        outputs = ", ".join(
-            f"{name}={_clip(value, VALUE_WIDTH)}" for name, value in node.parameters.items()
-        )
+        outputs = _outputs(node)
         attempts = str(node.attempts) if node.attempts else ""
-        table.add_row(node.path, _phase(node), _seconds(node.duration), attempts, outputs)
+        table.add_row(
+            Text(node.path), _phase(node), _seconds(node.duration), attempts, Text(outputs)
+        )
     return table
 
 
@@ -176,11 +186,18 @@ def locations_table(result: RunResult) -> Table:
         if node.kind is not NodeKind.POD:
             continue
         for name, key in node.artifacts.items():
-            table.add_row(node.path, name, result.uri(key))
+            table.add_row(Text(node.path), Text(name), Text(result.uri(key)))
         for attempt, key in enumerate(node.log_keys, start=1):
             what = "log" if len(node.log_keys) == 1 else f"log (attempt {attempt})"
-            table.add_row(node.path, what, result.uri(key))
+            table.add_row(Text(node.path), what, Text(result.uri(key)))
     return table
+
+
+def _outputs(node: NodeResult) -> str:
+    """A node's output parameters (its key numbers: rows, AUC, digest ...), each clipped."""
+    return ", ".join(
+        f"{name}={_clip(value, VALUE_WIDTH)}" for name, value in node.parameters.items()
+    )
 
 
 def _phase(node: NodeResult) -> Text:

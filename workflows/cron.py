@@ -16,7 +16,7 @@ from typing import Any
 from hera.workflows import DAG, Container, CronWorkflow, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from steps.names import Artifact, Param, Step
+from steps.core.names import Artifact, Param, Step
 from workflows.config import LoadedConfig
 from workflows.exit_handler import EXIT_TEMPLATE, summary_template
 from workflows.parameters import WorkflowParam
@@ -45,6 +45,7 @@ RUN_SETTINGS = (
     "artifact_repository_ref",
     "pod_gc",
     "artifact_gc",
+    "ttl_strategy",
     "archive_logs",
     "pod_metadata",
 )

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from hera.workflows import Container, SecretEnv
 
-from steps.names import Artifact, Env, Param, Step
-from steps.specs import SummarySpec
+from steps.core.names import Artifact, Env, Param, Step
+from steps.core.specs import SummarySpec
 from workflows.config import ConfigError, LoadedConfig
 from workflows.parameters import StepInput
 from workflows.step_template import ImageSettings, step_container

@@ -8,11 +8,13 @@ engine context, execute, report) are shared with `mlpipe schedule run-once`
 (workflows/schedule.py), which runs the CronWorkflow's workflow instead.
 """
 
+import _thread
 import hashlib
 import os
 import re
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,9 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
-from steps.names import Env
-from steps.store import ArtifactStore
+from steps.core.errors import BadInput, StepError, StorageError
+from steps.core.names import Env
+from steps.core.processes import is_alive
+from steps.core.store import ArtifactStore
 from workflows.compiler import (
     TEMPLATE_FILE,
     WORKFLOW_FILE,
@@ -36,19 +41,34 @@ from workflows.config import ConfigError, LoadedConfig, PipelineConfig
 from workflows.console import ConsoleView, locations_table, summary_table
 from workflows.engine import EngineContext, ManifestError, Observer, RunResult, run_workflow
 from workflows.engine.reuse import JOURNAL_FILE
-from workflows.s3server import EmbeddedS3, read_state
+from workflows.run_record import save_record
+from workflows.s3server import LOG_FILE, EmbeddedS3, read_state
 from workflows.step_template import SIGNING_SECRET_KEY
 
 INPUTS_PREFIX = "inputs"
+STORE_POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
 class S3Access:
-    """An S3 endpoint with credentials: what the steps' environment and secrets carry."""
+    """An S3 endpoint with credentials: what the steps' environment and secrets carry, and
+    the embedded server's pid (None for an external endpoint)."""
 
     endpoint: str
     access_key: str
     secret_key: str
+    pid: int | None = None
+
+
+class RunInterrupted(StepError):
+    """Ctrl-C: every task was stopped; the message says how to resume."""
+
+    exit_code = 130
+
+
+EXIT_PRECEDENCE = (BadInput.exit_code, StorageError.exit_code)
+"""A failed run exits with its failed steps' class: bad input (2) before infrastructure (3)
+before a failed gate or anything else (1): fixing the input comes first."""
 
 
 @contextmanager
@@ -59,10 +79,10 @@ def s3_for(pipeline: PipelineConfig, environ: dict[str, str]) -> Iterator[S3Acce
         # A server left up by `mlpipe store up` owns the data folder: share it, never race it.
         running = read_state(storage.data_dir)
         if running is not None:
-            yield S3Access(running.endpoint, running.access_key, running.secret_key)
+            yield S3Access(running.endpoint, running.access_key, running.secret_key, running.pid)
             return
         with EmbeddedS3(storage.data_dir) as server:
-            yield S3Access(server.endpoint, server.access_key, server.secret_key)
+            yield S3Access(server.endpoint, server.access_key, server.secret_key, server.pid)
         return
     if storage.endpoint is None:
         raise ConfigError("key 'storage.endpoint': required when storage.mode is 'external'")
@@ -99,6 +119,8 @@ def stage_data(store: ArtifactStore, data_uri: str) -> str:
     if data_uri.startswith("s3://"):
         return data_uri
     path = Path(data_uri)
+    if path.is_dir():
+        raise ConfigError(f"key 'data.uri': {path} is a folder; give one CSV or Parquet file")
     if not path.is_file():
         raise ConfigError(f"key 'data.uri': no such file: {path}")
     digest = _file_sha256(path)
@@ -260,29 +282,40 @@ def execute(
     observer: Observer,
     resume: str | None = None,
 ) -> RunResult:
-    """Run a Workflow manifest (which may use the WorkflowTemplate) with the local engine."""
+    """Run a Workflow manifest (which may use the WorkflowTemplate) with the local engine;
+    its record (`run.json`) is kept beside its journal for `mlpipe reports`."""
     try:
-        return run_workflow(
+        result = run_workflow(
             workflow, {template["metadata"]["name"]: template}, context, observer, resume
         )
     except ManifestError as error:
         raise ConfigError(f"the compiled manifest cannot run locally: {error}") from error
+    save_record(context.workdir, result)
+    return result
 
 
 def report(result: RunResult, console: Console) -> int:
-    """Print what the run did and where its artifacts are; 0 if it succeeded, else 1."""
+    """Print what the run did and where its artifacts are; the exit code: 0 if it
+    succeeded, else the failed steps' class (EXIT_PRECEDENCE)."""
     console.print(summary_table(result))
     console.print(locations_table(result))
     if not result.succeeded:
-        console.print(f"[bold red]{result.phase}[/]: {result.message}", highlight=False)
-        return 1
-    console.print(f"[bold green]Succeeded[/] {result.name} in {result.duration:.1f}s")
+        console.print(Text.assemble((result.phase.value, "bold red"), ": ", result.message))
+        return exit_code(result)
+    console.print(
+        Text.assemble(("Succeeded", "bold green"), f" {result.name} in {result.duration:.1f}s")
+    )
     return 0
+
+
+def exit_code(result: RunResult) -> int:
+    codes = {node.exit_code for node in result.failed}
+    return next((code for code in EXIT_PRECEDENCE if code in codes), 1)
 
 
 def run_pipeline(config: LoadedConfig, console: Console, resume: str | None = None) -> int:
     """Stage the data, compile, execute locally, print the summary; the exit code says how
-    it went (0 succeeded, 1 a task failed). With `resume`, run that interrupted run again."""
+    it went (`report`). With `resume`, run that interrupted run again."""
     pipeline = config.pipeline
     environ = dict(os.environ)
     secrets = signing_secrets(config)
@@ -296,10 +329,49 @@ def run_pipeline(config: LoadedConfig, console: Console, resume: str | None = No
             manifests = compile_local(config, data_uri, run_dir)
         template, workflow = (load_manifest(path) for path in manifests[:2])
         context = engine_context(config, storage, run_dir, environ, secrets)
-        console.print(f"manifests: {run_dir / 'manifests'}", highlight=False)
-        with ConsoleView(console) as view:
-            result = execute(workflow, template, context, view, resume)
+        console.print(f"manifests: {run_dir / 'manifests'}", highlight=False, markup=False)
+        with ConsoleView(console) as view, watch_store(storage.access, pipeline) as store_died:
+            try:
+                result = execute(workflow, template, context, view, resume)
+            except KeyboardInterrupt:
+                resume_hint = f"mlpipe run --resume {view.workflow_name}"
+                if store_died.is_set():
+                    raise StorageError(
+                        f"the embedded S3 server (pid {storage.access.pid}) died during the "
+                        f"run; its log: {pipeline.storage.data_dir / LOG_FILE}; every task was "
+                        f"stopped; after fixing it: {resume_hint}"
+                    ) from None
+                raise RunInterrupted(
+                    f"interrupted: every task was stopped; to go on: {resume_hint}"
+                ) from None
     return report(result, console)
+
+
+@contextmanager
+def watch_store(access: S3Access, pipeline: PipelineConfig) -> Iterator[threading.Event]:
+    """Stop the run at once when the embedded S3 server dies, instead of letting every task
+    fail on it and retries wait out their backoff. The engine stops on KeyboardInterrupt
+    (it kills every task first); the event tells that apart from a real Ctrl-C."""
+    died = threading.Event()
+    done = threading.Event()
+
+    def watch(pid: int) -> None:
+        while not done.wait(STORE_POLL_SECONDS):
+            if not is_alive(pid):
+                died.set()
+                _thread.interrupt_main()
+                return
+
+    watcher = None
+    if access.pid is not None:
+        watcher = threading.Thread(target=watch, args=(access.pid,), daemon=True)
+        watcher.start()
+    try:
+        yield died
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
 
 
 def with_overrides(config: LoadedConfig, values: dict[str, object]) -> LoadedConfig:

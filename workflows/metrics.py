@@ -16,7 +16,7 @@ from typing import Final
 
 from hera.workflows.metrics import Gauge, Label
 
-from steps.names import Param
+from steps.core.names import Param
 from workflows.parameters import WorkflowParam
 
 

@@ -12,8 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
-from steps.names import Param
+from steps.core.names import Param
 from workflows.compiler import CRON_FILE, TEMPLATE_FILE, load_manifest
 from workflows.config import LoadedConfig
 from workflows.console import ConsoleView
@@ -99,5 +100,5 @@ def run_once(config: LoadedConfig, console: Console) -> int:
     code = report(scheduled.result, console)
     if scheduled.retrain is not None:
         decision = "retrain" if scheduled.retrain else "no retraining"
-        console.print(f"[bold]{decision}[/]: {scheduled.reason}", highlight=False)
+        console.print(Text.assemble((decision, "bold"), ": ", scheduled.reason))
     return code

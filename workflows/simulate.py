@@ -24,8 +24,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from steps.errors import BadInput
-from steps.names import Step
+from steps.core.errors import BadInput
+from steps.core.names import Step
 from workflows.config import LoadedConfig
 from workflows.cron import CronTask
 from workflows.engine import NodePhase, Observer

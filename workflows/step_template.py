@@ -26,9 +26,9 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
-from steps.names import PARAMETERS_DIR, ArtifactName, Param, Step
-from steps.names import Artifact as StepArtifact
-from steps.names import Env as StepEnv
+from steps.core.names import PARAMETERS_DIR, ArtifactName, Param, Step
+from steps.core.names import Artifact as StepArtifact
+from steps.core.names import Env as StepEnv
 from workflows.metrics import template_metrics
 from workflows.parameters import WorkflowParam
 
@@ -106,7 +106,7 @@ SIGNING_SECRET_KEY = "private-key"
 
 @dataclass(frozen=True)
 class Attestation:
-    """What a step needs to write its provenance statement (steps/attestation.py): where its
+    """What a step needs to write its provenance statement (steps/core/attestation.py): where its
     artifacts will be stored (the repository's keyFormat) and the signing key's Secret."""
 
     key_format: str
@@ -195,7 +195,7 @@ def step_container(
     probe = None
     if readiness_port is not None:
         probe = m.Probe(
-            tcp_socket=m.TCPSocketAction(port=m.IntOrString(readiness_port)),
+            exec=m.ExecAction(command=listening_probe(readiness_port)),
             period_seconds=2,
             failure_threshold=30,
         )
@@ -232,6 +232,14 @@ def step_container(
         readiness_probe=probe,
         memoize=memoize,
     )
+
+
+def listening_probe(port: int) -> list[str]:
+    """Ready once something listens on `port`, read from the kernel's socket table: a
+    tcpSocket probe would connect, and XGBoost's tracker logs "Failed to verify" for every
+    connection that is not a worker."""
+    listening = f":{port:04X} [0-9A-F]+:[0-9A-F]+ 0A "  # local address, remote, state LISTEN
+    return ["grep", "-Eq", listening, "/proc/net/tcp", "/proc/net/tcp6"]
 
 
 def _input_parameter(name: str, default: str | None) -> Parameter:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from steps.errors import StorageError
-from steps.store import ArtifactStore
+from steps.core.errors import StorageError
+from steps.core.store import ArtifactStore
 from workflows.engine.model import Archive
 
 DEFAULT_GZIP_LEVEL = 6

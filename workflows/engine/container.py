@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from steps.errors import StepError
-from steps.names import Env
+from steps.core.errors import StepError
+from steps.core.names import Env
 from workflows.engine.artifacts import ArtifactRef, download_input, join_key, upload_output
 from workflows.engine.errors import ManifestError
 from workflows.engine.model import Container, Template

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.store import ArtifactStore
+from steps.core.store import ArtifactStore
 
 DEFAULT_KEY_FORMAT = "{{workflow.name}}/{{pod.name}}"
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import JsonValue
 
-from steps.errors import StepError
+from steps.core.errors import StepError
 from workflows.engine.artifacts import ArtifactRef, Packing, locate
 from workflows.engine.container import Daemon
 from workflows.engine.errors import ManifestError

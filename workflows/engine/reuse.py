@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from steps.errors import StorageError
-from steps.store import ArtifactStore
+from steps.core.errors import StorageError
+from steps.core.store import ArtifactStore
 from workflows.engine.artifacts import ArtifactRef, Packing
 from workflows.engine.errors import ManifestError
 from workflows.engine.model import Memoize

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.errors import StepError
+from steps.core.errors import StepError
 from workflows.engine.artifacts import ArtifactRef
 from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
 from workflows.engine.manifest import TemplateEntry, WorkflowPlan

@@ -1,0 +1,1 @@
+"""The audit gate: is this data fit to train on?"""

@@ -1,0 +1,84 @@
+"""What a canary backend does, so one analysis (steps/deploy/canary.py) drives every backend.
+
+A backend owns two serving tracks for one model name: *stable*, which serves the version
+`stable.json` points at and keeps serving after the deploy step ends, and *canary*, which
+serves the candidate only while the deploy step runs. The analysis calls, in this order:
+
+    start_canary(version)
+    for each step of the progression:
+        route(percent); hold(seconds); scrape()        # compare, stop at the first breach
+    promote(version)   or   rollback()
+
+`rollback()` is also called when anything fails between `start_canary` and `promote`, so it
+must work from any state and must not raise for a canary that never came up. The first model
+ever (no stable) skips the canary: the analysis calls `promote(version)` directly.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One deployable model version, in both forms a backend may need."""
+
+    name: str
+    """Model name in the OIP URLs (already checked by steps/registry.check_model_name)."""
+    digest: str
+    """sha256 of the ONNX file; the server is started with `--digest` so it refuses others."""
+    onnx: Path
+    schema: Path
+    """The ONNX file and its feature-schema.json as the deploy step received them."""
+    onnx_uri: str
+    schema_uri: str
+    """The same files in the registry version folder (`s3://bucket/registry/<name>/versions/
+    <digest>/...`), for servers that fetch the model themselves (pods)."""
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """Prometheus text exposition of `/metrics`, one text per server process (pod) per track.
+
+    The analysis sums the `mlpipe_inference_*` series of each track over its texts and
+    compares deltas between consecutive scrapes, so a scrape must cover every process that
+    took traffic in the track since the previous one.
+    """
+
+    stable: list[str]
+    canary: list[str]
+
+
+class CanaryBackend(Protocol):
+    """Where the stable and canary servers run and how traffic is split between them."""
+
+    @property
+    def kind(self) -> str:
+        """Short backend name for the rollout record: "local" or "kubernetes"."""
+        ...
+
+    def start_canary(self, version: ModelVersion) -> None:
+        """Bring up the canary serving `version`, ready, with no traffic routed to it yet."""
+        ...
+
+    def route(self, canary_percent: int) -> None:
+        """Send `canary_percent` (0-100) of the traffic to the canary, the rest to stable."""
+        ...
+
+    def hold(self, seconds: float) -> None:
+        """Let traffic flow at the current split for `seconds` (kubernetes: real users wait;
+        local: the backend sends test rows itself)."""
+        ...
+
+    def scrape(self) -> Scrape:
+        """Read `/metrics` of every stable and canary server now."""
+        ...
+
+    def promote(self, version: ModelVersion) -> str:
+        """Make `version` the stable one (all traffic to it, canary removed, or the stable
+        track created on a first deploy); returns the stable endpoint's base URL."""
+        ...
+
+    def rollback(self) -> None:
+        """All traffic to stable and the canary removed; stable keeps its version."""
+        ...

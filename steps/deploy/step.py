@@ -1,0 +1,378 @@
+"""deploy: roll the evaluated ONNX model out behind the model server, as a canary when a stable
+model serves already, and move the registry only after it proved itself.
+
+The chain of custody ends here. The provenance gate comes first: the ONNX file must hash to
+the digest evaluate vouched for, and the provenance chain that produced that digest must
+verify, or nothing is deployed. A smoke test then serves the model on loopback and holds
+its answers over HTTP against onnxruntime in this process. With no stable model yet, it is
+promoted at once; otherwise it goes through the canary progression (steps/deploy/canary.py) on a
+backend (steps/deploy/local.py here) and a breach rolls it back with the registry untouched.
+The registry's `stable.json` pointer is written last: until it moves, the previous model
+stays current.
+"""
+
+import argparse
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+from numpy.typing import NDArray
+
+from steps.core.attestation import attest
+from steps.core.errors import BadInput, GateFailed
+from steps.core.model_registry import (
+    RECORD_FILE,
+    StableVersion,
+    check_model_name,
+    read_stable,
+    stable_key,
+    version_key,
+)
+from steps.core.names import Artifact, Env, ModelFile, Param, Step
+from steps.core.outputs import report_progress, write_parameter
+from steps.core.specs import DeploySpec
+from steps.core.store import ArtifactStore
+from steps.data.dataset import Split, load_split
+from steps.data.features import FeatureSchema, encode, load_schema
+from steps.deploy.backend import CanaryBackend, ModelVersion
+from steps.deploy.canary import StepResult, run_canary
+from steps.deploy.local import LocalBackend, free_port, local_server, ok_json, serve_command
+from steps.deploy.report import rollout_html
+from steps.provenance.chain import Chain, verify_chain
+from steps.quantize.step import open_session, predict_proba
+
+SMOKE_TOLERANCE = 1e-6
+"""Max |served - local| probability: the server runs the same graph on the same float32
+rows, and FP32 values survive the JSON round trip exactly, so any real drift is a bug."""
+
+PHASES = 3  # verify, smoke test, promote; the canary adds one per step
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """What was deployed where and how; written as rollout.json for the workflow and its UI."""
+
+    model_name: str
+    digest: str
+    backend: str
+    endpoint: str
+    smoke_rows: int
+    max_abs_diff: float
+    version_key: str
+    stable_key: str
+    deployed_at: str
+    previous_digest: str | None = None
+    """The stable version the canary was compared with; None on a first deploy."""
+    canary: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per progression step (steps/deploy/canary.py StepResult); empty without a
+    canary."""
+    provenance: list[dict[str, str]] = field(default_factory=list)
+    """The verified chain behind the digest: each statement's step and key, producers first."""
+
+
+def deploy(
+    store: ArtifactStore,
+    onnx: Path,
+    onnx_digest: str,
+    model_dir: Path,
+    dataset_uri: str,
+    model_name: str,
+    spec: DeploySpec,
+    progress_file: Path | None = None,
+    backend: CanaryBackend | None = None,
+) -> Rollout:
+    """Gate, smoke-test, canary (when a stable model exists), promote, register; the first
+    failure stops it all. `backend` defaults to the one the spec configures."""
+    check_model_name(model_name)
+    verify_digest(onnx, onnx_digest)
+    chain = verify_chain(store, digest=onnx_digest)
+    schema_path = model_dir / ModelFile.FEATURE_SCHEMA
+    schema = load_schema(schema_path)
+    booster = model_dir / ModelFile.BOOSTER
+    if not booster.is_file():
+        raise BadInput(f"model bundle {model_dir} has no {ModelFile.BOOSTER.value}")
+    stable = read_stable(store, model_name)
+    with_canary = stable is not None and stable.digest != onnx_digest
+    total = PHASES + (len(spec.canary.steps) if with_canary else 0)
+    report_progress(progress_file, 1, total)
+
+    test = load_split(store, dataset_uri, Split.TEST)
+    if test.empty:
+        raise BadInput(f"dataset {dataset_uri}: the test split has no rows to smoke-test with")
+    rows = encode(test.head(spec.smoke_rows), schema)
+    max_abs_diff = smoke_test_local(onnx, onnx_digest, schema_path, schema, model_name, rows, spec)
+    report_progress(progress_file, 2, total)
+
+    version = stage(store, model_name, onnx, onnx_digest, schema_path)
+    backend = backend or backend_for(spec, store, stable, test, model_name)
+    steps: list[StepResult] = []
+    if with_canary:
+        steps = run_canary(backend, version, spec.canary, progress_file, done=2, total=total)
+    try:
+        base_url = backend.promote(version)
+    except BaseException:
+        backend.rollback()
+        raise
+    rollout = Rollout(
+        model_name=model_name,
+        digest=onnx_digest,
+        backend=backend.kind,
+        endpoint=f"{base_url}/v2/models/{model_name}",
+        smoke_rows=len(rows),
+        max_abs_diff=max_abs_diff,
+        version_key=version_key(model_name, onnx_digest),
+        stable_key=stable_key(model_name),
+        deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        previous_digest=stable.digest if stable is not None else None,
+        canary=[asdict(step) for step in steps],
+        provenance=provenance_of(chain),
+    )
+    register(store, rollout, onnx, schema_path, booster, dataset_uri)
+    report_progress(progress_file, total, total)
+    return rollout
+
+
+def backend_for(
+    spec: DeploySpec,
+    store: ArtifactStore,
+    stable: StableVersion | None,
+    test: pd.DataFrame,
+    model_name: str,
+) -> CanaryBackend:
+    """Kubernetes when the config has a `serving:` section for it, else local servers."""
+    if spec.kubernetes is not None:
+        # Imported here: the kubernetes client is only loaded where it is used.
+        from steps.deploy.kube import connect
+
+        return connect(spec.kubernetes, model_name)
+    return LocalBackend(spec, store, stable, test)
+
+
+def verify_digest(onnx: Path, expected: str) -> None:
+    """Deploy exactly the artifact evaluate passed, or nothing."""
+    actual = file_sha256(onnx)
+    if actual != expected:
+        raise GateFailed(
+            f"ONNX model {onnx} has sha256 {actual}, but the evaluated model is {expected}: "
+            "refusing to deploy an artifact that was not evaluated"
+        )
+
+
+def evaluated_digest(evaluation: Path, onnx_digest: str) -> str:
+    """The ONNX digest evaluate recorded in evaluation.json; it must be the one given."""
+    try:
+        evaluated = str(orjson.loads(evaluation.read_bytes())["onnx_digest"])
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as error:
+        raise BadInput(f"cannot read onnx_digest from {evaluation}: {error}") from None
+    if evaluated != onnx_digest:
+        raise GateFailed(
+            f"evaluate passed the ONNX model with sha256 {evaluated}, but deploy was given "
+            f"{onnx_digest}: refusing to deploy an artifact that was not evaluated"
+        )
+    return evaluated
+
+
+def file_sha256(path: Path) -> str:
+    try:
+        with path.open("rb") as stream:
+            return hashlib.file_digest(stream, "sha256").hexdigest()
+    except OSError as error:
+        raise BadInput(f"cannot read {path}: {error.strerror}") from None
+
+
+def provenance_of(chain: Chain) -> list[dict[str, str]]:
+    return [{"step": link.step, "statement": link.key} for link in chain.links]
+
+
+def smoke_test_local(
+    onnx: Path,
+    digest: str,
+    schema_path: Path,
+    schema: FeatureSchema,
+    model_name: str,
+    rows: NDArray[np.float32],
+    spec: DeploySpec,
+) -> float:
+    """Serve the model on loopback, score `rows` over HTTP, stop it, and hold the answers
+    against onnxruntime in this process; returns the largest difference."""
+    port = free_port(spec.host)
+    command = serve_command(onnx, schema_path, model_name, digest, spec.host, port)
+    base_url = f"http://{spec.host}:{port}"
+    try:
+        with local_server(command, base_url, spec.startup_timeout_seconds):
+            served = served_probabilities(base_url, model_name, digest, schema, rows)
+    except GateFailed as error:
+        raise GateFailed(f"smoke test: {error}") from None
+    # Scored here only after the server ran: it checks the model against the schema first
+    # and explains a misfit better than onnxruntime's shape error would.
+    errors = np.abs(served - predict_proba(open_session(onnx), rows))
+    worst = int(np.argmax(errors))
+    if errors[worst] > SMOKE_TOLERANCE:
+        raise GateFailed(
+            f"smoke test: served probabilities differ from onnxruntime by up to "
+            f"{errors[worst]:.3g} (test row {worst}: served {served[worst]}); "
+            f"tolerance {SMOKE_TOLERANCE}"
+        )
+    return float(errors[worst])
+
+
+def served_probabilities(
+    base_url: str,
+    model_name: str,
+    digest: str,
+    schema: FeatureSchema,
+    rows: NDArray[np.float32],
+) -> NDArray[np.float64]:
+    """Score `rows` through the Open Inference Protocol, checking what the server claims."""
+    model_url = f"{base_url}/v2/models/{model_name}"
+    # trust_env=False: a proxy from the environment must not sit in front of loopback.
+    with httpx.Client(timeout=30.0, trust_env=False) as client:
+        metadata = ok_json(client.get(model_url), "model metadata")
+        (tensor,) = metadata["inputs"]
+        served_features = tensor.get("parameters", {}).get("features")
+        if served_features != schema.names:
+            raise GateFailed(f"server lists features {served_features}, schema has {schema.names}")
+        request = {
+            "inputs": [
+                {
+                    "name": tensor["name"],
+                    "datatype": "FP32",
+                    "shape": list(rows.shape),
+                    "data": rows,  # NaN (missing) is encoded as null, as the protocol needs
+                }
+            ]
+        }
+        response = client.post(
+            f"{model_url}/infer",
+            content=orjson.dumps(request, option=orjson.OPT_SERIALIZE_NUMPY),
+            headers={"content-type": "application/json"},
+        )
+    body = ok_json(response, "inference")
+    if body.get("model_version") != digest:
+        raise GateFailed(f"server answered as version {body.get('model_version')}, not {digest}")
+    (output,) = body["outputs"]
+    served = np.asarray(output["data"], dtype=np.float64)
+    if output["name"] != "probability" or served.shape != (len(rows),):
+        raise GateFailed(
+            f"expected output 'probability' of {len(rows)} values, "
+            f"got {output['name']!r} with shape {list(served.shape)}"
+        )
+    return served
+
+
+def stage(
+    store: ArtifactStore, model_name: str, onnx: Path, digest: str, schema_path: Path
+) -> ModelVersion:
+    """Upload the version's files to its registry folder, where servers that fetch their
+    model (pods) find them. Content-addressed, so harmless on rollback: without a record.json
+    and a stable.json pointing at it, the folder is not a deployed version."""
+    folder = version_key(model_name, digest)
+    onnx_key = f"{folder}/{Artifact.ONNX.filename}"
+    schema_key = f"{folder}/{ModelFile.FEATURE_SCHEMA.value}"
+    uploaded = store.upload_file(onnx, onnx_key)
+    if uploaded != digest:
+        raise GateFailed(
+            f"ONNX model {onnx} changed during deploy: uploaded sha256 {uploaded}, "
+            f"verified {digest}"
+        )
+    store.upload_file(schema_path, schema_key)
+    return ModelVersion(
+        name=model_name,
+        digest=digest,
+        onnx=onnx,
+        schema=schema_path,
+        onnx_uri=store.uri(onnx_key),
+        schema_uri=store.uri(schema_key),
+    )
+
+
+def register(
+    store: ArtifactStore,
+    rollout: Rollout,
+    onnx: Path,
+    schema_path: Path,
+    booster: Path,
+    dataset_uri: str,
+) -> None:
+    """Write the version folder, then move `stable.json` to it (last, so readers never see
+    a pointer to a half-written version)."""
+    stage(store, rollout.model_name, onnx, rollout.digest, schema_path)
+    store.put_json(
+        f"{rollout.version_key}/{RECORD_FILE}",
+        {
+            "model_name": rollout.model_name,
+            "digest": rollout.digest,
+            "model_digest": file_sha256(booster),
+            "dataset_uri": dataset_uri,
+            "deployed_at": rollout.deployed_at,
+            "smoke": {"rows": rollout.smoke_rows, "max_abs_diff": rollout.max_abs_diff},
+            "previous_digest": rollout.previous_digest,
+            "canary_steps": len(rollout.canary),
+        },
+    )
+    store.put_json(
+        rollout.stable_key,
+        {
+            "model_name": rollout.model_name,
+            "digest": rollout.digest,
+            "version_key": rollout.version_key,
+            "deployed_at": rollout.deployed_at,
+        },
+    )
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steps deploy", description=__doc__)
+    parser.add_argument("--onnx", type=Path, required=True)
+    parser.add_argument("--onnx-digest", required=True, help="sha256 of the ONNX model")
+    parser.add_argument(
+        "--evaluation", type=Path, required=True, help="evaluation.json: the digest it passed"
+    )
+    parser.add_argument("--model", type=Path, required=True, help="model bundle folder")
+    parser.add_argument("--dataset-uri", required=True)
+    parser.add_argument("--model-name", required=True)
+    parser.add_argument("--deploy-spec", required=True, help="DeploySpec JSON")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    started = datetime.now(UTC)
+    spec = DeploySpec.from_json_arg(args.deploy_spec)
+    digest = evaluated_digest(args.evaluation, args.onnx_digest)
+    progress = os.environ.get(Env.PROGRESS_FILE.value)
+    store = ArtifactStore.from_env(os.environ)
+    rollout = deploy(
+        store=store,
+        onnx=args.onnx,
+        onnx_digest=digest,
+        model_dir=args.model,
+        dataset_uri=args.dataset_uri,
+        model_name=args.model_name,
+        spec=spec,
+        progress_file=Path(progress) if progress else None,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = asdict(rollout)
+    (args.out / Artifact.ROLLOUT.filename).write_text(
+        orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() + "\n"
+    )
+    (args.out / Artifact.ROLLOUT_REPORT.filename).write_text(rollout_html(record))
+    write_parameter(args.out, Param.DEPLOYED_DIGEST, rollout.digest)
+    write_parameter(args.out, Param.ENDPOINT, rollout.endpoint)
+    # Only immutable registry files are subjects: stable.json moves with the next deploy and
+    # record.json is rewritten when the same model is deployed again.
+    version = rollout.version_key
+    attest(
+        Step.DEPLOY, args.out, store, started,
+        outputs=[args.out / Artifact.ROLLOUT.filename, args.out / Artifact.ROLLOUT_REPORT.filename],
+        output_keys=[f"{version}/{Artifact.ONNX.filename}",
+                     f"{version}/{ModelFile.FEATURE_SCHEMA.value}"],
+        input_paths=[args.onnx, args.model, args.evaluation], datasets=[args.dataset_uri],
+        parameters={"model_name": args.model_name, "deploy_spec": spec.model_dump(mode="json")},
+    )  # fmt: skip
+    return 0

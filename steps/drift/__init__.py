@@ -1,0 +1,1 @@
+"""The scheduled drift check that decides whether to retrain."""

@@ -1,0 +1,1 @@
+"""Evaluation by slice and the promotion gate."""

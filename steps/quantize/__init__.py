@@ -1,0 +1,1 @@
+"""The ONNX export, its encodings and the parity gate."""

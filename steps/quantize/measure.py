@@ -1,0 +1,196 @@
+"""What the quantize step measures about each candidate encoding, on the test split.
+
+Fidelity (probabilities and AUC, overall and per slice, against XGBoost's own), size (raw
+and gzip-compressed), and speed under ONNX Runtime (session creation, single-row latency,
+batch-1024 throughput). Timings are interleaved across candidates, one call each in turn,
+so a noisy neighbour on a shared machine slows every candidate alike instead of whichever
+happened to be measured at the time.
+"""
+
+import gzip
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime
+from pydantic import BaseModel, ConfigDict
+from sklearn.metrics import roc_auc_score
+
+from steps.core.errors import BadInput
+from steps.core.names import Encoding
+from steps.quantize.session import open_session, predict_proba
+
+BATCH_ROWS = 1024
+SINGLE_ROW_CALLS = 400
+BATCH_CALLS = 15
+SESSION_BUILDS = 3
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SliceDelta(_Record):
+    value: str
+    rows: int
+    auc: float | None
+    """None when the slice holds one class only: AUC is undefined there."""
+    auc_delta: float | None
+    judged: bool
+    """Large enough (QuantizeSpec.min_slice_rows) and both classes present."""
+
+
+class Measurement(_Record):
+    encoding: Encoding
+    description: str
+    exact: bool
+    bytes: int
+    gzip_bytes: int
+    session_ms: float
+    max_abs_diff: float
+    worst_row: int
+    auc: float
+    auc_delta: float
+    slices: list[SliceDelta]
+    latency_p50_us: float
+    latency_p99_us: float
+    batch_rows_per_second: float
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """The encoded test rows, their labels, slice membership and XGBoost's probabilities:
+    calibrated (what every encoding must reproduce) and its own."""
+
+    matrix: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int8]
+    slices: Mapping[str, npt.NDArray[np.bool_]]
+    expected: npt.NDArray[np.float32]
+    uncalibrated: npt.NDArray[np.float32]
+
+    @property
+    def expected_auc(self) -> float:
+        return auc(self.labels, self.expected)
+
+
+def auc(labels: npt.NDArray[np.int8], scores: npt.NDArray[np.float32]) -> float:
+    if len(np.unique(labels)) < 2:
+        raise BadInput(
+            f"the test split's {len(labels)} rows hold one class: AUC, and so the "
+            "candidates' AUC change, is undefined"
+        )
+    return float(roc_auc_score(labels, scores.astype(np.float64)))
+
+
+def slice_deltas(
+    split: TestSplit, scores: npt.NDArray[np.float32], min_rows: int
+) -> list[SliceDelta]:
+    deltas = []
+    for value, members in split.slices.items():
+        labels = split.labels[members]
+        if len(np.unique(labels)) < 2:
+            deltas.append(SliceDelta(value=value, rows=len(labels), auc=None, auc_delta=None,
+                                     judged=False))  # fmt: skip
+            continue
+        expected = auc(labels, split.expected[members])
+        actual = auc(labels, scores[members])
+        deltas.append(
+            SliceDelta(
+                value=value,
+                rows=len(labels),
+                auc=actual,
+                auc_delta=actual - expected,
+                judged=len(labels) >= min_rows,
+            )
+        )
+    return deltas
+
+
+@dataclass(frozen=True)
+class _Speed:
+    session_ms: float
+    latency_p50_us: float
+    latency_p99_us: float
+    batch_rows_per_second: float
+
+
+def measure(
+    models: Mapping[Encoding, bytes],
+    descriptions: Mapping[Encoding, str],
+    exact: frozenset[Encoding],
+    split: TestSplit,
+    min_slice_rows: int,
+    progress: Callable[[int, int], None],
+) -> list[Measurement]:
+    """One Measurement per model, in the order given."""
+    sessions = {encoding: open_session(model) for encoding, model in models.items()}
+    speeds = _time(models, sessions, split.matrix)
+    expected_auc = split.expected_auc
+    measurements = []
+    for done, (encoding, model) in enumerate(models.items(), start=1):
+        scores = predict_proba(sessions[encoding], split.matrix)
+        diff = np.abs(scores.astype(np.float64) - split.expected)
+        worst = int(np.argmax(diff))
+        overall = auc(split.labels, scores)
+        speed = speeds[encoding]
+        measurements.append(
+            Measurement(
+                encoding=encoding,
+                description=descriptions[encoding],
+                exact=encoding in exact,
+                bytes=len(model),
+                gzip_bytes=len(gzip.compress(model, compresslevel=9, mtime=0)),
+                session_ms=speed.session_ms,
+                max_abs_diff=float(diff[worst]),
+                worst_row=worst,
+                auc=overall,
+                auc_delta=overall - expected_auc,
+                slices=slice_deltas(split, scores, min_slice_rows),
+                latency_p50_us=speed.latency_p50_us,
+                latency_p99_us=speed.latency_p99_us,
+                batch_rows_per_second=speed.batch_rows_per_second,
+            )
+        )
+        progress(done, len(models))
+    return measurements
+
+
+def _time(
+    models: Mapping[Encoding, bytes],
+    sessions: Mapping[Encoding, onnxruntime.InferenceSession],
+    matrix: npt.NDArray[np.float32],
+) -> dict[Encoding, _Speed]:
+    order = list(models)
+    builds = _interleaved(order, SESSION_BUILDS, lambda e, _: open_session(models[e]))
+    rows = [matrix[i % len(matrix) : i % len(matrix) + 1] for i in range(SINGLE_ROW_CALLS)]
+    singles = _interleaved(
+        order, SINGLE_ROW_CALLS, lambda e, i: predict_proba(sessions[e], rows[i])
+    )
+    batch = np.resize(matrix, (BATCH_ROWS, matrix.shape[1]))
+    batches = _interleaved(order, BATCH_CALLS, lambda e, _: predict_proba(sessions[e], batch))
+    return {
+        e: _Speed(
+            session_ms=float(np.median(builds[e])) * 1e3,
+            latency_p50_us=float(np.percentile(singles[e], 50)) * 1e6,
+            latency_p99_us=float(np.percentile(singles[e], 99)) * 1e6,
+            batch_rows_per_second=BATCH_ROWS / float(np.median(batches[e])),
+        )
+        for e in order
+    }
+
+
+def _interleaved(
+    order: Sequence[Encoding], calls: int, call: Callable[[Encoding, int], object]
+) -> dict[Encoding, list[float]]:
+    """Seconds per call for each encoding; each round calls every encoding once, starting
+    from a different one each round."""
+    seconds: dict[Encoding, list[float]] = {e: [] for e in order}
+    for index in range(calls):
+        shift = index % len(order)
+        for encoding in [*order[shift:], *order[:shift]]:
+            started = time.perf_counter()
+            call(encoding, index)
+            seconds[encoding].append(time.perf_counter() - started)
+    return seconds

@@ -1,0 +1,69 @@
+"""Running the pipeline's ONNX models in ONNX Runtime: the interface and the session options.
+
+The interface every exported model has, which evaluation, deployment and the model server
+rely on: one float32 input `input` of shape [rows, features] (steps.data.features.encode order),
+and an output `probabilities` of shape [rows, 2] whose column 1 is P(label = 1).
+
+The session options are tuned here once, for the steps that score (quantize, evaluate,
+drift, deploy). serving/ may not import steps/, so serving/model.py sets the same options
+itself.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime
+
+from steps.core.errors import BadInput
+
+ONNX_INPUT = "input"
+ONNX_PROBABILITIES = "probabilities"
+
+
+def session_options() -> onnxruntime.SessionOptions:
+    """Options for tree ensembles: all graph optimisations; sequential execution, since the
+    graph is a chain; one intra-op thread, because on a shared 2-core machine a second one
+    made neither single rows nor 1024-row batches faster (the hand-off to a busy core costs
+    what it saves; measured with benchmarks/inference.py's model), and the process stays a
+    good neighbour."""
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+def open_session(model: bytes | Path) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session on the CPU for a model with the interface above; anything
+    else (a corrupted file, another model) is BadInput."""
+    where = str(model) if isinstance(model, Path) else "exported model"
+    if isinstance(model, Path) and not model.is_file():
+        raise BadInput(f"ONNX model {model} does not exist")
+    try:
+        session = onnxruntime.InferenceSession(
+            str(model) if isinstance(model, Path) else model,
+            session_options(),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as error:  # ORT's pybind errors (InvalidProtobuf, ...) subclass Exception
+        reason = " ".join(str(error).split())
+        raise BadInput(f"{where} is not a valid ONNX model: {reason}") from None
+    inputs = [node.name for node in session.get_inputs()]
+    outputs = [node.name for node in session.get_outputs()]
+    if inputs != [ONNX_INPUT] or ONNX_PROBABILITIES not in outputs:
+        raise BadInput(
+            f"{where} has inputs {inputs} and outputs {outputs}; expected input "
+            f"{ONNX_INPUT!r} and output {ONNX_PROBABILITIES!r}"
+        )
+    return session
+
+
+def predict_proba(
+    session: onnxruntime.InferenceSession, matrix: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """P(label = 1) for each row of an encoded matrix."""
+    (probabilities,) = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: matrix})
+    return np.asarray(probabilities, dtype=np.float32)[:, 1]

@@ -1,0 +1,1 @@
+"""The run summary written by the workflow's onExit handler."""

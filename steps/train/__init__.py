@@ -1,0 +1,1 @@
+"""Distributed XGBoost training: the tracker, the workers and the check after them."""
