@@ -13,14 +13,19 @@ token when one is configured (`--token-file`, or MLPIPE_SERVING_TOKEN), and a lo
 the model's digest.
 
 Everything that can fail is checked before the port opens (fetch, digest, schema, model, a
-probe prediction), so a server that answers `/v2/health/ready` can score. A startup
-failure is one line on stderr: exit 2 for a bad option, model or registry entry, exit 3
-when the store cannot be reached.
+probe prediction, the listening socket), so a server that answers `/v2/health/ready` can
+score. A startup failure is one line on stderr: exit 2 for a bad option, host, model or
+registry entry, exit 3 when the store cannot be reached or the port cannot be had (in use,
+privileged).
 """
 
 import argparse
+import contextlib
+import errno
 import os
+import socket
 import sys
+from typing import NoReturn
 
 import uvicorn
 
@@ -34,11 +39,19 @@ from serving.repository import Loader, ModelRepository, Served
 from serving.source import S3Settings, StorageUnavailable
 
 BAD_INPUT = 2
-STORAGE = 3
+INFRASTRUCTURE = 3
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad option is one line, as every other startup failure, not argparse's usage block
+    (whose options fill a screen here)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(BAD_INPUT, f"error: {message} (--help lists the options)\n")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m serving",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -55,7 +68,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--version", help="model version (default: sha256 of the model file)")
     parser.add_argument("--digest", help="refuse to start unless the model's sha256 is this")
     parser.add_argument("--host", default="127.0.0.1", help="(default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="(default: 8080)")
+    parser.add_argument(
+        "--port", type=_port, default=8080, help="0 picks a free one (default: 8080)"
+    )
     parser.add_argument(
         "--max-batch-size",
         type=_positive_int,
@@ -118,10 +133,11 @@ def main(argv: list[str]) -> int:
                 f"serving model {name!r} version {model.version} (sha256 {model.digest})",
                 file=sys.stderr,
             )
-    except StorageUnavailable as error:
+        listener = listen(args.host, args.port)
+    except (StorageUnavailable, PortUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
-        return STORAGE
-    except (TokenError, RegistryError, *LOAD_ERRORS) as error:
+        return INFRASTRUCTURE
+    except (TokenError, RegistryError, BadAddress, *LOAD_ERRORS) as error:
         print(f"error: {error}", file=sys.stderr)
         return BAD_INPUT
     if token is None:
@@ -130,7 +146,10 @@ def main(argv: list[str]) -> int:
             "can reach the port can load and unload models",
             file=sys.stderr,
         )
-    print(f"listening on http://{args.host}:{args.port}", file=sys.stderr)
+    host, port = listener.getsockname()[:2]
+    if listener.family == socket.AF_INET6:
+        host = f"[{host}]"
+    print(f"listening on http://{host}:{port}", file=sys.stderr)
     server = InferenceServer(
         repository,
         metrics,
@@ -139,10 +158,8 @@ def main(argv: list[str]) -> int:
         token=token,
         registry=args.registry,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         server,
-        host=args.host,
-        port=args.port,
         # uvloop + httptools and no access log: the request path must stay lean.
         loop="uvloop",
         http="httptools",
@@ -155,7 +172,37 @@ def main(argv: list[str]) -> int:
         # uvicorn's shutdown stops accepting, then waits for in-flight requests this long.
         timeout_graceful_shutdown=args.drain_timeout,
     )
+    # uvicorn drains on Ctrl-C, then raises it again.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+class BadAddress(Exception):
+    """--host names no address of this machine."""
+
+
+class PortUnavailable(Exception):
+    """The address is fine, the port cannot be had: in use, or privileged."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound here rather than by uvicorn, which logs a failed bind
+    as a multi-line error and exits 1."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        return socket.create_server(address, family=family)
+    except socket.gaierror as error:
+        raise BadAddress(f"--host {host}: {error.strerror}") from None
+    except OSError as error:
+        # create_server's strerror repeats the address: the errno's own text is enough.
+        reason = os.strerror(error.errno) if error.errno is not None else str(error)
+        where = f"cannot listen on {host}:{port}: {reason}"
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise BadAddress(f"{where} (--host is not an address of this machine)") from None
+        raise PortUnavailable(where) from None
 
 
 def startup_sources(args: argparse.Namespace, s3: S3Settings) -> list[tuple[str, ModelSource]]:
@@ -198,6 +245,13 @@ def version_loader(s3: S3Settings, metrics: ServerMetrics, args: argparse.Namesp
         return Served(model, source, batcher, model_metrics)
 
     return load
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0-65535)")
+    return value
 
 
 def _positive_int(text: str) -> int:

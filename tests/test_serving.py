@@ -812,7 +812,26 @@ def test_missing_or_invalid_schema_refuses_to_start(model: ModelFiles, tmp_path:
 
 def test_bad_options_refuse_to_start(model: ModelFiles) -> None:
     assert "model name 'a b'" in refused(model.onnx, "--name", "a b")
-    assert "is not a positive integer" in refused(model.onnx, "--max-batch-size", "0")
+    assert refused(model.onnx, "--max-batch-size", "0") == (
+        "error: argument --max-batch-size: 0 is not a positive integer (--help lists the options)\n"
+    )
+    # uvicorn took 99999 and listened on another port (99999 - 65536) after announcing :99999.
+    assert refused(model.onnx, "--port", "99999") == (
+        "error: argument --port: 99999 is not a TCP port (0-65535) (--help lists the options)\n"
+    )
+    unresolvable = refused(model.onnx, "--host", "no-such-host.invalid")
+    assert unresolvable.splitlines()[-1].startswith("error: --host no-such-host.invalid: ")
+
+
+def test_port_in_use_is_an_infrastructure_failure(model: ModelFiles) -> None:
+    # refused() holds the port it gives the server, so the bind is what fails: after the
+    # model checked out, before anything answers.
+    stderr = refused(model.onnx, code=3)
+    *loaded, error = stderr.splitlines()
+    assert loaded == [f"serving model {NAME!r} version {model.digest} (sha256 {model.digest})"]
+    assert error.startswith("error: cannot listen on 127.0.0.1:") and error.endswith(
+        ": Address already in use"
+    )
 
 
 def test_model_without_probabilities_refuses_to_start(model: ModelFiles, tmp_path: Path) -> None:
