@@ -25,7 +25,7 @@ import errno
 import os
 import socket
 import sys
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import uvicorn
 
@@ -248,24 +248,36 @@ def version_loader(s3: S3Settings, metrics: ServerMetrics, args: argparse.Namesp
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _number(int, text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a TCP port (0-65535)")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(int, text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(float, text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
     return value
+
+
+Number = TypeVar("Number", int, float)
+
+
+def _number(kind: type[Number], text: str) -> Number:
+    # argparse would name the type function instead ("invalid _port value").
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {expected}") from None
 
 
 if __name__ == "__main__":

@@ -819,6 +819,9 @@ def test_bad_options_refuse_to_start(model: ModelFiles) -> None:
     assert refused(model.onnx, "--port", "99999") == (
         "error: argument --port: 99999 is not a TCP port (0-65535) (--help lists the options)\n"
     )
+    assert refused(model.onnx, "--drain-timeout", "soon") == (
+        "error: argument --drain-timeout: 'soon' is not a number (--help lists the options)\n"
+    )
     unresolvable = refused(model.onnx, "--host", "no-such-host.invalid")
     assert unresolvable.splitlines()[-1].startswith("error: --host no-such-host.invalid: ")
 
