@@ -1,27 +1,29 @@
 """The HTTP side of the server: a plain ASGI app for the Open Inference Protocol v2 REST
-routes, the repository extension (index, load) and `/metrics`.
+routes, the repository extension (index, load, unload) and `/metrics`.
 
 Plain ASGI rather than a framework: single-row requests at thousands per second on two
 cores are dominated by per-request overhead, and Starlette's routing, Request and
 Response objects cost ~30% of the throughput here (benchmarks/serving.py measures the
-result against KServe). Routing is one dict lookup or one regex.
+result against a no-op endpoint on the same uvicorn and against KServe). Routing is one
+regex.
 
 Every error body is `{"error": "..."}` (the protocol's error object): 400 for a request
-that does not fit the protocol or the model, 404 for an unknown model, version or route,
-405 for a wrong method, 413 for an oversized body, 500 (logged with its traceback, never
-sent to the client) for a bug on our side.
+that does not fit the protocol or the model, 401 for a load or unload without the control
+token and 403 with a wrong one, 404 for an unknown model, version or route, 405 for a wrong
+method, 409 for a model file whose sha256 is not the digest given, 413 for an oversized
+body, 500 (logged with its traceback, never sent to the client) for a bug on our side.
 """
 
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
-from serving.loader import LOAD_ERRORS, LoadRequestError, requested_source
+from serving.control import CHALLENGE, Forbidden, Unauthorized, check_bearer
+from serving.loader import LOAD_ERRORS, LoadRequestError, requested_source, unload_digest
 from serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from serving.metrics import ServerMetrics
 from serving.protocol import (
@@ -32,7 +34,9 @@ from serving.protocol import (
     parse_infer_request,
     server_metadata,
 )
+from serving.registry import version_model
 from serving.repository import ModelNotFound, ModelRepository
+from serving.source import DigestMismatch
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,23 +44,27 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
-"""Larger bodies are refused before they are read: far above any batch the server takes."""
+"""Default limit of an inference request body: far above any batch the server takes."""
+MAX_CONTROL_BODY_BYTES = 64 * 1024
+"""Limit of a load or unload request body: a few parameters."""
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 """A model name is part of URLs and metric labels: no characters that need escaping."""
 MODEL_ROUTE = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?")
-LOAD_ROUTE = re.compile(r"/v2/repository/models/([^/]+)/load")
+CONTROL_ROUTE = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 
 JSON = b"application/json"
 BINARY = b"application/octet-stream"
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(NamedTuple):
     status: int
     body: bytes
     content_type: bytes = JSON
     headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+CLOSE = (b"connection", b"close")
 
 
 class HttpError(Exception):
@@ -79,11 +87,23 @@ class InferenceServer:
     """The ASGI app serving every model in `repository`."""
 
     def __init__(
-        self, repository: ModelRepository, metrics: ServerMetrics, max_batch_size: int
+        self,
+        repository: ModelRepository,
+        metrics: ServerMetrics,
+        max_batch_size: int,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        token: bytes | None = None,
+        registry: str | None = None,
     ) -> None:
+        """`token`: the control token load and unload require (None: open); `registry`:
+        where a load by digest alone finds the model file (None: nowhere)."""
         self._repository = repository
         self._metrics = metrics
         self._max_rows = max_batch_size
+        self._max_body = max_body_bytes
+        self._token = token
+        self._registry = registry
         self._server = Response(200, orjson.dumps(server_metadata()))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -121,9 +141,17 @@ class InferenceServer:
             if action == "/ready":
                 return _json({"name": name, "ready": True})
             return _json(model_metadata(served.model))
-        if match := LOAD_ROUTE.fullmatch(path):
+        if match := CONTROL_ROUTE.fullmatch(path):
             _allow(method, "POST", path)
-            return await self._load(scope, receive, match.group(1))
+            name, action = match.groups()
+            headers = _RequestHeaders(scope)
+            check_bearer(self._token, headers.authorization, f"repository {action}")
+            if not MODEL_NAME.fullmatch(name):
+                raise HttpError(400, bad_name(name))
+            body = await _read_body(headers, receive, MAX_CONTROL_BODY_BYTES)
+            if action == "load":
+                return await self._load(name, body)
+            return await self._unload(name, body)
         if path == "/v2/health/live":
             _allow(method, "GET", path)
             return LIVE
@@ -153,8 +181,9 @@ class InferenceServer:
             self._metrics.unknown_model(404)
             raise
         try:
-            body = await _read_body(scope, receive)
-            request = parse_infer_request(body, _header_length(scope), served.model, self._max_rows)
+            headers = _RequestHeaders(scope)
+            body = await _read_body(headers, receive, self._max_body)
+            request = parse_infer_request(body, headers.json_length(), served.model, self._max_rows)
             scores = await served.batcher.score(request.rows)
             payload, json_length = infer_response(
                 served.model, scores, request.request_id, request.binary_output
@@ -172,18 +201,25 @@ class InferenceServer:
         served.metrics.request(response.status, perf_counter() - start)
         return response
 
-    async def _load(self, scope: Scope, receive: Receive, name: str) -> Response:
-        if not MODEL_NAME.fullmatch(name):
-            raise HttpError(400, bad_name(name))
-        body = await _read_body(scope, receive)
-        source = requested_source(self._repository.source(name), body)
+    async def _load(self, name: str, body: bytes) -> Response:
+        registry = self._registry
+        source = requested_source(
+            self._repository.source(name),
+            body,
+            (lambda digest: version_model(registry, name, digest)) if registry else None,
+        )
         if source is None:
             raise ModelNotFound(
                 f"unknown model {name!r}: to load a new one, give parameters.model "
-                "(a path or s3:// URI)"
+                "(a path or s3:// URI) and parameters.digest (its sha256)"
             )
         served = await self._repository.load(name, source)
         logger.info("model %r now serves version %s", name, served.model.version)
+        return _json({"name": name, "version": served.model.version, "digest": served.model.digest})
+
+    async def _unload(self, name: str, body: bytes) -> Response:
+        served = await self._repository.unload(name, unload_digest(body))
+        logger.info("model %r (version %s) unloaded", name, served.model.version)
         return _json({"name": name, "version": served.model.version, "digest": served.model.digest})
 
 
@@ -196,12 +232,19 @@ def bad_name(name: str) -> str:
 
 def error_response(error: Exception) -> Response:
     """The error object for any failure; only our own bugs are logged with a traceback."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
     if isinstance(error, HttpError):
         status, headers = error.status, error.headers
+    elif isinstance(error, Unauthorized):
+        status, headers = 401, (CHALLENGE,)
+    elif isinstance(error, Forbidden):
+        status = 403
+    elif isinstance(error, DigestMismatch):
+        status = 409
     elif isinstance(error, (ProtocolError, LoadRequestError, *LOAD_ERRORS)):
-        status, headers = 400, ()
+        status = 400
     elif isinstance(error, ModelNotFound):
-        status, headers = 404, ()
+        status = 404
     else:
         logger.exception("internal error")
         return Response(500, orjson.dumps({"error": f"internal error ({type(error).__name__})"}))
@@ -221,29 +264,47 @@ def _json(value: object) -> Response:
     return Response(200, orjson.dumps(value))
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
+class _RequestHeaders:
+    """The request headers the server reads, found in one pass over the header list."""
+
+    __slots__ = ("authorization", "content_encoding", "content_length", "inference_header_length")
+
+    def __init__(self, scope: Scope) -> None:
+        self.content_length: bytes | None = None
+        self.content_encoding: bytes | None = None
+        self.inference_header_length: bytes | None = None
+        self.authorization: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                self.content_length = value
+            elif key == b"content-encoding":
+                self.content_encoding = value
+            elif key == _HEADER_LENGTH:
+                self.inference_header_length = value
+            elif key == b"authorization":
+                self.authorization = value
+
+    def json_length(self) -> int | None:
+        """Bytes of JSON before the binary tensor data, if the request has any."""
+        value = self.inference_header_length
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise HttpError(400, f"{HEADER_LENGTH} {value!r} is not a number") from None
 
 
-def _header_length(scope: Scope) -> int | None:
-    value = _header(scope, HEADER_LENGTH.encode())
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise HttpError(400, f"{HEADER_LENGTH} {value!r} is not a number") from None
+_HEADER_LENGTH = HEADER_LENGTH.encode()
 
 
-async def _read_body(scope: Scope, receive: Receive) -> bytes:
-    """The whole request body, refused early if it is too large or compressed."""
-    declared = _header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HttpError(413, f"body of {int(declared)} bytes exceeds {MAX_BODY_BYTES}")
-    encoding = _header(scope, b"content-encoding")
+async def _read_body(headers: _RequestHeaders, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refused early if it is larger than `limit` bytes or
+    compressed. A refused body's connection is closed: the client may still be sending."""
+    declared = headers.content_length
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"body of {int(declared)} bytes exceeds {limit}", (CLOSE,))
+    encoding = headers.content_encoding
     if encoding not in (None, b"identity"):
         raise HttpError(
             400, f"Content-Encoding {encoding.decode(errors='replace')!r} is not supported"
@@ -256,8 +317,8 @@ async def _read_body(scope: Scope, receive: Receive) -> bytes:
             raise ClientGone
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HttpError(413, f"body exceeds {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise HttpError(413, f"body exceeds {limit} bytes", (CLOSE,))
         if not message.get("more_body", False):
             # The common case, a body that arrived in one piece, is returned as it is.
             return b"".join([*chunks, chunk]) if chunks else chunk

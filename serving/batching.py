@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 INLINE_ROWS = 256
 
-Rows = NDArray[np.float32]
+Rows = NDArray[np.floating]
 Scores = NDArray[np.float32]
 
 

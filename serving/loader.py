@@ -2,22 +2,24 @@
 build and probe the session. Used at startup and by the repository's `load` endpoint.
 
 The digest is taken from the very bytes the session is built from, so a file swapped
-between the check and the load cannot slip through; a mismatch names both digests.
+between the check and the load cannot slip through; a mismatch names both digests. A load
+through the endpoint must name the digest it expects: the server loads no file it cannot
+verify.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serving.model import LoadedModel, ModelError, build_model
 from serving.schema import SchemaError, parse_schema
-from serving.source import S3Settings, SourceError, fetch, sibling
+from serving.source import DigestMismatch, S3Settings, SourceError, fetch, sibling
 
 SCHEMA_FILE = "feature-schema.json"
 """The schema's file name in a model bundle and beside a registry version's model.onnx."""
 
-LOAD_ERRORS = (SourceError, SchemaError, ModelError)
+LOAD_ERRORS = (SourceError, SchemaError, ModelError, DigestMismatch)
 """What a load can fail with; each message says what and where."""
 
 
@@ -43,7 +45,7 @@ def load_model(name: str, source: ModelSource, s3: S3Settings) -> LoadedModel:
     """Blocking (downloads, session build): run it off the event loop once serving."""
     fetched = fetch(source.model, s3)
     if source.digest is not None and fetched.digest != source.digest.lower():
-        raise ModelError(
+        raise DigestMismatch(
             f"model {source.model} has sha256 {fetched.digest}, expected {source.digest}: "
             "refusing to serve it"
         )
@@ -57,20 +59,48 @@ class LoadRequestError(Exception):
     """A `load` request whose parameters are not a model source; answered with 400."""
 
 
-def requested_source(current: ModelSource | None, body: bytes) -> ModelSource | None:
+def requested_source(
+    current: ModelSource | None, body: bytes, registry_version: Callable[[str], str] | None
+) -> ModelSource | None:
     """The source a `load` request asks for: its `parameters` name a new `model` (with its
-    own schema, digest and version, never the old ones), or change fields of the current
-    source, or, empty, reload the current source. None: nothing to load.
+    own schema, digest and version, never the old ones); or, on a server with a registry,
+    only a `digest`: that registered version of the model; or change fields of the current
+    source; or, empty, reload the current source. None: nothing to load. Whatever the
+    form, the source must carry the digest the file is checked against.
 
+    `registry_version` maps a digest to its model file in the registry, if there is one.
     `parameters.config` may carry the same fields as a JSON string: that is what
     `tritonclient`'s `load_model(name, config=...)` sends.
     """
     parameters = _parameters(body)
+    if "model" not in parameters and "digest" in parameters and registry_version is not None:
+        parameters["model"] = registry_version(str(parameters["digest"]))
     if "model" in parameters:
-        return _validated(parameters)
-    if current is None:
+        source = _validated(parameters)
+    elif current is None:
         return None
-    return _validated({**current.model_dump(by_alias=True, exclude_none=True), **parameters})
+    else:
+        source = _validated({**current.model_dump(by_alias=True, exclude_none=True), **parameters})
+    if source.digest is None:
+        raise LoadRequestError(
+            "load parameters: digest: required (the model file's sha256): "
+            "the server loads no file it cannot verify"
+        )
+    return source
+
+
+def unload_digest(body: bytes) -> str | None:
+    """The sha256 an unload request says the served version has, if it says one.
+    (`unload_dependents`, which tritonclient sends, means nothing here: no model depends
+    on another.)"""
+    parameters = _parameters(body)
+    parameters.pop("unload_dependents", None)
+    digest = parameters.pop("digest", None)
+    if parameters:
+        raise LoadRequestError(f"unload parameters: unknown {sorted(parameters)}; only 'digest'")
+    if digest is not None and not isinstance(digest, str):
+        raise LoadRequestError("unload parameters: digest: must be a sha256 string")
+    return digest
 
 
 def _parameters(body: bytes) -> dict[str, object]:

@@ -5,11 +5,13 @@ against the feature schema, one probe prediction), so a server that is up can sc
 """
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from serving.row_check import RowCheck
 from serving.schema import FeatureSchema
 
 PLATFORM = "onnxruntime_onnx"
@@ -32,14 +34,17 @@ class LoadedModel:
     schema: FeatureSchema
     session: ort.InferenceSession
     input_name: str
+    row_check: RowCheck
 
-    @property
+    @cached_property
     def n_features(self) -> int:
         return len(self.schema.features)
 
-    def predict(self, rows: NDArray[np.float32]) -> NDArray[np.float32]:
-        """Positive-class probability per row of a float32 [N, F] matrix in schema order."""
-        (scores,) = self.session.run([PROBABILITIES], {self.input_name: rows})
+    def predict(self, rows: NDArray[np.floating]) -> NDArray[np.float32]:
+        """Positive-class probability per row of an [N, F] matrix in schema order, whose
+        values the row check accepted (so the cast to float32 cannot overflow)."""
+        feed = {self.input_name: rows.astype(np.float32, copy=False)}
+        (scores,) = self.session.run([PROBABILITIES], feed)
         # A column slice is strided; the JSON encoder needs contiguous memory.
         return np.ascontiguousarray(scores[:, 1], dtype=np.float32)
 
@@ -57,6 +62,7 @@ def build_model(
         schema=schema,
         session=session,
         input_name=_single_input(where, session, len(schema.features)),
+        row_check=RowCheck(schema),
     )
     _probe(where, model)
     return model

@@ -14,6 +14,7 @@ from serving.batching import Batcher
 from serving.loader import ModelSource
 from serving.metrics import ModelMetrics
 from serving.model import LoadedModel
+from serving.source import DigestMismatch
 
 
 class ModelNotFound(Exception):
@@ -69,6 +70,20 @@ class ModelRepository:
         async with self._loading:
             served = await asyncio.to_thread(self._loader, name, source)
             return self._install(name, served)
+
+    async def unload(self, name: str, digest: str | None) -> Served:
+        """Stop serving `name`; if `digest` is given, only if it is what `name` serves.
+        Requests already resolved finish on it."""
+        async with self._loading:
+            served = self.resolve(name)
+            if digest is not None and digest.lower() != served.model.digest:
+                raise DigestMismatch(
+                    f"model {name!r} serves sha256 {served.model.digest}, not {digest}: "
+                    "not unloaded"
+                )
+            del self._served[name]
+            served.metrics.retire()
+            return served
 
     def index(self) -> list[dict[str, str]]:
         return [

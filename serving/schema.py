@@ -23,6 +23,10 @@ class Feature(BaseModel):
     name: str = Field(min_length=1)
     kind: Literal["numeric", "categorical"]
     categories: list[str] = Field(default_factory=list)
+    nullable: bool = True
+    """Whether a row may leave this feature missing (null, NaN, or a category the model
+    never saw): trees route a missing value down each split's default branch, so only a
+    data contract that forbids it makes it an error. Schemas written without it allow it."""
 
     @model_validator(mode="after")
     def _check(self) -> Self:

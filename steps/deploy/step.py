@@ -225,8 +225,18 @@ def served_probabilities(
     # trust_env=False: a proxy from the environment must not sit in front of loopback.
     with httpx.Client(timeout=30.0, trust_env=False) as client:
         metadata = ok_json(client.get(model_url), "model metadata")
-        (tensor,) = metadata["inputs"]
-        served_features = tensor.get("parameters", {}).get("features")
+        # The server lists the [N, F] matrix and one tensor per feature; the rows here are
+        # model-ready, so they go as the matrix.
+        matrices = [
+            tensor
+            for tensor in metadata.get("inputs", [])
+            if tensor.get("parameters", {}).get("form") == "matrix"
+        ]
+        if len(matrices) != 1:
+            names = [tensor.get("name") for tensor in metadata.get("inputs", [])]
+            raise GateFailed(f"server lists no single [N, F] matrix input among inputs {names}")
+        (tensor,) = matrices
+        served_features = tensor["parameters"].get("features")
         if served_features != schema.names:
             raise GateFailed(f"server lists features {served_features}, schema has {schema.names}")
         request = {

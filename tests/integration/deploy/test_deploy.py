@@ -219,3 +219,8 @@ def test_mlpipe_serve_is_the_model_server(tmp_path: Path) -> None:
     refused = serve("--model", str(missing), "--name", NAME)
     assert refused.returncode == 2
     assert refused.stderr.startswith(f"error: cannot read {missing}")
+    out_of_range = serve("--model", str(missing), "--name", NAME, "--port", "99999")
+    assert out_of_range.returncode == 2
+    assert out_of_range.stderr == (
+        "error: argument --port: 99999 is not a TCP port (0-65535) (--help lists the options)\n"
+    )

@@ -112,11 +112,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(model: str | Path, *flags: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`python -m serving` on a free port until the block ends (SIGTERM, then wait)."""
+def serve(
+    model: str | Path | None,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    name: str = NAME,
+) -> Iterator[Server]:
+    """`python -m serving` on a free port until the block ends (SIGTERM, then wait).
+    `model` None: the flags say what to serve (e.g. --registry). `log`: keep the server's
+    stderr there, for tests that read it."""
     port = free_port()
-    command = [*SERVE, str(model), "--name", NAME]
-    with tempfile.TemporaryFile() as stderr:
+    command = [*SERVE, str(model), "--name", name] if model is not None else SERVE[:-1]
+    with tempfile.TemporaryFile() if log is None else log.open("w+b") as stderr:
         process = subprocess.Popen(
             [*command, "--port", str(port), *flags],
             stdout=subprocess.DEVNULL,
@@ -143,20 +151,27 @@ def serve(model: str | Path, *flags: str, env: dict[str, str] | None = None) -> 
             process.wait(timeout=15)
 
 
-def refused(model: str | Path, *flags: str, env: dict[str, str] | None = None) -> str:
-    """Run a server that must refuse to start; returns its stderr. The port is held here,
-    so a server that wrongly went on fails to bind rather than run until the timeout."""
+def refused(
+    model: str | Path | None,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    code: int = 2,
+) -> str:
+    """Run a server that must refuse to start (exit `code`); returns its stderr. The port
+    is held here, so a server that wrongly went on fails to bind rather than run until the
+    timeout."""
+    command = [*SERVE, str(model), "--name", NAME] if model is not None else SERVE[:-1]
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         result = subprocess.run(
-            [*SERVE, str(model), "--name", NAME, "--port", str(held.getsockname()[1]), *flags],
+            [*command, "--port", str(held.getsockname()[1]), *flags],
             capture_output=True,
             text=True,
             timeout=60,
             env=env,
         )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr
     return result.stderr
 
@@ -247,14 +262,33 @@ def test_model_metadata_and_readiness(
     assert metadata["name"] == NAME
     assert metadata["versions"] == [model.digest]  # the version defaults to the sha256
     assert metadata["platform"] == "onnxruntime_onnx"
-    (tensor,) = metadata["inputs"]
-    assert tensor["name"] == ONNX_INPUT and tensor["datatype"] == "FP32"
-    assert tensor["shape"] == [-1, len(model.schema.features)]
-    assert tensor["parameters"]["features"] == model.schema.names
-    assert tensor["parameters"]["categories"] == {
-        f.name: f.categories for f in model.schema.features if f.kind == "categorical"
+    features = model.schema.features
+    # The model-ready [N, F] matrix, or one tensor per feature, in the data's column order,
+    # typed as a client holds the data.
+    matrix, *per_feature = metadata["inputs"]
+    assert per_feature == [
+        {
+            "name": f.name,
+            "datatype": "BYTES" if f.kind == "categorical" else "FP32",
+            "shape": [-1],
+            "parameters": {"form": "per_feature", "column": column},
+        }
+        for column, f in enumerate(features)
+    ]
+    assert matrix == {
+        "name": ONNX_INPUT,
+        "datatype": "FP32",
+        "shape": [-1, len(features)],
+        "parameters": {"form": "matrix", "features": model.schema.names},
     }
     assert metadata["outputs"] == [{"name": "probability", "datatype": "FP32", "shape": [-1]}]
+    # The feature schema the model was trained on, as written beside the model.
+    assert metadata["parameters"]["feature_schema"] == {
+        "features": [
+            {"name": f.name, "kind": f.kind.value, "categories": f.categories, "nullable": True}
+            for f in features
+        ]
+    }
     assert client.get(path + "/ready").json() == {"name": NAME, "ready": True}
 
 
@@ -644,12 +678,12 @@ def test_in_flight_request_finishes_on_the_old_version(
         )
         load = client.post(
             f"/v2/repository/models/{NAME}/load",
-            json={"parameters": {"model": str(other_model.onnx)}},
+            json={"parameters": {"model": str(other_model.onnx), "digest": other_model.digest}},
         )
         assert not pending.done(), "the request left the batch before the swap"
         old = pending.result()
         new = infer(client, matrix_body(rows))
-    assert wrong.status_code == 400
+    assert wrong.status_code == 409
     assert f"has sha256 {other_model.digest}, expected {'0' * 64}" in wrong.json()["error"]
     assert load.status_code == 200
     assert old["model_version"] == model.digest
@@ -718,7 +752,8 @@ def test_model_from_s3_is_verified_then_served(
         config = {"model": uris[other_model.digest], "digest": other_model.digest}
         triton_client.load_model(NAME, config=json.dumps(config))
         with pytest.raises(InferenceServerException, match="no such object"):
-            triton_client.load_model(NAME, config=json.dumps({"model": uris[model.digest] + "x"}))
+            missing = {"model": uris[model.digest] + "x", "digest": model.digest}
+            triton_client.load_model(NAME, config=json.dumps(missing))
         triton_client.close()
         second = infer(client, matrix_body(rows))
     assert first["model_version"] == model.digest
@@ -777,7 +812,29 @@ def test_missing_or_invalid_schema_refuses_to_start(model: ModelFiles, tmp_path:
 
 def test_bad_options_refuse_to_start(model: ModelFiles) -> None:
     assert "model name 'a b'" in refused(model.onnx, "--name", "a b")
-    assert "is not a positive integer" in refused(model.onnx, "--max-batch-size", "0")
+    assert refused(model.onnx, "--max-batch-size", "0") == (
+        "error: argument --max-batch-size: 0 is not a positive integer (--help lists the options)\n"
+    )
+    # uvicorn took 99999 and listened on another port (99999 - 65536) after announcing :99999.
+    assert refused(model.onnx, "--port", "99999") == (
+        "error: argument --port: 99999 is not a TCP port (0-65535) (--help lists the options)\n"
+    )
+    assert refused(model.onnx, "--drain-timeout", "soon") == (
+        "error: argument --drain-timeout: 'soon' is not a number (--help lists the options)\n"
+    )
+    unresolvable = refused(model.onnx, "--host", "no-such-host.invalid")
+    assert unresolvable.splitlines()[-1].startswith("error: --host no-such-host.invalid: ")
+
+
+def test_port_in_use_is_an_infrastructure_failure(model: ModelFiles) -> None:
+    # refused() holds the port it gives the server, so the bind is what fails: after the
+    # model checked out, before anything answers.
+    stderr = refused(model.onnx, code=3)
+    *loaded, error = stderr.splitlines()
+    assert loaded == [f"serving model {NAME!r} version {model.digest} (sha256 {model.digest})"]
+    assert error.startswith("error: cannot listen on 127.0.0.1:") and error.endswith(
+        ": Address already in use"
+    )
 
 
 def test_model_without_probabilities_refuses_to_start(model: ModelFiles, tmp_path: Path) -> None:
