@@ -30,8 +30,8 @@ from steps.deploy.report import rollout_html
 from steps.deploy.step import Rollout, deploy
 from tests.integration.deploy import test_deploy
 from tests.integration.deploy.test_deploy import NAME, attested, train
-from tests.integration.serving.test_serving import ModelFiles, build_model
 from tests.support.datasets import churn_frame, write_dataset
+from tests.support.serving import ModelFiles, build_model
 
 spec = test_deploy.spec  # the fixture, so pytest finds it here too
 

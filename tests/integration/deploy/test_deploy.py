@@ -24,8 +24,8 @@ from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import schema_from_manifest
 from steps.deploy.local import read_server, stop_server
 from steps.deploy.step import deploy
-from tests.integration.serving.test_serving import ModelFiles, build_model
 from tests.support.datasets import churn_frame, write_dataset
+from tests.support.serving import ModelFiles, build_model
 
 NAME = "churn"
 # Latency floor 50 ms: two cores shared with other test runs make a good canary's p99 wobble

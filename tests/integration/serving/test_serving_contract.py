@@ -16,29 +16,15 @@ from tritonclient.utils import InferenceServerException
 
 from steps.data.features import encode
 from steps.quantize.step import ONNX_INPUT
-from tests.test_serving import (
+from tests.support.serving import (
     NAME,
     SCHEMA_FILE,
     ModelFiles,
     Server,
-    build_model,
-    frame_schema,
     matrix_body,
     reference,
     serve,
 )
-from tests.test_serving import frame as frame  # the fixture, by name
-
-
-@pytest.fixture(scope="module")
-def model(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    return build_model(frame, frame_schema(frame), tmp_path_factory.mktemp("contract"))
-
-
-@pytest.fixture(scope="module")
-def server(model: ModelFiles) -> Iterator[Server]:
-    with serve(model.onnx, "--digest", model.digest) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

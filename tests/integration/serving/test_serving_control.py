@@ -21,12 +21,9 @@ from steps.core.model_registry import stable_key, version_key
 from steps.core.store import DEFAULT_REGION, ArtifactStore
 from steps.data import synth
 from steps.data.features import encode, load_schema
-from tests.stable_model import register_stable_model
-from tests.test_serving import (
+from tests.support.serving import (
     NAME,
     ModelFiles,
-    build_model,
-    frame_schema,
     free_port,
     matrix_body,
     reference,
@@ -34,24 +31,13 @@ from tests.test_serving import (
     scores,
     serve,
 )
-from tests.test_serving import frame as frame  # the fixture, by name
+from tests.support.stable_model import register_stable_model
 from workflows.s3server import EmbeddedS3
 
 TOKEN = "s3cr3t-control-token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 LOAD = f"/v2/repository/models/{NAME}/load"
 UNLOAD = f"/v2/repository/models/{NAME}/unload"
-
-
-@pytest.fixture(scope="module")
-def model(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    return build_model(frame, frame_schema(frame), tmp_path_factory.mktemp("control") / "a")
-
-
-@pytest.fixture(scope="module")
-def other_model(frame: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    folder = tmp_path_factory.mktemp("control") / "b"
-    return build_model(frame, frame_schema(frame), folder, rounds=30)
 
 
 @pytest.fixture
