@@ -20,7 +20,8 @@ For `kubectl apply -f DIR` by a platform engineer, in file-name order:
 - the WorkflowTemplate and the CronWorkflow, compiled from the same config.
 
 Secrets with credentials are not written here: they are created from files by the user, so
-no credential ever sits in generated YAML (tests/test_hardening.py scans for it).
+no credential ever sits in generated YAML (tests/integration/workflows/test_hardening.py
+scans for it).
 """
 
 import os
