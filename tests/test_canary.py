@@ -24,7 +24,7 @@ import pytest
 
 from serving.metrics import ServerMetrics
 from steps.core.errors import GateFailed
-from steps.core.model_registry import read_stable, stable_key, version_key
+from steps.core.model_registry import stable_key, version_key
 from steps.core.specs import CanarySpec, DeploySpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import Split, load_split, read_manifest
@@ -192,11 +192,7 @@ def canary_deploy(
     progress: Path | None = None,
 ) -> Rollout:
     backend = LocalBackend(
-        spec,
-        store,
-        read_stable(store, NAME),
-        load_split(store, dataset_uri, Split.TEST),
-        canary_args=canary_args,
+        spec, store, NAME, load_split(store, dataset_uri, Split.TEST), canary_args=canary_args
     )
     return deploy(
         store, candidate.onnx, candidate.digest, candidate.bundle, dataset_uri, NAME, spec,

@@ -1,17 +1,20 @@
-"""What a canary backend does, so one analysis (steps/deploy/canary.py) drives every backend.
+"""What a canary backend does, so one analysis (steps/deploy/canary.py) and one promotion
+protocol (steps/deploy/promotion.py) drive every backend.
 
 A backend owns two serving tracks for one model name: *stable*, which serves the version
 `stable.json` points at and keeps serving after the deploy step ends, and *canary*, which
-serves the candidate only while the deploy step runs. The analysis calls, in this order:
+serves the candidate only while the deploy step runs. A deploy calls, in this order:
 
+    restore(stable digest)                             # stable serves it, no canary
     start_canary(version)
     for each step of the progression:
         route(percent); hold(seconds); scrape()        # compare, stop at the first breach
-    promote(version)   or   rollback()
+    promote(version)                                   # stable serves the candidate
 
-`rollback()` is also called when anything fails between `start_canary` and `promote`, so it
-must work from any state and must not raise for a canary that never came up. The first model
-ever (no stable) skips the canary: the analysis calls `promote(version)` directly.
+and `restore(digest)` again when anything fails, with whatever digest `stable.json` names by
+then, so it must work from any state (a canary that never came up, a canary left running by
+a deploy that was killed, a stable server that is gone). The first model ever (no stable)
+skips the canary: `restore(None)`, then `promote(version)`.
 """
 
 from dataclasses import dataclass
@@ -79,6 +82,11 @@ class CanaryBackend(Protocol):
         track created on a first deploy); returns the stable endpoint's base URL."""
         ...
 
-    def rollback(self) -> None:
-        """All traffic to stable and the canary removed; stable keeps its version."""
+    def restore(self, digest: str | None) -> None:
+        """Stable serves the registry version `digest` (None: this model is not served at
+        all), all traffic goes to it, and no canary runs, whatever state things were in."""
+        ...
+
+    def served(self) -> str | None:
+        """The digest the stable track serves now; None when it serves this model not at all."""
         ...

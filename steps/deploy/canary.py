@@ -204,33 +204,30 @@ def run_canary(
     done: int = 0,
     total: int | None = None,
 ) -> list[StepResult]:
-    """Run the progression; on a breach (or any failure) roll back and raise.
+    """Run the progression; raise GateFailed at the first breach.
 
     Progress counts one unit per step after `done` of `total` (the deploy step's phases).
-    The canary is left running at 100 %: promoting it is the caller's next move.
+    The canary is left running at 100 %: promoting it, or on a failure rolling it back
+    (steps/deploy/promotion.py), is the caller's next move.
     """
     total = total if total is not None else done + len(spec.steps)
     results: list[StepResult] = []
-    try:
-        backend.start_canary(version)
-        start = _read(backend.scrape(), version.name)
-        previous = start
-        for number, percent in enumerate(spec.steps, start=1):
-            backend.route(percent)
-            backend.hold(spec.hold_seconds)
-            now = _read(backend.scrape(), version.name)
-            result = judge(percent, now[1].since(previous[1]), now[0].since(start[0]), spec)
-            results.append(result)
-            report_progress(progress_file, done + number, total)
-            if result.breaches:
-                raise GateFailed(
-                    f"canary {version.digest[:12]} rolled back at step {number}/"
-                    f"{len(spec.steps)} ({percent}% of traffic): " + "; ".join(result.breaches)
-                )
-            previous = now
-    except BaseException:
-        backend.rollback()
-        raise
+    backend.start_canary(version)
+    start = _read(backend.scrape(), version.name)
+    previous = start
+    for number, percent in enumerate(spec.steps, start=1):
+        backend.route(percent)
+        backend.hold(spec.hold_seconds)
+        now = _read(backend.scrape(), version.name)
+        result = judge(percent, now[1].since(previous[1]), now[0].since(start[0]), spec)
+        results.append(result)
+        report_progress(progress_file, done + number, total)
+        if result.breaches:
+            raise GateFailed(
+                f"canary {version.digest[:12]} rolled back at step {number}/"
+                f"{len(spec.steps)} ({percent}% of traffic): " + "; ".join(result.breaches)
+            )
+        previous = now
     return results
 
 

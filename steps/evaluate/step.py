@@ -25,7 +25,7 @@ import pandas as pd
 
 from steps.core.attestation import attest
 from steps.core.errors import GateFailed
-from steps.core.model_registry import check_model_name, read_stable
+from steps.core.model_registry import check_model_name, read_verified
 from steps.core.names import Artifact, Env, ModelFile, Param, Step
 from steps.core.outputs import report_progress, write_parameter
 from steps.core.specs import EvaluateSpec, SliceGroup
@@ -77,14 +77,12 @@ class Champion:
 
 
 def read_champion(store: ArtifactStore, model_name: str) -> Champion | None:
-    stable = read_stable(store, model_name)
-    if stable is None:
-        return None
+    """The registry's stable model, verified against stable.json and its provenance."""
     with tempfile.TemporaryDirectory() as tmp:
-        schema_path = Path(tmp) / ModelFile.FEATURE_SCHEMA.value
-        store.download_file(stable.key(ModelFile.FEATURE_SCHEMA.value), schema_path)
-        schema = load_schema(schema_path)
-    return Champion(stable.digest, store.get_bytes(stable.key(Artifact.ONNX.filename)), schema)
+        stable = read_verified(store, model_name, Path(tmp))
+        if stable is None:
+            return None
+        return Champion(stable.version.digest, stable.onnx.read_bytes(), load_schema(stable.schema))
 
 
 def within(scored: Scored, rows: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
