@@ -8,6 +8,7 @@ that expects one feature fewer (stable's requests get 400), a model trained on f
 (`--max-batch-wait-ms`, a real setting mistuned: every lone request waits it out).
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from steps.deploy.step import Rollout, deploy
 from tests import test_deploy
 from tests.datasets import churn_frame, write_dataset
 from tests.test_deploy import NAME, attested, train
+from tests.test_end_to_end import external
 from tests.test_serving import ModelFiles, build_model
 
 spec = test_deploy.spec  # the fixture, so pytest finds it here too
@@ -136,10 +138,12 @@ def stable(store: ArtifactStore, dataset_uri: str, model: ModelFiles, spec: Depl
 
 
 class Hammer:
-    """A client sending single-row requests to stable as fast as it can, counting failures."""
+    """A client sending single-row requests to stable as fast as it can (or one every
+    `interval` seconds), counting failures."""
 
-    def __init__(self, base_url: str, rows: np.ndarray) -> None:
+    def __init__(self, base_url: str, rows: np.ndarray, interval: float = 0.0) -> None:
         self.url = f"{base_url}/v2/models/{NAME}/infer"
+        self.interval = interval
         metadata = httpx.get(f"{base_url}/v2/models/{NAME}", timeout=5).json()
         self.input = metadata["inputs"][0]["name"]
         self.rows = rows
@@ -150,7 +154,7 @@ class Hammer:
 
     def _run(self) -> None:
         with httpx.Client(timeout=30, trust_env=False) as client:
-            while not self._stop.is_set():
+            while not self._stop.wait(self.interval):
                 row = self.rows[self.ok % len(self.rows)]
                 tensor = {"name": self.input, "datatype": "FP32", "shape": [1, len(row)]}
                 body = {"inputs": [{**tensor, "data": row}]}  # NaN (missing) becomes null
@@ -178,9 +182,10 @@ class Hammer:
             self._thread.join()
 
 
-def hammer(store: ArtifactStore, dataset_uri: str, base_url: str) -> Hammer:
+def hammer(store: ArtifactStore, dataset_uri: str, base_url: str, interval: float = 0.0) -> Hammer:
     schema = schema_from_manifest(read_manifest(store, dataset_uri))
-    return Hammer(base_url, encode(load_split(store, dataset_uri, Split.TEST), schema))
+    rows = encode(load_split(store, dataset_uri, Split.TEST), schema)
+    return Hammer(base_url, rows, interval)
 
 
 def canary_deploy(
@@ -314,16 +319,23 @@ def test_a_stable_server_that_is_gone_is_restarted_from_the_registry(
     assert store.get_json(stable_key(NAME))["digest"] == model.digest
 
 
-def test_the_cli_shows_and_stops_the_stable_server(spec: DeploySpec, stable: str) -> None:
+def test_the_cli_shows_and_stops_the_stable_server(
+    spec: DeploySpec, stable: str, model: ModelFiles, s3_env: dict[str, str]
+) -> None:
     def mlpipe(*args: str) -> subprocess.CompletedProcess[str]:
-        setting = f"deploy.state_dir={spec.state_dir}"
-        command = [sys.executable, "-m", "workflows.cli", "deploy", *args, "--set", setting]
-        return subprocess.run(command, capture_output=True, text=True, check=False)
+        settings = ["--set", f"deploy.state_dir={spec.state_dir}", *external(s3_env)]
+        command = [sys.executable, "-m", "workflows.cli", "deploy", *args, *settings]
+        return subprocess.run(
+            command, capture_output=True, text=True, check=False, env={**os.environ, **s3_env}
+        )
 
     shown = mlpipe("status")
-    assert shown.returncode == 0 and stable in shown.stdout
+    assert shown.returncode == 0, shown.stderr
+    assert f"{NAME}: registry stable.json {model.digest}" in shown.stdout
+    assert f"{NAME}: serving {model.digest}" in shown.stdout and stable in shown.stdout
     assert mlpipe("stop").returncode == 0
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stable}/v2/health/live", timeout=2)
     gone = mlpipe("status")
-    assert gone.returncode == 1 and "no stable model server running" in gone.stderr
+    assert gone.returncode == 1
+    assert f"{NAME}: served nothing but the registry names {model.digest}" in gone.stderr

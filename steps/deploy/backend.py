@@ -19,7 +19,13 @@ skips the canary: `restore(None)`, then `promote(version)`.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from steps.core.specs import DeploySpec
+from steps.core.store import ArtifactStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -90,3 +96,18 @@ class CanaryBackend(Protocol):
     def served(self) -> str | None:
         """The digest the stable track serves now; None when it serves this model not at all."""
         ...
+
+
+def backend_for(
+    spec: DeploySpec, store: ArtifactStore, model_name: str, test: "pd.DataFrame | None" = None
+) -> CanaryBackend:
+    """Kubernetes when the config has a `serving:` section for it, else local servers (which
+    send the `test` rows as canary traffic)."""
+    # Imported here: each backend loads its own libraries (the kubernetes client, pandas).
+    if spec.kubernetes is not None:
+        from steps.deploy.kube import connect
+
+        return connect(spec.kubernetes, model_name)
+    from steps.deploy.local import LocalBackend
+
+    return LocalBackend(spec, store, model_name, test)

@@ -226,11 +226,12 @@ class LocalBackend:
         spec: DeploySpec,
         store: ArtifactStore,
         model_name: str,
-        traffic: pd.DataFrame,
+        traffic: pd.DataFrame | None = None,
         canary_args: Sequence[str] = (),
     ) -> None:
-        """`traffic`: test rows (raw columns) to send in `hold()`; `canary_args`: extra
-        `python -m serving` options for the canary only (a server setting under test)."""
+        """`traffic`: test rows (raw columns) to send in `hold()`, needed for a canary only;
+        `canary_args`: extra `python -m serving` options for the canary only (a server
+        setting under test)."""
         self._spec = spec
         self._store = store
         self._name = model_name
@@ -382,10 +383,9 @@ class LocalBackend:
         if self._stable is None or self._server is None:
             raise BadInput("no stable version serving: restore() it before a canary")
         # Rows are encoded with stable's schema: clients speak the contract serving now.
-        schema = load_schema(self._files(self._stable)[1])
-        self._rows = encode(self._traffic, schema)
-        if len(self._rows) == 0:
+        if self._traffic is None or self._traffic.empty:
             raise BadInput("no test rows to send as canary traffic")
+        self._rows = encode(self._traffic, load_schema(self._files(self._stable)[1]))
         with _client() as client:
             metadata = ok_json(client.get(f"{self._server.base_url}/v2/models/{self._name}"))
         self._input_name = str(metadata["inputs"][0]["name"])
@@ -476,10 +476,10 @@ class LocalBackend:
         if self._canary is not None:
             stop(self._canary)
             self._canary = None
+            self._canary_file.unlink(missing_ok=True)
         if self._canary_stderr is not None:
             self._canary_stderr.close()
             self._canary_stderr = None
-        self._canary_file.unlink(missing_ok=True)
 
     def _stop_recorded_canary(self) -> None:
         """Stop the canary a killed deploy step left running (its record names it)."""

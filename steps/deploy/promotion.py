@@ -27,6 +27,7 @@ the next deploy takes any intent it finds for a leftover.
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -112,7 +113,13 @@ def promotion(
             also.args = (f"{failure}; then the repair failed: {also}",)
             raise also from failure
         raise
-    store.delete(intent_key(intent.model_name))
+    try:
+        store.delete(intent_key(intent.model_name))
+    except StorageError as error:
+        raise StorageError(
+            f"promotion to {_short(intent.to_digest)} committed, but {error}: the intent stays "
+            "for `mlpipe deploy status` or the next deploy to clear"
+        ) from None
 
 
 def log_phase(phase: Phase) -> None:
@@ -162,6 +169,30 @@ def repair_leftover(store: ArtifactStore, backend: CanaryBackend, model_name: st
             flush=True,
         )
     return intent
+
+
+@dataclass(frozen=True)
+class Status:
+    """A model's serving state against the registry, after any leftover was repaired."""
+
+    registered: str | None
+    """What stable.json names."""
+    served: str | None
+    """What the backend's stable track serves."""
+    repaired: Intent | None
+    """The leftover promotion that was repaired first, if there was one."""
+
+    @property
+    def agrees(self) -> bool:
+        return self.registered == self.served
+
+
+def status(store: ArtifactStore, backend: CanaryBackend, model_name: str) -> Status:
+    """`mlpipe deploy status`: repair a leftover promotion, then compare."""
+    repaired = repair_leftover(store, backend, model_name)
+    stable = read_stable(store, model_name)
+    registered = stable.digest if stable is not None else None
+    return Status(registered, backend.served(), repaired)
 
 
 def new_intent(

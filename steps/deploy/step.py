@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
-import pandas as pd
 from numpy.typing import NDArray
 
 from steps.core.attestation import attest
@@ -42,13 +41,13 @@ from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import Split, load_split
 from steps.data.features import FeatureSchema, encode, load_schema
-from steps.deploy.backend import CanaryBackend, ModelVersion
+from steps.deploy.backend import CanaryBackend, ModelVersion, backend_for
 from steps.deploy.canary import StepResult, run_canary
-from steps.deploy.local import LocalBackend, free_port, local_server, ok_json, serve_command
+from steps.deploy.local import free_port, local_server, ok_json, serve_command
 from steps.deploy.promotion import Phase, PhaseHook, new_intent, promotion, repair_leftover
 from steps.deploy.report import rollout_html
 from steps.provenance.chain import Chain, verify_chain
-from steps.quantize.step import open_session, predict_proba
+from steps.quantize.session import open_session, predict_proba
 
 SMOKE_TOLERANCE = 1e-6
 """Max |served - local| probability: the server runs the same graph on the same float32
@@ -107,7 +106,7 @@ def deploy(
     test = load_split(store, dataset_uri, Split.TEST)
     if test.empty:
         raise BadInput(f"dataset {dataset_uri}: the test split has no rows to smoke-test with")
-    backend = backend or backend_for(spec, store, test, model_name)
+    backend = backend or backend_for(spec, store, model_name, test)
     repair_leftover(store, backend, model_name)
     with tempfile.TemporaryDirectory(prefix="mlpipe-deploy-") as tmp:
         stable = read_verified(store, model_name, Path(tmp))
@@ -146,19 +145,6 @@ def deploy(
         transaction.commit(rollout.deployed_at)
     report_progress(progress_file, total, total)
     return replace(rollout, endpoint=f"{base_url}/v2/models/{model_name}")
-
-
-def backend_for(
-    spec: DeploySpec, store: ArtifactStore, test: pd.DataFrame, model_name: str
-) -> CanaryBackend:
-    """Kubernetes when the config has a `serving:` section for it, else local servers (which
-    send the test rows as canary traffic)."""
-    if spec.kubernetes is not None:
-        # Imported here: the kubernetes client is only loaded where it is used.
-        from steps.deploy.kube import connect
-
-        return connect(spec.kubernetes, model_name)
-    return LocalBackend(spec, store, model_name, test)
 
 
 def verify_digest(onnx: Path, expected: str) -> None:
