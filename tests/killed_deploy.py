@@ -10,11 +10,15 @@ from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore
 from steps.deploy.promotion import Phase
 from steps.deploy.step import deploy
+from steps.evaluate.expectation import ScoreExpectation
 
 
-def deploy_until(env: dict[str, str], spec: str, model: list[str], phase: str) -> None:
+def deploy_until(
+    env: dict[str, str], spec: str, model: list[str], expected: str, phase: str
+) -> None:
     """Deploy `model` (onnx, digest, bundle, dataset URI, progress file) as the model
-    `churn`; SIGKILL at `phase` (one no Phase has: never)."""
+    `churn` with the evaluated `expected` scores; SIGKILL at `phase` (one no Phase has:
+    never)."""
     os.environ.update(env)
     store = ArtifactStore.from_env(os.environ)
 
@@ -26,4 +30,5 @@ def deploy_until(env: dict[str, str], spec: str, model: list[str], phase: str) -
     deploy(
         store, Path(onnx), digest, Path(bundle), dataset_uri, "churn",
         DeploySpec.model_validate_json(spec), progress_file=Path(progress), on_phase=die,
+        expected=ScoreExpectation.model_validate_json(expected),
     )  # fmt: skip

@@ -31,9 +31,10 @@ from steps.core.store import DEFAULT_REGION, ArtifactStore
 from steps.deploy.local import CanaryState, LocalBackend, read_server, stop_server
 from steps.deploy.promotion import Phase, read_intent, status
 from steps.deploy.step import deploy
+from steps.evaluate.expectation import ScoreExpectation
 from tests.datasets import churn_frame, write_dataset
 from tests.killed_deploy import deploy_until
-from tests.test_canary import Hammer, hammer, served_versions
+from tests.test_canary import Hammer, evaluated_against_stable, hammer, served_versions
 from tests.test_deploy import NAME, train
 from tests.test_serving import ModelFiles
 from workflows.s3server import EmbeddedS3
@@ -104,6 +105,7 @@ class Setup:
         self.s3 = s3
         self.spec = spec
         self.folder = tmp_path
+        self._evaluated: dict[tuple[str, str], ScoreExpectation] = {}
         self.dataset_uri = write_dataset(s3.store, churn_frame(2000, seed=11), shards=1)
         self.models = (
             train(s3.store, self.dataset_uri, tmp_path / "a", rows=1200),
@@ -127,6 +129,16 @@ class Setup:
     def files(self, model: ModelFiles) -> tuple[Path, str, Path, str]:
         return model.onnx, model.digest, model.bundle, self.dataset_uri
 
+    def expected(self, candidate: ModelFiles) -> ScoreExpectation:
+        """What evaluate records for `candidate` against the stable model (two pairs only,
+        so each is evaluated once)."""
+        pair = (candidate.digest, self.stable.digest)
+        if pair not in self._evaluated:
+            self._evaluated[pair] = evaluated_against_stable(
+                self.s3.store, self.dataset_uri, candidate
+            )
+        return self._evaluated[pair]
+
     def promote(
         self,
         candidate: ModelFiles,
@@ -135,7 +147,7 @@ class Setup:
     ) -> None:
         deploy(
             self.s3.store, *self.files(candidate), NAME, self.spec,
-            on_phase=on_phase, progress_file=progress,
+            on_phase=on_phase, progress_file=progress, expected=self.expected(candidate),
         )  # fmt: skip
 
     def backend(self) -> LocalBackend:
@@ -253,10 +265,11 @@ def killed_deploy(
     """The deploy of `candidate` in a process of its own that dies by SIGKILL at `phase`."""
     onnx, digest, bundle, dataset_uri = setup.files(candidate)
     model = [str(onnx), digest, str(bundle), dataset_uri, str(progress)]
+    expected = setup.expected(candidate).model_dump_json()
     context = multiprocessing.get_context("spawn")
     child = context.Process(
         target=deploy_until,
-        args=(setup.s3.env(), setup.spec.model_dump_json(), model, phase),
+        args=(setup.s3.env(), setup.spec.model_dump_json(), model, expected, phase),
     )
     child.start()
     return child

@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import orjson
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
 from steps.core.attestation import attest
 from steps.core.errors import BadInput, GateFailed
@@ -46,6 +47,7 @@ from steps.deploy.canary import StepResult, run_canary
 from steps.deploy.local import free_port, local_server, ok_json, serve_command
 from steps.deploy.promotion import Phase, PhaseHook, new_intent, promotion, repair_leftover
 from steps.deploy.report import rollout_html
+from steps.evaluate.expectation import ScoreExpectation
 from steps.provenance.chain import Chain, verify_chain
 from steps.quantize.session import open_session, predict_proba
 
@@ -90,11 +92,13 @@ def deploy(
     backend: CanaryBackend | None = None,
     on_phase: PhaseHook | None = None,
     workflow: str | None = None,
+    expected: ScoreExpectation | None = None,
 ) -> Rollout:
     """Gate, smoke-test, then promote as a transaction (steps/deploy/promotion.py): canary
     (when a stable model exists), switch, commit; the first failure stops it all and rolls
     traffic back to what stable.json names. `backend` defaults to the one the spec
-    configures; `on_phase` is called at each boundary of the promotion."""
+    configures; `on_phase` is called at each boundary of the promotion; `expected` is what
+    evaluate measured of the candidate and the champion (needed for a canary)."""
     check_model_name(model_name)
     verify_digest(onnx, onnx_digest)
     chain = verify_chain(store, digest=onnx_digest)
@@ -112,6 +116,8 @@ def deploy(
         stable = read_verified(store, model_name, Path(tmp))
     previous = stable.version.digest if stable is not None else None
     with_canary = previous is not None and previous != onnx_digest
+    if with_canary:
+        expected = expectation_for(expected, previous)
     total = PHASES + (len(spec.canary.steps) if with_canary else 0)
     report_progress(progress_file, 1, total)
 
@@ -124,7 +130,10 @@ def deploy(
     with promotion(store, backend, intent, on_phase) as transaction:
         steps: list[StepResult] = []
         if with_canary:
-            steps = run_canary(backend, version, spec.canary, progress_file, done=2, total=total)
+            assert expected is not None
+            steps = run_canary(
+                backend, version, spec.canary, expected, progress_file, done=2, total=total
+            )
             transaction.reached(Phase.CANARY_PASSED)
         rollout = Rollout(
             model_name=model_name,
@@ -169,6 +178,30 @@ def evaluated_digest(evaluation: Path, onnx_digest: str) -> str:
             f"{onnx_digest}: refusing to deploy an artifact that was not evaluated"
         )
     return evaluated
+
+
+def expectation_for(expected: ScoreExpectation | None, stable: str | None) -> ScoreExpectation:
+    """The canary judges the candidate against the champion evaluate compared it with."""
+    if expected is None:
+        raise BadInput(
+            "a canary needs what evaluate measured of both models (evaluation.json "
+            "`expected_scores`): evaluate the model again with this version"
+        )
+    if expected.champion_digest != stable:
+        raise GateFailed(
+            f"evaluate compared the candidate with {expected.champion_digest or 'no champion'}, "
+            f"but stable is now {stable}: evaluate it again against the model serving now"
+        )
+    return expected
+
+
+def evaluated_scores(evaluation: Path) -> ScoreExpectation | None:
+    """The score expectation evaluate recorded in evaluation.json (None: not recorded)."""
+    try:
+        recorded = orjson.loads(evaluation.read_bytes()).get("expected_scores")
+        return None if recorded is None else ScoreExpectation.model_validate(recorded)
+    except (OSError, orjson.JSONDecodeError, AttributeError, ValidationError) as error:
+        raise BadInput(f"cannot read expected_scores from {evaluation}: {error}") from None
 
 
 def file_sha256(path: Path) -> str:
@@ -330,6 +363,7 @@ def cli(argv: list[str]) -> int:
         spec=spec,
         progress_file=Path(progress) if progress else None,
         workflow=os.environ.get(Env.WORKFLOW_NAME.value),
+        expected=evaluated_scores(args.evaluation),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     record = asdict(rollout)

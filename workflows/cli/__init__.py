@@ -498,8 +498,10 @@ def deploy_status(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None)
             f"at {state.repaired.started_at}",
             soft_wrap=True,
         )
-    console.print(f"{pipeline.model_name}: registry stable.json {state.registered or 'none'}")
-    console.print(f"{pipeline.model_name}: serving {state.served or 'nothing'}")
+    console.print(
+        f"{pipeline.model_name}: registry stable.json {state.registered or 'none'}", soft_wrap=True
+    )
+    console.print(f"{pipeline.model_name}: serving {state.served or 'nothing'}", soft_wrap=True)
     if not state.agrees:
         raise fail(
             f"{pipeline.model_name}: served {state.served or 'nothing'} but the registry names "
@@ -523,9 +525,9 @@ def _print_local_server(loaded: LoadedConfig) -> None:
     if server is None:
         return
     served = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=5).json()
-    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})")
+    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", soft_wrap=True)
     for model in served:
-        console.print(f"  {model['name']} {model['version']}")
+        console.print(f"  {model['name']} {model['version']}", soft_wrap=True)
 
 
 @deploy_app.command("stop")
