@@ -77,3 +77,9 @@ def test_data_that_is_a_folder_is_named(tmp_path: Path) -> None:
 def test_an_unknown_run_is_named(tmp_path: Path, command: list[str]) -> None:
     line = one_error_line(mlpipe(*command, "--set", f"engine.workdir={tmp_path}"), 2)
     assert f"no finished run named 'nope' under {tmp_path}" in line
+
+
+def test_synth_to_an_unwritable_place_is_bad_input(tmp_path: Path) -> None:
+    line = one_error_line(mlpipe("data", "synth", "--rows", "50", "--out", "/proc/x.parquet"), 2)
+    assert line.startswith("error: synth: --out /proc/x.parquet: cannot write it")
+    assert not list(Path("/proc").glob(".x.parquet.*"))

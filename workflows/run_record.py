@@ -28,6 +28,8 @@ class NodeRecord:
     artifacts: dict[str, str]
     """Output artifact name -> key (a prefix for a folder stored without archive)."""
     logs: list[str]
+    parameters: dict[str, str]
+    seconds: float | None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ def save_record(run_dir: Path, result: RunResult) -> Path:
             "phase": node.phase.value,
             "artifacts": dict(node.artifacts),
             "logs": list(node.log_keys),
+            "parameters": dict(node.parameters),
+            "seconds": node.duration,
         }
         for node in result.nodes
         if node.kind is NodeKind.POD

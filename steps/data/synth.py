@@ -208,14 +208,16 @@ def write_table(frame: pd.DataFrame, out: Path) -> None:
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise BadInput(f"synth: --out {out}: extension must be .parquet or .csv")
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         if suffix == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False)
         tmp.replace(out)
+    except OSError as error:
+        raise BadInput(f"synth: --out {out}: cannot write it: {error.strerror or error}") from error
     finally:
         tmp.unlink(missing_ok=True)
 
