@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,14 +34,20 @@ CANARY = CanarySpec(
 )
 
 
-@pytest.fixture
-def spec(tmp_path: Path) -> Iterator[DeploySpec]:
+@contextmanager
+def serving_spec(tmp_path: Path, canary: CanarySpec) -> Iterator[DeploySpec]:
     """Tiny holds, and a state dir of the test's own whose stable server is stopped after."""
     state_dir = tmp_path / "serving"
     yield DeploySpec(
-        smoke_rows=40, startup_timeout_seconds=30, state_dir=str(state_dir), canary=CANARY
+        smoke_rows=40, startup_timeout_seconds=30, state_dir=str(state_dir), canary=canary
     )
     stop_server(state_dir)
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Iterator[DeploySpec]:
+    with serving_spec(tmp_path, CANARY) as deploy_spec:
+        yield deploy_spec
 
 
 @pytest.fixture

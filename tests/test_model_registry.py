@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from steps.audit.step import stable_reference
@@ -23,7 +22,7 @@ from steps.core.errors import GateFailed
 from steps.core.model_registry import read_verified, stable_key
 from steps.core.names import Artifact, ModelFile
 from steps.core.specs import DeploySpec, DriftSpec
-from steps.core.store import DEFAULT_REGION, DIGEST_METADATA, ArtifactStore
+from steps.core.store import DIGEST_METADATA, ArtifactStore
 from steps.data import synth
 from steps.data.features import load_schema
 from steps.deploy.step import deploy, file_sha256
@@ -33,6 +32,7 @@ from steps.quantize.step import load_booster, to_onnx
 from tests.datasets import churn_frame, quick_bundle, run_step, write_dataset
 from tests.stable_model import register_stable_model
 from tests.test_deploy import train
+from tests.test_store import plain_client
 from workflows.s3server import EmbeddedS3
 
 NAME = "churn"
@@ -43,13 +43,7 @@ DRIFT = DriftSpec(min_window_rows=100)
 @pytest.fixture
 def raw(s3_server: EmbeddedS3) -> Any:
     """A plain S3 client: writes around the artifact store, as tampering would."""
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        region_name=DEFAULT_REGION,
-    )
+    return plain_client(s3_server)
 
 
 @pytest.fixture

@@ -28,14 +28,14 @@ from steps.core.model_registry import read_stable
 from steps.core.names import Env
 from steps.core.specs import CanarySpec, DeploySpec
 from steps.core.store import DEFAULT_REGION, ArtifactStore
-from steps.deploy.local import CanaryState, LocalBackend, read_server, stop_server
+from steps.deploy.local import CanaryState, LocalBackend, read_server
 from steps.deploy.promotion import Phase, read_intent, status
 from steps.deploy.step import deploy
 from steps.evaluate.expectation import ScoreExpectation
 from tests.datasets import churn_frame, write_dataset
 from tests.killed_deploy import deploy_until
 from tests.test_canary import Hammer, evaluated_against_stable, hammer, served_versions
-from tests.test_deploy import NAME, train
+from tests.test_deploy import NAME, serving_spec, train
 from tests.test_serving import ModelFiles
 from workflows.s3server import EmbeddedS3
 
@@ -89,11 +89,8 @@ def s3(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture
 def spec(tmp_path: Path) -> Iterator[DeploySpec]:
-    state_dir = tmp_path / "serving"
-    yield DeploySpec(
-        smoke_rows=40, startup_timeout_seconds=30, state_dir=str(state_dir), canary=CANARY
-    )
-    stop_server(state_dir)
+    with serving_spec(tmp_path, CANARY) as deploy_spec:
+        yield deploy_spec
 
 
 class Setup:

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -284,20 +284,17 @@ class _Restartable:
     same folder (new ports, so a new store client)."""
 
     def __init__(self, config: LoadedConfig, environ: dict[str, str]) -> None:
-        self._config = config
+        self._pipeline = config.pipeline
         self._environ = environ
-        self._open()
-
-    def _open(self) -> None:
-        self._context = local_storage(self._config.pipeline, self._environ)
-        self.current: LocalStorage = self._context.__enter__()
+        self._stack = ExitStack()
+        self.current = self._stack.enter_context(local_storage(self._pipeline, environ))
 
     def restart(self) -> None:
-        self.close()
-        self._open()
+        self._stack.close()
+        self.current = self._stack.enter_context(local_storage(self._pipeline, self._environ))
 
     def close(self) -> None:
-        self._context.__exit__(None, None, None)
+        self._stack.close()
 
 
 @contextmanager
