@@ -24,12 +24,12 @@ import psutil
 import pytest
 
 from steps.core.errors import GateFailed, StorageError
-from steps.core.model_registry import read_stable
+from steps.core.model_registry import intent_key, read_stable
 from steps.core.names import Env
 from steps.core.specs import CanarySpec, DeploySpec
 from steps.core.store import DEFAULT_REGION, ArtifactStore
 from steps.deploy.local import CanaryState, LocalBackend, read_server
-from steps.deploy.promotion import Phase, read_intent, status
+from steps.deploy.promotion import Phase, new_intent, read_intent, status
 from steps.deploy.step import deploy
 from steps.evaluate.expectation import ScoreExpectation
 from tests.datasets import churn_frame, write_dataset
@@ -327,3 +327,26 @@ def test_the_deploy_step_is_killed_at_each_boundary_and_the_leftover_is_repaired
 
 def other(setup: Setup, model: ModelFiles) -> ModelFiles:
     return next(m for m in setup.models if m is not model)
+
+
+def test_a_promotion_whose_deploy_still_runs_here_is_not_repaired(
+    store: ArtifactStore, spec: DeploySpec
+) -> None:
+    """Its deploy process alive on this machine, an intent is a promotion in progress: status
+    leaves it alone; once the process is gone, the intent is a leftover and is repaired."""
+    deploying = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    intent = new_intent(NAME, None, "d" * 64, "local", "wf-1").model_copy(
+        update={"pid": deploying.pid}
+    )
+    store.put_json(intent_key(NAME), intent.model_dump(mode="json"))
+    backend = LocalBackend(spec, store, NAME)
+    with pytest.raises(
+        GateFailed, match=f"a deploy of {NAME} is in progress \\(pid {deploying.pid}"
+    ):
+        status(store, backend, NAME)
+    assert read_intent(store, NAME) == intent
+    deploying.kill()
+    deploying.wait()
+    state = status(store, backend, NAME)
+    assert state.repaired == intent and state.agrees and state.served is None
+    assert read_intent(store, NAME) is None

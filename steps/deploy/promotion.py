@@ -20,10 +20,13 @@ after a commit this process saw succeed) and intent.json stays for the next atte
 
 A leftover intent.json (the deploy step was killed, or the store went away) is repaired by
 the next deploy of that model before it does anything else, and by `mlpipe deploy status`.
-Deploys of one model must not run concurrently (the retraining CronWorkflow forbids it):
-the next deploy takes any intent it finds for a leftover.
+An intent whose deploy process still runs on this machine is a promotion in progress and is
+left alone. Deploys of one model must not run concurrently on several machines (the
+retraining CronWorkflow forbids it): there, an intent cannot be told from a leftover.
 """
 
+import os
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,8 +36,9 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from steps.core.errors import StepError, StorageError
+from steps.core.errors import GateFailed, StepError, StorageError
 from steps.core.model_registry import intent_key, read_stable, write_stable
+from steps.core.processes import is_alive
 from steps.core.store import ArtifactStore
 from steps.deploy.backend import CanaryBackend, ModelVersion
 
@@ -61,6 +65,15 @@ class Intent(BaseModel):
     backend: str
     started_at: str
     workflow: str | None = None
+    host: str = ""
+    pid: int = 0
+    """The deploy process: while it runs on this host, its intent is no leftover."""
+
+    def in_flight(self) -> bool:
+        """The deploy that wrote this intent still runs here (a deploy on another machine,
+        a pod, cannot be seen from here: concurrent deploys of one model are not allowed)."""
+        here = self.host == socket.gethostname() and self.pid not in (0, os.getpid())
+        return here and is_alive(self.pid)
 
 
 class Transaction:
@@ -158,8 +171,14 @@ def repair(
 
 
 def repair_leftover(store: ArtifactStore, backend: CanaryBackend, model_name: str) -> Intent | None:
-    """Repair the intent a previous deploy left behind, if any; returns it."""
+    """Repair the intent a previous deploy left behind, if any; returns it. One whose deploy
+    still runs on this machine is a promotion in progress: GateFailed, nothing touched."""
     intent = read_intent(store, model_name)
+    if intent is not None and intent.in_flight():
+        raise GateFailed(
+            f"a deploy of {model_name} is in progress (pid {intent.pid}, since "
+            f"{intent.started_at}): {_short(intent.from_digest)} -> {_short(intent.to_digest)}"
+        )
     if intent is not None:
         repaired = repair(store, backend, intent, intent.from_digest)
         print(
@@ -205,6 +224,8 @@ def new_intent(
         backend=backend,
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         workflow=workflow,
+        host=socket.gethostname(),
+        pid=os.getpid(),
     )
 
 
