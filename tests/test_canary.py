@@ -31,11 +31,13 @@ from steps.core.store import ArtifactStore
 from steps.data import synth
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import FeatureSchema, encode, schema_from_manifest
+from steps.deploy.backend import Outcomes
 from steps.deploy.canary import (
     ScoreCheck,
     StepResult,
     TrackMetrics,
     judge,
+    label_check,
     parse_track,
     quantile,
     score_checks,
@@ -46,10 +48,11 @@ from steps.deploy.report import rollout_html
 from steps.deploy.step import Rollout, deploy
 from steps.drift.stats import psi as drift_psi
 from steps.evaluate.expectation import SCORE_BOUNDS, ScoreExpectation, expect
+from steps.evaluate.metrics import auc_components
 from steps.evaluate.step import evaluate
 from tests import test_deploy
 from tests.datasets import churn_frame, write_dataset
-from tests.test_deploy import NAME, attested, train
+from tests.test_deploy import CANARY, NAME, attested, train
 from tests.test_end_to_end import external
 from tests.test_serving import ModelFiles, build_model
 
@@ -173,6 +176,42 @@ def test_without_a_champion_only_the_canary_is_held_to_its_evaluation() -> None:
     alone = expect(rng.beta(2, 5, 1000), 0.8)
     checks = score_checks(beta(rng, 2, 5, 300), beta(rng, 2, 5, 300), alone, CanarySpec())
     assert [check.name for check in checks] == ["canary vs its evaluation"] and checks[0].passed
+
+
+def test_labels_catch_a_canary_scored_as_evaluated_but_ranked_worse() -> None:
+    """Scores drawn as evaluated but unrelated to the rows: the score checks cannot tell,
+    the labelled AUC can. A shift that costs stable as much costs the canary nothing."""
+    rng = np.random.default_rng(5)
+    labels = (rng.random(4000) < 0.3).astype(np.int8)
+    scores = np.clip(rng.normal(0.3 + 0.3 * labels, 0.15), 0.001, 0.999).astype(np.float32)
+    auc = float(auc_components(labels, scores.astype(np.float64), np.argsort(scores)).auc)
+    expected = expect(scores, auc, scores, auc, "c" * 64)
+    live, truth = scores[:600].astype(np.float64), labels[:600]
+    stable, stable_truth = scores[600:1800].astype(np.float64), labels[600:1800]
+    spec = CanarySpec()
+
+    def outcomes(
+        canary: np.ndarray, truth_canary: np.ndarray, truth_stable: np.ndarray
+    ) -> Outcomes:
+        return Outcomes(canary, truth_canary, stable, truth_stable)
+
+    good = label_check(outcomes(live, truth, stable_truth), expected, spec)
+    assert good is not None and good.passed and abs(good.canary_auc - auc) < 0.05
+    shuffled = rng.permutation(live)  # the same scores, no longer tied to the rows
+    assert verdicts(score_checks(bucketed(shuffled), bucketed(stable), expected, spec)) == {
+        "canary vs its evaluation": True,
+        "stable vs its evaluation": True,
+        "canary vs stable": True,
+    }
+    bad = label_check(outcomes(shuffled, truth, stable_truth), expected, spec)
+    assert bad is not None and not bad.passed and bad.canary_auc < 0.6
+    # Labels of another population: both tracks rank worse alike, the canary no worse.
+    noisy, noisy_stable = truth.copy(), stable_truth.copy()
+    noisy[rng.random(len(noisy)) < 0.3] ^= 1
+    noisy_stable[rng.random(len(noisy_stable)) < 0.3] ^= 1
+    shifted = label_check(outcomes(live, noisy, noisy_stable), expected, spec)
+    assert shifted is not None and shifted.passed and shifted.canary_auc < auc - 0.1
+    assert label_check(outcomes(live[:60], truth[:60], stable_truth), expected, spec) is None
 
 
 def test_judge_names_each_breach_with_its_numbers() -> None:
@@ -312,9 +351,9 @@ def canary_deploy(
 ) -> Rollout:
     """Evaluate `candidate`, then deploy it with that evaluation's expectations."""
     expected = evaluated_against_stable(store, dataset_uri, candidate)
-    backend = LocalBackend(
-        spec, store, NAME, load_split(store, dataset_uri, Split.TEST), canary_args=canary_args
-    )
+    test = load_split(store, dataset_uri, Split.TEST)
+    labels = test[read_manifest(store, dataset_uri).label].to_numpy(np.int8)
+    backend = LocalBackend(spec, store, NAME, test, labels, canary_args=canary_args)
     return deploy(
         store, candidate.onnx, candidate.digest, candidate.bundle, dataset_uri, NAME, spec,
         progress_file=progress, backend=backend, expected=expected,
@@ -366,6 +405,9 @@ def test_good_canary_is_promoted_and_the_registry_moves(
             "stable vs its evaluation",
             "canary vs stable",
         ]
+    labelled = rollout.canary[-1]["labels"]
+    assert labelled is not None and labelled["shortfall"] <= labelled["allowed"]
+    assert labelled["canary_rows"] >= 2 * CANARY.min_labelled_rows
     assert progress.read_text() == "6/6"
     report = rollout_html(asdict(rollout))
     assert report.count('<tr class="pass"><td>') == 3 and 'class="fail"' not in report
@@ -427,7 +469,8 @@ def test_bad_canary_is_rolled_back_while_stable_serves_without_a_failure(
         others -= {"scores unlike evaluated"}
     assert not any(f"{other}:" in message for other in others), message
     if fault == "wrong model":
-        assert "canary vs its evaluation PSI" in message
+        # It ranks backwards, too: the labels of the rows it scored say so.
+        assert "canary vs its evaluation PSI" in message and "labels: canary AUC" in message
     assert served_versions(stable) == [model.digest]
     assert serving_processes(candidate.digest) == 0
     assert store.get_json(stable_key(NAME))["digest"] == model.digest

@@ -30,7 +30,11 @@ NAME = "churn"
 # Latency floor 50 ms: two cores shared with other test runs make a good canary's p99 wobble
 # by tens of ms; the slow canary of tests/test_canary.py is past 100 ms.
 CANARY = CanarySpec(
-    steps=[25, 50, 100], hold_seconds=0.8, min_requests=5, latency_floor_seconds=0.05
+    steps=[25, 50, 100],
+    hold_seconds=0.8,
+    min_requests=5,
+    latency_floor_seconds=0.05,
+    min_labelled_rows=10,
 )
 
 

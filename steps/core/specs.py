@@ -248,6 +248,12 @@ class CanarySpec(Spec):
     psi_allowance: float = Field(
         default=0.1, ge=0, description="score PSI beyond sampling noise: traffic vs test rows"
     )
+    auc_allowance: float = Field(
+        default=0.02, ge=0, description="canary AUC shortfall beyond stable's and sampling"
+    )
+    min_labelled_rows: int = Field(
+        default=50, ge=1, description="labelled rows of each class before AUC is judged"
+    )
 
     @field_validator("steps")
     @classmethod

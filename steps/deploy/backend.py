@@ -25,6 +25,8 @@ from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
     import pandas as pd
 
 
@@ -43,6 +45,17 @@ class ModelVersion:
     schema_uri: str
     """The same files in the registry version folder (`s3://bucket/registry/<name>/versions/
     <digest>/...`), for servers that fetch the model themselves (pods)."""
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Scored rows whose labels have arrived, per track, since the canary started: what a
+    backend with a label feed knows (the local one sends the labelled test split)."""
+
+    canary_scores: "npt.NDArray[np.float64]"
+    canary_labels: "npt.NDArray[np.int8]"
+    stable_scores: "npt.NDArray[np.float64]"
+    stable_labels: "npt.NDArray[np.int8]"
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,11 @@ class CanaryBackend(Protocol):
         """Read `/metrics` of every stable and canary server now."""
         ...
 
+    def outcomes(self) -> Outcomes | None:
+        """The labelled outcomes of the traffic since the canary started, as far as labels
+        have arrived; None without a label source."""
+        ...
+
     def promote(self, version: ModelVersion) -> str:
         """Make `version` the stable one (all traffic to it, canary removed, or the stable
         track created on a first deploy); returns the stable endpoint's base URL."""
@@ -99,10 +117,14 @@ class CanaryBackend(Protocol):
 
 
 def backend_for(
-    spec: DeploySpec, store: ArtifactStore, model_name: str, test: "pd.DataFrame | None" = None
+    spec: DeploySpec,
+    store: ArtifactStore,
+    model_name: str,
+    test: "pd.DataFrame | None" = None,
+    labels: "npt.NDArray[np.int8] | None" = None,
 ) -> CanaryBackend:
     """Kubernetes when the config has a `serving:` section for it, else local servers (which
-    send the `test` rows as canary traffic)."""
+    send the `test` rows, whose `labels` they know, as canary traffic)."""
     # Imported here: each backend loads its own libraries (the kubernetes client, pandas).
     if spec.kubernetes is not None:
         from steps.deploy.kube import connect
@@ -110,4 +132,4 @@ def backend_for(
         return connect(spec.kubernetes, model_name)
     from steps.deploy.local import LocalBackend
 
-    return LocalBackend(spec, store, model_name, test)
+    return LocalBackend(spec, store, model_name, test, labels)

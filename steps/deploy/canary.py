@@ -24,6 +24,11 @@ interval, widened by `psi_allowance` for traffic that differs from the test rows
 breach. So a canary serving another model than the one evaluated is rolled back, and a
 better model after concept drift, whose scores move exactly as evaluated, is not.
 
+Labels, where a backend has them (the local one sends the labelled test split; a cluster
+would need a feed of late labels), hold the canary's live AUC to its evaluated AUC too, net of
+stable's live shortfall against its own (a shift of the traffic lowers both): a canary whose
+scores are distributed as evaluated but ranked worse is caught there.
+
 Too few canary requests to judge is a breach too: no evidence is not a pass. The first
 breach raises GateFailed naming the step, the breach and the numbers; the promotion
 (steps/deploy/promotion.py) then rolls traffic back.
@@ -41,9 +46,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from steps.core.errors import GateFailed
 from steps.core.outputs import report_progress
 from steps.core.specs import CanarySpec
-from steps.deploy.backend import CanaryBackend, ModelVersion, Scrape
-from steps.drift.stats import psi, psi_rows, shares
+from steps.deploy.backend import CanaryBackend, ModelVersion, Outcomes, Scrape
+from steps.drift.stats import auc_standard_error, psi, psi_rows, shares
 from steps.evaluate.expectation import SCORE_BOUNDS, ScoreExpectation
+from steps.evaluate.metrics import auc_components, z_value
 
 REQUESTS = "mlpipe_inference_requests_total"
 LATENCY = "mlpipe_inference_request_duration_seconds_bucket"
@@ -201,6 +207,69 @@ def _fit(
 
 
 @dataclass(frozen=True)
+class LabelCheck:
+    """The canary's AUC on labelled live rows against its evaluation, net of stable's."""
+
+    canary_rows: int
+    canary_auc: float
+    evaluated_auc: float
+    stable_rows: int
+    stable_auc: float | None
+    """Stable's live AUC (None: too few labelled rows, or no champion evaluated)."""
+    stable_evaluated_auc: float | None
+    shortfall: float
+    """How much more the canary fell short of its evaluated AUC than stable of its own."""
+    allowed: float
+
+    @property
+    def passed(self) -> bool:
+        return self.shortfall <= self.allowed
+
+
+def label_check(
+    outcomes: Outcomes, expected: ScoreExpectation, spec: CanarySpec
+) -> LabelCheck | None:
+    """Where labels have arrived: does the canary rank as well as evaluated? A traffic
+    shift lowers both tracks alike, so stable's own shortfall is taken off the canary's;
+    the allowance is the two live AUCs' standard errors at `confidence`, plus
+    `auc_allowance`. None while either class has fewer than `min_labelled_rows` rows."""
+    canary = _live_auc(outcomes.canary_scores, outcomes.canary_labels, spec)
+    if canary is None:
+        return None
+    stable = None
+    if expected.champion_auc is not None:
+        stable = _live_auc(outcomes.stable_scores, outcomes.stable_labels, spec)
+    canary_auc, canary_error = canary
+    shortfall = expected.challenger_auc - canary_auc
+    errors = [canary_error]
+    if stable is not None and expected.champion_auc is not None:
+        shortfall -= expected.champion_auc - stable[0]
+        errors.append(stable[1])
+    return LabelCheck(
+        canary_rows=len(outcomes.canary_labels),
+        canary_auc=canary_auc,
+        evaluated_auc=expected.challenger_auc,
+        stable_rows=len(outcomes.stable_labels),
+        stable_auc=None if stable is None else stable[0],
+        stable_evaluated_auc=None if stable is None else expected.champion_auc,
+        shortfall=shortfall,
+        allowed=z_value(spec.confidence) * math.hypot(*errors) + spec.auc_allowance,
+    )
+
+
+def _live_auc(
+    scores: npt.NDArray[np.float64], labels: npt.NDArray[np.int8], spec: CanarySpec
+) -> tuple[float, float] | None:
+    """AUC and its standard error (Hanley & McNeil), with enough rows of each class."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if min(positives, negatives) < spec.min_labelled_rows:
+        return None
+    auc = auc_components(labels, scores, np.argsort(scores, kind="stable")).auc
+    return auc, auc_standard_error(auc, positives, negatives)
+
+
+@dataclass(frozen=True)
 class StepResult:
     """One step of the progression: what was measured and what it breached."""
 
@@ -215,6 +284,8 @@ class StepResult:
     stable_scores: int
     """Scores behind the score checks: every row each track scored since the canary started."""
     scores: list[ScoreCheck]
+    labels: LabelCheck | None
+    """None without labelled outcomes (or too few of them yet)."""
     breaches: list[str]
 
 
@@ -225,10 +296,11 @@ def judge(
     spec: CanarySpec,
     expected: ScoreExpectation,
     canary_total: TrackMetrics | None = None,
+    outcomes: Outcomes | None = None,
 ) -> StepResult:
-    """Compare the canary's step with stable's baseline and everything both scored since
-    the canary started (`canary_total`, default the step) with what evaluate measured;
-    every breach is one sentence."""
+    """Compare the canary's step with stable's baseline, and everything both scored since
+    the canary started (`canary_total`, default the step; `outcomes` where labels arrived)
+    with what evaluate measured; every breach is one sentence."""
     breaches = []
     canary_rate = _rate(canary)
     stable_rate = _rate(stable)
@@ -261,6 +333,18 @@ def judge(
                 f"{check.expected:.3f}, allowed {check.low:.3f}..{check.high:.3f} at "
                 f"{canary_counts.sum()} canary / {stable_counts.sum()} stable scores"
             )
+    labelled = None if outcomes is None else label_check(outcomes, expected, spec)
+    if labelled is not None and not labelled.passed:
+        stable_part = (
+            f"stable {labelled.stable_auc:.3f} vs evaluated {labelled.stable_evaluated_auc:.3f}"
+            if labelled.stable_auc is not None
+            else "stable not judged"
+        )
+        breaches.append(
+            f"labels: canary AUC {labelled.canary_auc:.3f} on {labelled.canary_rows} labelled "
+            f"rows vs evaluated {labelled.evaluated_auc:.3f}, {stable_part}; shortfall "
+            f"{labelled.shortfall:.3f} > allowed {labelled.allowed:.3f}"
+        )
     if canary.requests < spec.min_requests:
         breaches.append(
             f"too little traffic: {canary.requests:.0f} requests reached the canary "
@@ -277,6 +361,7 @@ def judge(
         canary_scores=int(canary_counts.sum()),
         stable_scores=int(stable_counts.sum()),
         scores=checks,
+        labels=labelled,
         breaches=breaches,
     )
 
@@ -311,7 +396,7 @@ def run_canary(
         now = _read(backend.scrape(), version.name)
         result = judge(
             percent, now[1].since(previous[1]), now[0].since(start[0]), spec, expected,
-            canary_total=now[1].since(start[1]),
+            canary_total=now[1].since(start[1]), outcomes=backend.outcomes(),
         )  # fmt: skip
         results.append(result)
         report_progress(progress_file, done + number, total)

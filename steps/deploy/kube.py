@@ -24,7 +24,7 @@ import httpx
 
 from steps.core.errors import BadInput, ClusterError
 from steps.core.specs import KubeServingSpec
-from steps.deploy.backend import CanaryBackend, ModelVersion, Scrape
+from steps.deploy.backend import CanaryBackend, ModelVersion, Outcomes, Scrape
 from steps.deploy.manifests import (
     DEPLOYMENT,
     ENDPOINT_SLICE,
@@ -85,6 +85,10 @@ class KubeBackend:
 
     def scrape(self) -> Scrape:
         return Scrape(stable=self._texts(Track.STABLE), canary=self._texts(Track.CANARY))
+
+    def outcomes(self) -> Outcomes | None:
+        """No label feed on the cluster yet: the canary judges scores, errors and latency."""
+        return None
 
     def promote(self, version: ModelVersion) -> str:
         """Roll stable to `version` (no fewer ready pods than wanted at any time), send it

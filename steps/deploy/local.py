@@ -42,7 +42,7 @@ from steps.core.processes import is_alive, process_arguments, terminate
 from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore
 from steps.data.features import encode, load_schema
-from steps.deploy.backend import ModelVersion, Scrape
+from steps.deploy.backend import ModelVersion, Outcomes, Scrape
 
 STATE_FILE = "server.json"
 STOP_TIMEOUT_SECONDS = 10.0
@@ -227,15 +227,18 @@ class LocalBackend:
         store: ArtifactStore,
         model_name: str,
         traffic: pd.DataFrame | None = None,
+        labels: NDArray[np.int8] | None = None,
         canary_args: Sequence[str] = (),
     ) -> None:
-        """`traffic`: test rows (raw columns) to send in `hold()`, needed for a canary only;
+        """`traffic`: test rows (raw columns) to send in `hold()`, needed for a canary only,
+        and their `labels` (the analysis then holds each track's AUC to its evaluation);
         `canary_args`: extra `python -m serving` options for the canary only (a server
         setting under test)."""
         self._spec = spec
         self._store = store
         self._name = model_name
         self._traffic = traffic
+        self._labels = labels
         self._canary_args = list(canary_args)
         self._state_dir = Path(spec.state_dir).expanduser()
         self._stable: str | None = None
@@ -251,6 +254,11 @@ class LocalBackend:
         self._cursors = {True: 0, False: 0}
         """Per track (to canary?), the next test row: each track cycles through the whole
         split, so two models that score alike show alike histograms."""
+        self._scored: dict[bool, list[tuple[NDArray[np.float64], NDArray[np.intp]]]] = {
+            True: [],
+            False: [],
+        }
+        """Per track, each answered request's scores and the test rows they belong to."""
 
     # The stable track -----------------------------------------------------------------
 
@@ -386,6 +394,7 @@ class LocalBackend:
         if self._traffic is None or self._traffic.empty:
             raise BadInput("no test rows to send as canary traffic")
         self._rows = encode(self._traffic, load_schema(self._files(self._stable)[1]))
+        self._scored = {True: [], False: []}
         with _client() as client:
             metadata = ok_json(client.get(f"{self._server.base_url}/v2/models/{self._name}"))
         self._input_name = str(metadata["inputs"][0]["name"])
@@ -430,10 +439,11 @@ class LocalBackend:
                     self._sent * self._percent // 100
                 )
                 base_url = self._canary_url if to_canary else self._server.base_url
+                indices, request = self._request(to_canary)
                 try:
-                    client.post(
+                    response = client.post(
                         base_url + path,
-                        content=self._request(to_canary),
+                        content=request,
                         headers={"content-type": "application/json"},
                     )
                 except httpx.TransportError as error:
@@ -441,18 +451,40 @@ class LocalBackend:
                     raise GateFailed(
                         f"{track} server at {base_url} stopped answering: {error}"
                     ) from None
+                if response.status_code == 200:
+                    scores = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float64)
+                    self._scored[to_canary].append((scores, indices))
                 self._sent += 1
                 to_canary_count += to_canary
 
-    def _request(self, to_canary: bool) -> bytes:
+    def _request(self, to_canary: bool) -> tuple[NDArray[np.intp], bytes]:
+        """The next rows of the track (their test-split indices) and the request body."""
         assert self._rows is not None
         start = self._cursors[to_canary]
         self._cursors[to_canary] = (start + ROWS_PER_REQUEST) % len(self._rows)
-        rows = np.take(self._rows, range(start, start + ROWS_PER_REQUEST), axis=0, mode="wrap")
+        indices = np.arange(start, start + ROWS_PER_REQUEST) % len(self._rows)
+        rows = self._rows[indices]
         tensor = {"name": self._input_name, "datatype": "FP32", "shape": list(rows.shape)}
-        return orjson.dumps(
+        body = orjson.dumps(
             {"inputs": [{**tensor, "data": rows}]}, option=orjson.OPT_SERIALIZE_NUMPY
         )
+        return indices, body
+
+    def outcomes(self) -> Outcomes | None:
+        """Labels arrive here with the traffic: the test split's own."""
+        if self._labels is None:
+            return None
+        labels = self._labels
+
+        def track(to_canary: bool) -> tuple[NDArray[np.float64], NDArray[np.int8]]:
+            scored = self._scored[to_canary]
+            if not scored:
+                return np.empty(0), np.empty(0, dtype=np.int8)
+            scores = np.concatenate([s for s, _ in scored])
+            return scores, labels[np.concatenate([i for _, i in scored])]
+
+        (canary_scores, canary_labels), (stable_scores, stable_labels) = track(True), track(False)
+        return Outcomes(canary_scores, canary_labels, stable_scores, stable_labels)
 
     def scrape(self) -> Scrape:
         assert self._server is not None

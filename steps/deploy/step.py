@@ -40,7 +40,7 @@ from steps.core.names import Artifact, Env, ModelFile, Param, Step
 from steps.core.outputs import report_progress, write_parameter
 from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore
-from steps.data.dataset import Split, load_split
+from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import FeatureSchema, encode, load_schema
 from steps.deploy.backend import CanaryBackend, ModelVersion, backend_for
 from steps.deploy.canary import StepResult, run_canary
@@ -110,7 +110,8 @@ def deploy(
     test = load_split(store, dataset_uri, Split.TEST)
     if test.empty:
         raise BadInput(f"dataset {dataset_uri}: the test split has no rows to smoke-test with")
-    backend = backend or backend_for(spec, store, model_name, test)
+    labels = test[read_manifest(store, dataset_uri).label].to_numpy(np.int8)
+    backend = backend or backend_for(spec, store, model_name, test, labels)
     repair_leftover(store, backend, model_name)
     with tempfile.TemporaryDirectory(prefix="mlpipe-deploy-") as tmp:
         stable = read_verified(store, model_name, Path(tmp))
