@@ -10,7 +10,7 @@ SAMPLE_ROWS ?= 200000
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: venv lock run test lint typecheck pytest unit integration e2e compiled clean
+.PHONY: venv checkov lock run test lint typecheck pytest unit integration e2e compiled clean
 
 venv: $(VENV)/.installed
 
@@ -24,6 +24,18 @@ $(UV): uv.lock
 
 $(VENV)/.installed: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet
+	touch $@
+
+# checkov (tests/test_checkov.py) pins numpy/xgboost below the project's lock, so it gets its
+# own venv, installed from its own hash-locked file (tests/checkov/requirements.in says how
+# to refresh it).
+CHECKOV_VENV := .venv-checkov
+checkov: $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_VENV)/.installed: tests/checkov/requirements.txt | venv
+	rm -rf $(CHECKOV_VENV)
+	$(UV) venv --quiet --python $(PY) $(CHECKOV_VENV)
+	$(UV) pip install --quiet --require-hashes --python $(CHECKOV_VENV)/bin/python -r tests/checkov/requirements.txt
 	touch $@
 
 # Refresh the lock on purpose (newest versions pyproject.toml allows), then the images' locks.
@@ -51,7 +63,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy steps workflows serving
 
-pytest: venv
+pytest: venv checkov
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -62,4 +74,4 @@ compiled: venv
 	$(BIN)/mlpipe compile --config config/cluster.yaml --out workflows/compiled
 
 clean:
-	rm -rf $(VENV) .mlpipe data
+	rm -rf $(VENV) $(CHECKOV_VENV) .mlpipe data

@@ -23,6 +23,7 @@ MODULES: dict[Step, str] = {
     Step.SUMMARY: "steps.summary.step",
     Step.DRIFT: "steps.drift.step",
     Step.CHAIN: "steps.provenance.chain",
+    Step.INIT: "steps.data.init",
 }
 
 

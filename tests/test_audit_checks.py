@@ -169,14 +169,67 @@ def test_schema_and_unseen_categories_are_checked_against_the_reference(
     changed["tenure_months"] = changed["tenure_months"].astype(str) + " months"
     changed.loc[changed.index[:300], "plan"] = "enterprise"
     found = failures(as_read(changed, tmp_path), reference)
-    assert sorted(found["schema matches the reference"]) == [
-        "schema matches the reference on column 'age': observed missing; expected the "
-        "reference's columns, numeric or categorical alike",
-        "schema matches the reference on column 'tenure_months': observed str, the reference "
-        "has numbers; expected the reference's columns, numeric or categorical alike",
+    bound = "expected the stable model's features, by name and kind"
+    assert found["feature removed"] == [
+        f"feature removed on column 'age': observed not in the data; {bound}"
     ]
+    assert found["feature type changed"] == [
+        "feature type changed on column 'tenure_months': observed text now, numeric in the "
+        f"stable model; {bound}"
+    ]
+    [undeclared] = found["text column not declared"]
+    assert "'tenure_months': observed text values, e.g. '" in undeclared
     [unseen] = found["unseen categories"]
     assert "'plan': observed 10.00% of rows, e.g. ['enterprise']" in unseen
+    severities = {c.name: c.severity for c in builtin_checks(
+        as_read(changed, tmp_path), DATA, AUDIT, reference) if not c.passed}  # fmt: skip
+    assert severities["feature removed"] is severities["feature type changed"] is Severity.CRITICAL
+
+
+def test_a_renamed_feature_is_named_and_a_new_column_is_a_warning(
+    reference: Reference, tmp_path: Path
+) -> None:
+    """`age` renamed `age_years` keeps its distribution: one finding naming both; a column
+    the stable model never had is a warning naming it, never a failure later at the canary."""
+    changed = generate(3000, seed=23).rename(columns={"age": "age_years"})
+    changed["score"] = range(len(changed))
+    changed["score"] = changed["score"] % 7
+    checks = [c for c in builtin_checks(as_read(changed, tmp_path), DATA, AUDIT, reference)
+              if not c.passed]  # fmt: skip
+    renamed = next(c for c in checks if c.name == "feature renamed")
+    assert renamed.column == "age" and renamed.severity is Severity.CRITICAL
+    assert "gone; new column 'age_years' has its distribution (PSI 0.0" in renamed.observed
+    new = [c for c in checks if c.name == "new column"]
+    assert [(c.column, c.severity) for c in new] == [("score", Severity.WARNING)]
+    assert "the new model takes it, so its clients must send it" in new[0].observed
+    assert not [c for c in checks if c.name == "feature removed"]  # the rename says it
+
+
+def test_identifiers_and_undeclared_text_are_named(clean: pd.DataFrame, tmp_path: Path) -> None:
+    """An ID declared as a feature is critical; integers unique per row and text with 50k
+    distinct values are warnings naming the column; undeclared text columns are named all at
+    once (not one per failed run at provenance)."""
+    rows = 50_001
+    frame = pd.concat([clean] * (rows // len(clean) + 1), ignore_index=True).iloc[:rows]
+    frame = frame.assign(
+        customer_id=[f"c{i}" for i in range(rows)],
+        account=[f"a{i}" for i in range(rows)],
+        serial=range(rows),
+        comment=[f"free text {i}" for i in range(rows)],
+        city=["x"] * rows,
+        street=["y"] * rows,
+    )
+    frame.loc[0, "comment"] = None  # not unique-and-complete: wide text, not an identifier
+    spec = DATA.model_copy(update={"categorical": [*DATA.categorical, "account", "comment"]})
+    frame.to_parquet(tmp_path / "d.parquet", index=False)
+    read = read_table(str(tmp_path / "d.parquet"), spec, None)
+    checks = {(c.name, c.column): c for c in builtin_checks(read, spec, AUDIT, None)
+              if not c.passed}  # fmt: skip
+    assert checks[("identifier declared as a feature", "account")].severity is Severity.CRITICAL
+    assert checks[("unique per row", "serial")].severity is Severity.WARNING
+    wide = checks[("text with very many values", "comment")]
+    assert wide.severity is Severity.WARNING and wide.observed == "50000 distinct strings"
+    assert {c for n, c in checks if n == "text column not declared"} == {"city", "street"}
 
 
 def test_without_a_stable_model_the_reference_checks_are_skipped_and_said_so(

@@ -1,12 +1,14 @@
 """Config loading: defaults, overrides, and bad files that name the file and the key."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from workflows.config import ConfigError, load_config
+from workflows.config import ConfigError, dotted_leaves, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "config" / "local.yaml"
@@ -174,3 +176,41 @@ def test_relative_paths_resolve_once_against_a_documented_base(
         "s3://b/k.csv"
     )
     assert load_config(path, ["engine.workdir=w"]).pipeline.engine.workdir == cwd / "w"
+
+
+def _keyed_lines(text: str) -> dict[str, str]:
+    """Each `key: value` line of a block-style YAML file, by its dotted key."""
+    stack: list[tuple[int, str]] = []
+    lines = {}
+    for line in text.splitlines():
+        match = re.match(r"^( *)([A-Za-z_]+):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        stack = [(i, k) for i, k in stack if i < indent] + [(indent, match.group(2))]
+        lines[".".join(k for _, k in stack)] = line
+    return lines
+
+
+def test_local_yaml_holds_the_defaults_except_where_it_says_so() -> None:
+    """config/local.yaml claims to spell out the code's defaults: every value that differs
+    from PipelineConfig's default carries a `local choice` comment naming that default, and
+    every such comment sits on a value that really differs. Paths compare where they point
+    (the file's against its folder, the defaults against the working directory or, for the
+    suite and slices files, the config's folder)."""
+    text = LOCAL.read_text()
+    loaded = load_config(LOCAL).pipeline.model_dump(mode="json")
+    defaults = dotted_leaves(
+        load_config(
+            LOCAL.parent / "absent-on-purpose.yaml", allow_missing=True
+        ).pipeline.model_dump(mode="json")
+    )
+    values = dotted_leaves(loaded)
+    lines = _keyed_lines(text)
+    in_file = dotted_leaves(yaml.safe_load(text))
+    differing = {key for key in in_file if values[key] != defaults[key]}
+    marked = {key for key, line in lines.items() if "local choice (default: " in line}
+    assert differing == marked
+    for key in marked:
+        stated = lines[key].split("local choice (default: ", 1)[1].split(")", 1)[0]
+        assert yaml.safe_load(stated) == defaults[key], key

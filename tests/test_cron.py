@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from steps.core.names import Param
-from tests.argo_schema import schema_errors
+from workflows.argo_schema import schema_errors
 from workflows.compiler import CompiledManifests, compile_manifests
 from workflows.config import load_config
 from workflows.cron import CRON_NAME, RUN_SETTINGS, CronTask
@@ -126,6 +126,7 @@ RUN_SETTINGS_YAML = [
     "artifactRepositoryRef",
     "podGC",
     "artifactGC",
+    "ttlStrategy",
     "archiveLogs",
     "podMetadata",
 ]

@@ -23,6 +23,7 @@ from rich.console import Console
 from steps.core.store import ArtifactStore
 from workflows.console import ConsoleView, locations_table, summary_table
 from workflows.engine import (
+    ArgoRuleError,
     EngineContext,
     ManifestError,
     NodePhase,
@@ -324,6 +325,35 @@ def test_independent_tasks_overlap_and_parallelism_one_serialises_them(ctx: Engi
     assert before(x, y) or before(y, x), "a DAG's parallelism: 1 should serialise its tasks"
 
 
+SPAN = """
+import os, pathlib, time
+out = pathlib.Path(os.environ['OUT']); out.mkdir(parents=True)
+start = time.time(); time.sleep(0.5)
+(out / 'span').write_text(f'{start} {time.time()}')
+"""
+
+
+def test_a_template_mutex_lets_one_node_hold_it_at_a_time(ctx: EngineContext) -> None:
+    """Argo's `synchronization.mutexes`: what stops a manual and a scheduled deploy from
+    overlapping. Without the mutex the same two tasks overlap."""
+    holder = py("hold", SPAN, outputs=("span",))
+    both = dag("main", task("one", "hold"), task("two", "hold"))
+
+    def spans(result: RunResult) -> list[tuple[float, ...]]:
+        assert result.succeeded, result.message
+        return sorted(
+            tuple(map(float, result.node(name).parameters["span"].split()))
+            for name in ("one", "two")
+        )
+
+    free = spans(run(workflow(both, holder), ctx))
+    assert free[0][1] > free[1][0], "without a mutex the two tasks should overlap"
+    holder["synchronization"] = {"mutexes": [{"name": "deploy-churn"}]}
+    first, second = spans(run(workflow(both, holder), ctx))
+    assert first[1] <= second[0]
+    assert [p.name for p in (ctx.workdir / ".mutexes").iterdir()] == ["default.deploy-churn.lock"]
+
+
 # --- fan-out -----------------------------------------------------------------------------
 
 
@@ -346,10 +376,12 @@ def test_fan_out_with_sequence_items_and_param_aggregates_outputs(ctx: EngineCon
     manifest = workflow(
         dag(
             "main",
+            # Argo aggregates outputs of withItems/withParam fan-outs only (validate.go).
+            task("sq", "square", params={"n": "{{item}}"}, withItems=[1, 2, 3]),
             task(
-                "sq",
-                "square",
-                params={"n": "{{item}}"},
+                "tick",
+                "echo",
+                params={"text": "{{item}}"},
                 withSequence={"count": "{{workflow.parameters.n}}", "start": "1"},
             ),
             task("all", "echo", "sq", params={"text": "{{tasks.sq.outputs.parameters}}"}),
@@ -378,6 +410,11 @@ def test_fan_out_with_sequence_items_and_param_aggregates_outputs(ctx: EngineCon
     assert result.succeeded, result.message
     assert [result.node(f"sq({i}:{i + 1})").parameters["sq"] for i in range(3)] == ["1", "4", "9"]
     assert result.node("sq").kind.value == "TaskGroup"
+    assert [result.node(f"tick({i}:{i + 1})").parameters["value"] for i in range(3)] == [
+        "1",
+        "2",
+        "3",
+    ]
     aggregated = json.loads(result.node("all").parameters["value"])
     assert aggregated == [{"n": "1", "sq": "1"}, {"n": "2", "sq": "4"}, {"n": "3", "sq": "9"}]
     assert json.loads(result.node("column").parameters["value"]) == ["1", "4", "9"]
@@ -775,8 +812,8 @@ def test_on_exit_runs_with_the_workflow_status_and_failures(ctx: EngineContext) 
             lambda m: m["spec"]["templates"][1]["container"]["args"].append(
                 "{{inputs.parameters.x}}"
             ),
-            ManifestError,
-            "unknown variable {{inputs.parameters.x}}",
+            ArgoRuleError,
+            "spec.templates[1].container.args[1]: failed to resolve {{inputs.parameters.x}}",
         ),
     ],
 )

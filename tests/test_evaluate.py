@@ -126,6 +126,13 @@ def test_evaluation_by_slice_matches_an_independent_computation(
     assert [s["metrics"]["auc"] for s in judged] == sorted(s["metrics"]["auc"] for s in judged)
     assert evaluation["slices"][: len(judged)] == judged
     assert slices["region=missing"]["judged"] is False  # ~24 rows < min_slice_rows
+    # Too small to judge: metrics, but no interval (never a degenerate [1.0, 1.0]); judged
+    # slices keep theirs.
+    assert all(
+        (s["intervals"] is None) != s["judged"] for s in evaluation["slices"] if s["metrics"]
+    )
+    one_class = [s for s in evaluation["slices"] if s["positives"] in (0, s["rows"])]
+    assert one_class and all(s["metrics"] is None for s in one_class)
     assert evaluation["worst_slice"] == judged[0]["name"]
 
     assert [p["name"] for p in evaluation["robustness"]] == ["noise", "missing", "unseen"]
@@ -148,6 +155,12 @@ def test_evaluation_by_slice_matches_an_independent_computation(
     report = (out / Artifact.EVALUATION_REPORT.filename).read_text()
     assert not re.search(r"<script|\bsrc=|\bhref=|url\(|https?://", report, re.IGNORECASE)
     assert "Evaluation: pass" in report and "reliability diagram" in report
+    small = slices["region=missing"]
+    assert re.search(
+        rf"<td>region=missing</td><td>{small['rows']}</td>.*?too small to judge", report
+    )
+    name = one_class[0]["name"].replace("&", "&amp;")
+    assert re.search(rf"<td>{re.escape(name)}</td>(<td>[^<]*</td>){{3}}<td>n/a</td>", report)
     assert report.count("<svg") == 3  # two reliability diagrams and the slice bars
 
 

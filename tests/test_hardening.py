@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from steps.core.store import ArtifactStore
-from tests.argo_schema import schema_errors
 from tests.test_engine_runs import SERVER, SLEEP, dag, free_port, py, task, workflow
+from workflows.argo_schema import schema_errors
 from workflows.config import ConfigError, load_config
 from workflows.engine import EngineContext, NodePhase, WorkflowPhase, check_workflow, run_workflow
 from workflows.install import load_documents
@@ -189,8 +189,12 @@ def test_every_pod_is_hardened(documents: list[tuple[str, dict[str, Any]]]) -> N
     for name, manifest in argo(documents):
         for spec in specs(manifest):
             if "templates" not in spec:
-                # A run of the installed template: nothing of its own may weaken it.
-                assert set(spec) <= {"workflowTemplateRef", "arguments"}, name
+                # A run of the installed template: nothing of its own may weaken it; it repeats
+                # the template's identity and pod security (checkov reads the run alone).
+                own = {"workflowTemplateRef", "arguments", "serviceAccountName", "securityContext"}
+                assert set(spec) <= own, name
+                assert spec["securityContext"]["runAsNonRoot"] is True, name
+                assert spec["serviceAccountName"] not in ("", "default"), name
                 continue
             pod = spec["securityContext"]
             assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0, name
@@ -198,7 +202,10 @@ def test_every_pod_is_hardened(documents: list[tuple[str, dict[str, Any]]]) -> N
             assert spec["serviceAccountName"] not in ("", "default"), name
             assert spec["podGC"]["strategy"] == "OnPodSuccess", name
             assert spec["podGC"]["deleteDelayDuration"], name
-            assert spec["artifactGC"] == {"strategy": "OnWorkflowDeletion"}, name
+            assert spec["artifactGC"] == {
+                "strategy": "OnWorkflowDeletion",
+                "serviceAccountName": "mlpipe-artifact-gc",
+            }, name
             assert spec["activeDeadlineSeconds"] > 0 and spec["archiveLogs"] is True, name
             names = {template["name"] for template in spec["templates"]}
             assert spec["onExit"] in names, name

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argo_schema import validator_for
+from workflows.argo_schema import validator_for
 from workflows.compiler import compile_manifests
 from workflows.config import ConfigError, load_config
 from workflows.install import install_manifests, load_documents
@@ -65,7 +65,13 @@ def test_service_accounts_for_steps_deploy_and_submitters(
     installed: dict[str, list[dict[str, Any]]],
 ) -> None:
     accounts = by_kind(installed, "ServiceAccount")
-    assert set(accounts) == {"mlpipe-steps", "mlpipe-deploy", "mlpipe-submitter", "mlpipe-serving"}
+    assert set(accounts) == {
+        "mlpipe-steps",
+        "mlpipe-deploy",
+        "mlpipe-submitter",
+        "mlpipe-serving",
+        "mlpipe-artifact-gc",
+    }
     assert accounts["mlpipe-submitter"]["automountServiceAccountToken"] is False
     assert accounts["mlpipe-serving"]["automountServiceAccountToken"] is False
     [token] = by_kind(installed, "Secret").values()
@@ -106,12 +112,51 @@ def test_rbac_is_least_privilege(installed: dict[str, list[dict[str, Any]]]) -> 
     assert not any(resource in ("secrets", "*") for _, resource, _ in granted)
     bindings = by_kind(installed, "RoleBinding")
     accounts = by_kind(installed, "ServiceAccount")
-    for binding in bindings.values():
+    for name, binding in bindings.items():
         assert binding["roleRef"]["name"] in roles
         for subject in binding["subjects"]:
+            if name == "mlpipe-memoize-writer":
+                continue
             assert subject["name"] in accounts and subject["namespace"] == "mlpipe"
     subjects = {s["name"] for s in bindings["mlpipe-executor"]["subjects"]}
     assert subjects == {"mlpipe-steps", "mlpipe-deploy"}, "the submitter runs no pods"
+
+
+def test_artifact_gc_and_the_memoize_cache_get_exactly_the_rights_argo_uses(
+    installed: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The GC pod runs as `artifactGC.serviceAccountName` (controller/artifact_gc.go) and
+    calls what Argo's docs list; the controller saves a cache entry with Get then Update
+    (controller/cache/configmap_cache.go), on the one cache ConfigMap."""
+    roles, bindings = by_kind(installed, "Role"), by_kind(installed, "RoleBinding")
+    template = by_kind(installed, "WorkflowTemplate")["mlpipe-training"]
+    gc_account = template["spec"]["artifactGC"]["serviceAccountName"]
+    assert roles[gc_account]["rules"] == [
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowartifactgctasks"],
+            "verbs": ["list", "watch"],
+        },
+        {
+            "apiGroups": ["argoproj.io"],
+            "resources": ["workflowartifactgctasks/status"],
+            "verbs": ["patch"],
+        },
+    ]
+    assert [s["name"] for s in bindings[gc_account]["subjects"]] == [gc_account]
+    assert by_kind(installed, "ServiceAccount")[gc_account]["automountServiceAccountToken"]
+    cache = by_kind(installed, "ConfigMap")["mlpipe-memoize"]
+    assert roles["mlpipe-memoize-writer"]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "update"],
+            "resourceNames": [cache["metadata"]["name"]],
+        }
+    ]
+    assert bindings["mlpipe-memoize-writer"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "argo", "namespace": "argo"}
+    ]
 
 
 def test_the_artifact_repository_references_credentials_and_sets_key_format(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.argo_schema import schema_errors
+from workflows.argo_schema import schema_errors
 from workflows.compiler import compile_manifests, load_manifest, render
 from workflows.config import load_config
 

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import xgboost
 from onnx import numpy_helper
+from sklearn.metrics import roc_auc_score
 
 from steps.core.attestation import open_envelope
 from steps.core.errors import BadInput, GateFailed
@@ -78,11 +79,25 @@ def test_quantize_writes_the_smallest_candidate_inside_the_tolerances(
     (probabilities,) = session.run([ONNX_PROBABILITIES], {ONNX_INPUT: matrix})
     assert probabilities.shape == (len(test), 2)
     booster = xgboost.Booster(model_file=str(bundle / ModelFile.BOOSTER))
-    diff = np.abs(probabilities[:, 1] - booster.inplace_predict(matrix))
-    assert float(params[Param.PARITY_MAX_DIFF]) == pytest.approx(float(diff.max()), abs=1e-9)
-    assert np.isnan(matrix).any()  # the comparison covered missing values too
-
     report = json.loads((out / Artifact.QUANTIZE_REPORT.filename).read_text())
+    # What is served is calibrated: sigmoid(scale * margin + shift) on XGBoost's margin.
+    calibration = report["calibration"]
+    assert calibration["method"] == "platt" and calibration["rows"] > 0
+    margin = booster.inplace_predict(matrix, predict_type="margin").astype(np.float64)
+    calibrated = 1 / (1 + np.exp(-(calibration["scale"] * margin + calibration["shift"])))
+    diff = np.abs(probabilities[:, 1] - calibrated)
+    assert float(params[Param.PARITY_MAX_DIFF]) == pytest.approx(float(diff.max()), abs=1e-6)
+    assert diff.max() < 1e-2 and np.isnan(matrix).any()  # missing values covered too
+    # Ranking is untouched (a monotone map), calibration is not.
+    assert report["xgboost_auc"] == pytest.approx(roc_auc_score(test["churned"], margin))
+    uncalibrated = np.abs(probabilities[:, 1] - booster.inplace_predict(matrix))
+    assert uncalibrated.max() > 0.01
+    for key, scores in (("test_ece_before", booster.inplace_predict(matrix)),
+                        ("test_ece_after", calibrated)):  # fmt: skip
+        bins = np.minimum((scores * 10).astype(int), 9)
+        gaps = [abs(scores[bins == b].sum() - test["churned"][bins == b].sum()) for b in range(10)]
+        assert report[key] == pytest.approx(sum(gaps) / len(test), abs=1e-6)
+
     model_digest = hashlib.sha256((bundle / ModelFile.BOOSTER).read_bytes()).hexdigest()
     assert report["model_digest"] == model_digest
     assert report["onnx_digest"] == params[Param.ONNX_DIGEST]
@@ -137,7 +152,7 @@ def test_a_tolerance_too_tight_for_reduced_precision_keeps_float32(
     only_lossy = QuantizeSpec(max_abs_diff=1e-6, candidates=[Encoding.OPSET5_FP16])
     model, report = quantize(store, bundle, dataset_uri, only_lossy)
     assert report.encoding is Encoding.BASELINE
-    assert model == to_onnx(load_booster(bundle), 15)
+    assert model == to_onnx(load_booster(bundle), 15, report.calibration)
     assert report.reason.startswith("opset1-float32 kept")
 
 
@@ -205,7 +220,8 @@ def test_parity_failure_reports_the_worst_row(bundle: Path) -> None:
     matrix = np.array([[12.0, 60.0, 1.0, 0.0, 0.0], [1.0, 90.0, 6.0, 1.0, 0.0]], np.float32)
     diffs = np.abs(other.inplace_predict(matrix) - booster.inplace_predict(matrix))
     with pytest.raises(GateFailed) as failure:
-        check_parity(open_session(to_onnx(other, 15)), booster, matrix, 1e-3)
+        expected = booster.inplace_predict(matrix)
+        check_parity(open_session(to_onnx(other, 15)), expected, matrix, 1e-3)
     assert f"at test row {int(np.argmax(diffs))} (of 2)" in str(failure.value)
     assert f"= {diffs.max():.3g}" in str(failure.value)
 
@@ -227,7 +243,9 @@ def test_a_corrupted_onnx_model_fails_parity_or_is_refused(
     test = load_split(store, dataset_uri, Split.TEST)
     matrix = encode(test, load_schema(bundle / ModelFile.FEATURE_SCHEMA))
     with pytest.raises(GateFailed, match=r"max \|P_onnx - P_xgboost\| = 0\.\d+ at test row") as e:
-        check_parity(open_session(corrupted), booster, matrix, 1e-5, Encoding.OPSET5)
+        check_parity(
+            open_session(corrupted), booster.inplace_predict(matrix), matrix, 1e-5, Encoding.OPSET5
+        )
     assert e.value.exit_code == 1 and "(opset5-float32)" in str(e.value)
 
     truncated = tmp_path / "truncated.onnx"

@@ -94,7 +94,10 @@ class DataConfig(DataSpec):
 class AuditConfig(AuditBounds):
     """The expectation suite file plus the built-in checks' bounds."""
 
-    suite_file: Path = Path("expectations/default.json")
+    suite_file: Path | None = Field(
+        default=Path("expectations/default.json"),
+        description="GX suite JSON, relative to this file; null: inferred from the data",
+    )
 
 
 class EvaluateConfig(EvaluateSpec):
@@ -173,6 +176,11 @@ class ArgoConfig(Section):
         default=None, description="Secret whose key `url` is the run-summary webhook"
     )
     memoize_cache: str = "mlpipe-memoize"
+    controller_service_account: str = Field(
+        default="argo:argo",
+        pattern=r"^[a-z0-9-]+:[a-z0-9-]+$",
+        description="namespace:name of the Argo controller, which writes the memoize cache",
+    )
 
     @field_validator("steps_image", "serving_image")
     @classmethod
@@ -289,7 +297,11 @@ class LoadedConfig(BaseModel):
         if section.slices_file is None:
             return EvaluateSpec.model_validate(values)
         path = section.slices_file
-        raw = _read_yaml(path, "the slices file (key 'evaluate.slices_file')")
+        if not path.is_file():
+            raise ConfigError(
+                f"{self.path}: key 'evaluate.slices_file': cannot read {path}: no such file"
+            )
+        raw = _read_yaml(path, "the slices file")
         if not isinstance(raw, dict) or not raw.keys() <= SLICES_FILE_KEYS:
             found = sorted(map(str, raw)) if isinstance(raw, dict) else type(raw).__name__
             raise ConfigError(
@@ -311,6 +323,9 @@ class LoadedConfig(BaseModel):
 
     def audit_spec(self) -> AuditSpec:
         suite_path = self.pipeline.audit.suite_file
+        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
+        if suite_path is None:
+            return AuditSpec(suite=None, **bounds)
         try:
             suite = json.loads(suite_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -318,7 +333,6 @@ class LoadedConfig(BaseModel):
                 f"{self.path}: key 'audit.suite_file': cannot read a GX suite JSON "
                 f"from {suite_path}: {error}"
             ) from error
-        bounds = self.pipeline.audit.model_dump(exclude={"suite_file"})
         return AuditSpec(suite=suite, **bounds)
 
 
@@ -326,11 +340,19 @@ def load_config(
     path: Path,
     overrides: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
+    *,
+    inferred: Path | None = None,
+    allow_missing: bool = False,
 ) -> LoadedConfig:
-    """Read, override (env, then `--set key=value`) and validate a config file."""
+    """Read, override (env, then `--set key=value`) and validate a config file.
+
+    `inferred` is a config written by `mlpipe init` for the data (workflows/inference.py):
+    its keys replace the file's before the environment and `--set` apply, its paths relative
+    to its own folder. With `allow_missing`, an absent file is an empty one: the defaults.
+    """
     environ = os.environ if environ is None else environ
     path = path.absolute()
-    raw = _read_yaml(path, "the config file")
+    raw = {} if allow_missing and not path.exists() else _read_yaml(path, "the config file")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -339,6 +361,14 @@ def load_config(
     cwd = Path.cwd()
     sources: dict[str, str] = {}
     """key -> where its value came from, when not from the file (errors blame that)."""
+    if inferred is not None:
+        layer = _read_yaml(inferred, "the inferred config")
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{inferred}: expected a mapping of sections at the top level")
+        _absolute_paths(layer, inferred.parent, PATH_KEYS)
+        for key, value in dotted_leaves(layer).items():
+            sources[key] = str(inferred)
+            _set_dotted(raw, key, value, sources[key])
     for variable, key in ENV_OVERRIDES.items():
         if variable in environ:
             sources[key] = f"environment variable {variable}"
@@ -442,6 +472,17 @@ def _absolute(key: str, value: object, base: Path) -> object:
     if "://" in text or (key == "deploy.state_dir" and text.startswith("~")):
         return value
     return os.path.normpath(base / Path(text).expanduser())
+
+
+def dotted_leaves(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every non-mapping value of a nested mapping, by its dotted key."""
+    leaves: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, Mapping):
+            leaves.update(dotted_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: object, source: str) -> None:

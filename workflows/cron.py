@@ -45,6 +45,7 @@ RUN_SETTINGS = (
     "artifact_repository_ref",
     "pod_gc",
     "artifact_gc",
+    "ttl_strategy",
     "archive_logs",
     "pod_metadata",
 )

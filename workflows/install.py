@@ -12,7 +12,11 @@ For `kubectl apply -f DIR` by a platform engineer, in file-name order:
   only the serving objects its kubernetes backend applies (steps/deploy/manifests.py);
 - the `artifact-repositories` ConfigMap: endpoint, bucket, region, keyFormat and *references*
   to the credentials Secret, never the credentials;
-- the memoization cache ConfigMap, labelled as a cache for the controller;
+- the memoization cache ConfigMap, labelled as a cache for the controller, and the right of
+  the controller's ServiceAccount to update it (Argo's own install grants it only get, list
+  and watch on ConfigMaps: a memoized step would end in Error when its entry is saved);
+- the artifact GC pods' ServiceAccount, allowed to read its `workflowartifactgctasks` and
+  report their status (without it the GC fails and its finalizer blocks deleting the run);
 - the WorkflowTemplate and the CronWorkflow, compiled from the same config.
 
 Secrets with credentials are not written here: they are created from files by the user, so
@@ -35,6 +39,7 @@ from steps.deploy.manifests import (
     deploy_rbac,
     http_route,
     metadata,
+    network_policy,
     role,
     role_binding,
     rule,
@@ -43,12 +48,14 @@ from steps.deploy.manifests import (
 )
 from workflows.compiler import compile_manifests, render
 from workflows.config import ConfigError, LoadedConfig
+from workflows.pipeline import ARTIFACT_GC_ACCOUNT
 
 CACHE_LABEL = "workflows.argoproj.io/configmap-type"
 DEFAULT_REPOSITORY_ANNOTATION = "workflows.argoproj.io/default-artifact-repository"
 TOKEN_SUFFIX = ".service-account-token"
 """Argo finds a ServiceAccount's token Secret by this name (`<account>.service-account-token`)."""
 EXECUTOR_ROLE = "mlpipe-executor"
+CACHE_WRITER_ROLE = "mlpipe-memoize-writer"
 ACCESS_KEY = "access-key"
 SECRET_KEY = "secret-key"
 
@@ -61,10 +68,12 @@ def install_manifests(config: LoadedConfig) -> dict[str, list[dict[str, Any]]]:
     compiled = compile_manifests(config)
     accounts = [argo.service_account, argo.deploy_service_account]
     serving = config.deploy_spec().kubernetes
+    controller_namespace, controller = argo.controller_service_account.split(":")
     return {
         "00-service-accounts.yaml": [
             *(service_account(namespace, name, mount_token=True) for name in accounts),
             service_account(namespace, argo.submit_service_account, mount_token=False),
+            service_account(namespace, ARTIFACT_GC_ACCOUNT, mount_token=True),
             _token_secret(config, argo.submit_service_account),
             *(
                 [service_account(namespace, serving.service_account, mount_token=False)]
@@ -93,8 +102,44 @@ def install_manifests(config: LoadedConfig) -> dict[str, list[dict[str, Any]]]:
                 ],
             ),
             role_binding(namespace, argo.submit_service_account, [argo.submit_service_account]),
+            # What `argoexec artifact delete` calls (Argo's docs, walk-through/artifacts).
+            role(
+                namespace,
+                ARTIFACT_GC_ACCOUNT,
+                [
+                    rule("argoproj.io", ["workflowartifactgctasks"], ["list", "watch"]),
+                    rule("argoproj.io", ["workflowartifactgctasks/status"], ["patch"]),
+                ],
+            ),
+            role_binding(namespace, ARTIFACT_GC_ACCOUNT, [ARTIFACT_GC_ACCOUNT]),
+            # controller/cache/configmap_cache.go: Get, then Update with the new entry.
+            role(
+                namespace,
+                CACHE_WRITER_ROLE,
+                [
+                    {
+                        **rule("", ["configmaps"], ["get", "update"]),
+                        "resourceNames": [argo.memoize_cache],
+                    }
+                ],
+            ),
+            {
+                **role_binding(namespace, CACHE_WRITER_ROLE, []),
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "name": controller,
+                        "namespace": controller_namespace,
+                    }
+                ],
+            },
             *(deploy_rbac(serving, argo.deploy_service_account) if serving else []),
         ],
+        **(
+            {"15-network-policy.yaml": [network_policy(serving, pipeline.model_name)]}
+            if serving
+            else {}
+        ),
         "20-artifact-repositories.yaml": [artifact_repositories(config)],
         "30-memoization-cache.yaml": [
             {
@@ -137,6 +182,7 @@ def rollout_manifests(
             service_account(spec.namespace, deploy_account, mount_token=True),
         ],
         "10-deploy-rbac.yaml": deploy_rbac(spec, deploy_account),
+        "15-network-policy.yaml": [network_policy(spec, pipeline.model_name)],
     }
     if stable_digest is None:
         files["20-stable.yaml"] = track_manifests(spec, candidate, Track.STABLE)

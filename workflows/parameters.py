@@ -17,6 +17,9 @@ class WorkflowParam(StrEnum):
     DEPLOY_SPEC = "deploy-spec"
     MODEL_NAME = "model-name"
     WORKERS = "workers"
+    WORKER_RANKS = "worker-ranks"
+    """The workers' ranks as a JSON list: the training fan-out runs `withParam` over it, as
+    Argo aggregates worker outputs only for withItems/withParam (validate.go)."""
     CONFIG_DIGEST = "config-digest"
     """SHA-256 of the run's step specs: part of the memoization key and of every statement."""
     CODE_VERSION = "code-version"

@@ -39,6 +39,11 @@ TEMPLATE_NAME = "mlpipe-training"
 ENTRYPOINT = "pipeline"
 TRAIN_GROUP = "train"
 MANUAL_TRIGGER = "manual"
+ARTIFACT_GC_ACCOUNT = "mlpipe-artifact-gc"
+"""Runs Argo's artifact GC pods; `mlpipe install` gives it the workflowartifactgctasks rights."""
+RUN_TTL_SECONDS = 7 * 24 * 3600
+"""Finished runs are deleted after a week, their run-scoped artifacts with them (artifactGC);
+deployed models live on in the registry, the training cache's artifacts as below."""
 
 
 class TaskName:
@@ -68,10 +73,15 @@ def workflow_arguments(config: LoadedConfig) -> dict[WorkflowParam, str]:
         WorkflowParam.DEPLOY_SPEC: config.deploy_spec().model_dump_json(),
         WorkflowParam.MODEL_NAME: pipeline.model_name,
         WorkflowParam.WORKERS: str(pipeline.train.workers),
+        WorkflowParam.WORKER_RANKS: worker_ranks(pipeline.train.workers),
     }
     values[WorkflowParam.CONFIG_DIGEST] = config_digest(values)
     values[WorkflowParam.CODE_VERSION] = code_version(config)
     return values
+
+
+def worker_ranks(workers: int) -> str:
+    return json.dumps([str(rank) for rank in range(workers)], separators=(",", ":"))
 
 
 def code_version(config: LoadedConfig) -> str:
@@ -217,7 +227,10 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             key=pipeline.argo.artifact_repository.key,
         ),
         pod_gc=m.PodGC(strategy="OnPodSuccess", delete_delay_duration="10m"),
-        artifact_gc=m.WorkflowLevelArtifactGC(strategy="OnWorkflowDeletion"),
+        artifact_gc=m.WorkflowLevelArtifactGC(
+            strategy="OnWorkflowDeletion", service_account_name=ARTIFACT_GC_ACCOUNT
+        ),
+        ttl_strategy=m.TTLStrategy(seconds_after_completion=RUN_TTL_SECONDS),
         # Logs go to the artifact repository whatever the controller's default: the run
         # summary and `mlpipe logs` after pod GC both rely on them.
         archive_logs=True,
@@ -284,6 +297,13 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             output_parameters=[Param.MODEL_DIGEST, Param.BEST_ITERATION, Param.VALID_AUC],
             output_artifacts=[StepArtifact.MODEL, StepArtifact.LEARNING_CURVE],
         )
+        # The training cache's entry points at these: a later run's cache hit reads them, so
+        # deleting their run (ttlStrategy) must not delete them (artifactGC: Never).
+        cached = {StepArtifact.MODEL.name, StepArtifact.LEARNING_CURVE.name}
+        outputs = model_check.outputs
+        for output in outputs if isinstance(outputs, list) else []:
+            if isinstance(output, Artifact) and output.name in cached:
+                output.artifact_gc = m.ArtifactGC(strategy="Never")
         quantize = step_container(
             "quantize",
             Step.QUANTIZE,
@@ -331,6 +351,10 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             # Its own identity: rights to roll a model out never reach the other steps.
             service_account=pipeline.argo.deploy_service_account,
         )
+        # One rollout of a model at a time, whichever run (manual or scheduled) it is part of.
+        deploy.synchronization = m.Synchronization(
+            mutexes=[m.Mutex(name=f"mlpipe-deploy-{pipeline.model_name}")]
+        )
         in_order = (audit, provenance, tracker, worker, model_check, quantize, evaluate, deploy)
         summary_template(config, settings, [str(t.name) for t in in_order])
 
@@ -341,6 +365,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                 Parameter(name=StepInput.DATASET_DIGEST),
                 Parameter(name=WorkflowParam.TRAIN_SPEC),
                 Parameter(name=WorkflowParam.WORKERS),
+                Parameter(name=WorkflowParam.WORKER_RANKS),
             ],
             memoize=train_memoize(config),
             outputs=[
@@ -379,7 +404,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
             worker_task = Task(
                 name=TaskName.WORKER,
                 template=worker,
-                with_sequence=m.Sequence(count=m.IntOrString("{{inputs.parameters.workers}}")),
+                with_param="{{inputs.parameters.worker-ranks}}",
                 arguments={
                     StepInput.DATASET_URI.value: "{{inputs.parameters.dataset-uri}}",
                     WorkflowParam.TRAIN_SPEC.value: "{{inputs.parameters.train-spec}}",
@@ -433,6 +458,7 @@ def build_template(config: LoadedConfig) -> WorkflowTemplate:
                     ),
                     WorkflowParam.TRAIN_SPEC.value: _workflow_param(WorkflowParam.TRAIN_SPEC),
                     WorkflowParam.WORKERS.value: _workflow_param(WorkflowParam.WORKERS),
+                    WorkflowParam.WORKER_RANKS.value: _workflow_param(WorkflowParam.WORKER_RANKS),
                 },
             )
             model_artifact = Artifact(
@@ -512,6 +538,10 @@ def build_workflow(config: LoadedConfig) -> Workflow:
         labels=run_labels(config, MANUAL_TRIGGER),
         annotations=run_annotations(config, MANUAL_TRIGGER),
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
+        # The template sets these too; stating them on the run itself keeps them whatever
+        # the cluster's workflow defaults say (checkov CKV_ARGO_1/2 read the Workflow alone).
+        service_account_name=pipeline.argo.service_account,
+        security_context=pod_security(),
         arguments=[
             Parameter(name=name.value, value=value)
             for name, value in workflow_arguments(config).items()

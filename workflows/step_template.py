@@ -195,7 +195,7 @@ def step_container(
     probe = None
     if readiness_port is not None:
         probe = m.Probe(
-            tcp_socket=m.TCPSocketAction(port=m.IntOrString(readiness_port)),
+            exec=m.ExecAction(command=listening_probe(readiness_port)),
             period_seconds=2,
             failure_threshold=30,
         )
@@ -232,6 +232,14 @@ def step_container(
         readiness_probe=probe,
         memoize=memoize,
     )
+
+
+def listening_probe(port: int) -> list[str]:
+    """Ready once something listens on `port`, read from the kernel's socket table: a
+    tcpSocket probe would connect, and XGBoost's tracker logs "Failed to verify" for every
+    connection that is not a worker."""
+    listening = f":{port:04X} [0-9A-F]+:[0-9A-F]+ 0A "  # local address, remote, state LISTEN
+    return ["grep", "-Eq", listening, "/proc/net/tcp", "/proc/net/tcp6"]
 
 
 def _input_parameter(name: str, default: str | None) -> Parameter:

@@ -20,7 +20,7 @@ from steps.core.specs import (
 )
 from workflows.config import ConfigError, LoadedConfig
 from workflows.parameters import WorkflowParam
-from workflows.pipeline import build_workflow
+from workflows.pipeline import build_workflow, worker_ranks
 
 SPECS: Mapping[str, type[Spec]] = {
     WorkflowParam.DATA_SPEC: DataSpec,
@@ -63,11 +63,13 @@ def submission_manifest(config: LoadedConfig, overrides: Sequence[str] = ()) -> 
 
 
 def _check_workers(parameters: Mapping[str, dict[str, Any]]) -> None:
-    """The fan-out count and the training spec must agree, or the collective never forms."""
+    """The fan-out, the worker count and the training spec must agree, or the collective
+    never forms."""
     train = TrainSpec.from_json_arg(parameters[WorkflowParam.TRAIN_SPEC]["value"])
     workers = parameters[WorkflowParam.WORKERS]["value"]
-    if str(train.workers) != str(workers):
+    ranks = parameters[WorkflowParam.WORKER_RANKS]["value"]
+    if str(train.workers) != str(workers) or ranks != worker_ranks(train.workers):
         raise ConfigError(
-            f"--param workers={workers} disagrees with train-spec workers={train.workers}; "
-            f"use --set train.workers={workers}, which sets both"
+            f"--param workers={workers} / worker-ranks={ranks} disagree with train-spec "
+            f"workers={train.workers}; use --set train.workers={workers}, which sets all three"
         )

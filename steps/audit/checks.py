@@ -22,7 +22,9 @@ import pandas as pd
 
 from steps.core.specs import AuditBounds, DataSpec
 from steps.data.dataset import label_problem, label_tokens
+from steps.data.infer import HIGH_CARDINALITY
 from steps.data.profile import CategoricalProfile, GroupProfile, NumericProfile, ReferenceProfile
+from steps.drift.stats import bin_counts, psi
 
 RARE_CATEGORY_ROWS = 20
 """Categories with fewer rows are pooled before judging a categorical feature's predictive
@@ -105,7 +107,10 @@ def builtin_checks(
     not_features = {data.label, *data.exclude, *([data.row_key] if data.row_key else [])}
     features = [str(c) for c in frame.columns if c not in not_features]
     columns = {name: _factorise(frame[name]) for name in features}
-    checks += _null_shares(frame, [str(c) for c in frame.columns if c != data.label], bounds)
+    # Excluded columns are not read by anything downstream: their nulls do not matter.
+    used = [str(c) for c in frame.columns if c != data.label and c not in data.exclude]
+    checks += _null_shares(frame, used, bounds)
+    checks += _identifiers_and_text(frame, data, columns, rows)
     checks += _near_constant(columns, rows, bounds)
     checks += _duplicates_and_conflicts(frame, features, labels, bounds)
     if labels is not None:
@@ -176,6 +181,46 @@ def _null_shares(frame: pd.DataFrame, names: Sequence[str], bounds: AuditBounds)
     ]
     worst = max(shares.items(), key=lambda item: item[1], default=None)
     return failed or _summary("null share per column", worst, bound, Severity.CRITICAL)
+
+
+def _identifiers_and_text(
+    frame: pd.DataFrame, data: DataSpec, columns: dict[str, _Column], rows: int
+) -> list[Check]:
+    """Features a model cannot use as declared: text not declared categorical (all named at
+    once, not one per failed run), an identifier (unique per row) declared categorical;
+    and, as warnings, integers unique per row and text with very many distinct values."""
+    checks = []
+    categorical = set(data.categorical)
+    declare = "numbers, or declared in data.categorical, data.exclude or data.row_key"
+    unique_bound = "a feature repeats values: make it data.row_key or add it to data.exclude"
+    for name, column in columns.items():
+        distinct, complete = len(column.uniques), bool((column.codes >= 0).all())
+        if not column.numeric and name not in categorical:
+            shown = ", ".join(repr(str(v)) for v in column.uniques[:3])
+            checks.append(
+                _check("text column not declared", name, False, f"text values, e.g. {shown}",
+                       declare)
+            )  # fmt: skip
+            continue
+        unique = rows > 1 and complete and distinct == rows
+        if unique and name in categorical:
+            checks.append(
+                _check("identifier declared as a feature", name, False,
+                       f"{distinct} distinct values in {rows} rows: unique per row", unique_bound)
+            )  # fmt: skip
+        elif unique and pd.api.types.is_integer_dtype(frame[name]):
+            checks.append(
+                _check("unique per row", name, False,
+                       f"{distinct} distinct integers in {rows} rows: an identifier?",
+                       unique_bound, Severity.WARNING)
+            )  # fmt: skip
+        elif not column.numeric and distinct >= HIGH_CARDINALITY:
+            checks.append(
+                _check("text with very many values", name, False,
+                       f"{distinct} distinct strings", f"< {HIGH_CARDINALITY}: a category this "
+                       "wide is free text or an identifier", Severity.WARNING)
+            )  # fmt: skip
+    return checks
 
 
 def _near_constant(columns: dict[str, _Column], rows: int, bounds: AuditBounds) -> list[Check]:
@@ -266,6 +311,11 @@ def single_feature_auc(column: _Column, labels: Labels) -> float | None:
     return max(auc, 1.0 - auc)
 
 
+def feature_auc(column: pd.Series, labels: Labels) -> float | None:
+    """`single_feature_auc` of one column as read_table returns it (0/1 labels)."""
+    return single_feature_auc(_factorise(column), labels)
+
+
 def _leakage(columns: dict[str, _Column], labels: Labels, bounds: AuditBounds) -> list[Check]:
     scores = {
         name: auc
@@ -298,33 +348,114 @@ def reference_checks(
 ) -> list[Check]:
     """Schema, unseen categories, null growth, label rate and slice shifts vs the reference."""
     overall = reference.profile.overall
-    checks = _schema(frame, overall)
+    checks = _schema(frame, data, overall, columns)
     checks += _unseen_and_nulls(frame, overall, columns, bounds)
     if labels is not None and overall.label_rate is not None:
         checks += _label_shifts(frame, reference.profile, labels, bounds)
     return checks
 
 
-def _schema(frame: pd.DataFrame, overall: GroupProfile) -> list[Check]:
-    problems = []
-    for name, feature in overall.features.items():
-        if name not in frame.columns:
-            problems.append((name, "missing"))
-            continue
-        numeric = pd.api.types.is_numeric_dtype(frame[name])
-        if isinstance(feature, NumericProfile) and not numeric:
-            problems.append((name, f"{frame[name].dtype}, the reference has numbers"))
-        if isinstance(feature, CategoricalProfile) and numeric:
-            problems.append((name, f"{frame[name].dtype}, the reference has categories"))
-    bound = "the reference's columns, numeric or categorical alike"
-    if not problems:
-        observed = f"all {len(overall.features)} reference features, same kinds"
-        return [_check("schema matches the reference", None, True, observed, bound,
-                       source=Source.REFERENCE)]  # fmt: skip
-    return [
-        _check("schema matches the reference", name, False, problem, bound, source=Source.REFERENCE)
-        for name, problem in problems
-    ]
+def _schema(
+    frame: pd.DataFrame, data: DataSpec, overall: GroupProfile, columns: dict[str, _Column]
+) -> list[Check]:
+    """This data's features against the stable model's, by name: a feature gone or now of
+    another kind is critical (the model cannot score without it, and clients of stable would
+    break), a new column a warning (the new model takes it, so clients must send it). A gone
+    feature whose distribution reappears under a new name is reported as a rename."""
+    kinds = {name: _kind(frame, data, name) for name in columns}
+    reference = {
+        name: "numeric" if isinstance(p, NumericProfile) else "categorical"
+        for name, p in overall.features.items()
+    }
+    removed = [n for n in reference if n not in kinds]
+    added = [n for n in kinds if n not in reference]
+    renamed = _renames(frame, overall, removed, added, kinds, reference)
+    bound = "the stable model's features, by name and kind"
+    checks = []
+    for old, (new, distance) in renamed.items():
+        checks.append(
+            _check("feature renamed", old, False,
+                   f"gone; new column {new!r} has its distribution (PSI {distance:.3f})", bound,
+                   source=Source.REFERENCE)
+        )  # fmt: skip
+    for name in removed:
+        if name not in renamed:
+            where = "excluded or the row key now" if name in frame.columns else "not in the data"
+            checks.append(
+                _check("feature removed", name, False, where, bound, source=Source.REFERENCE)
+            )
+    for name, kind in kinds.items():
+        if name in reference and kind != reference[name]:
+            checks.append(
+                _check("feature type changed", name, False,
+                       f"{kind} now, {reference[name]} in the stable model", bound,
+                       source=Source.REFERENCE)
+            )  # fmt: skip
+    taken = {new for new, _ in renamed.values()}
+    for name in added:
+        if name not in taken:
+            checks.append(
+                _check("new column", name, False,
+                       "not a feature of the stable model: the new model takes it, so its "
+                       "clients must send it", bound, Severity.WARNING, Source.REFERENCE)
+            )  # fmt: skip
+    if not checks:
+        observed = f"all {len(reference)} features of the stable model, same kinds, none new"
+        checks.append(
+            _check("schema matches the stable model", None, True, observed, bound,
+                   source=Source.REFERENCE)
+        )  # fmt: skip
+    return checks
+
+
+RENAME_PSI = 0.1
+"""A new column whose PSI against a gone feature's reference histogram is below this is that
+feature under a new name (PSI < 0.1 is the usual 'no shift')."""
+
+
+def _kind(frame: pd.DataFrame, data: DataSpec, name: str) -> str:
+    if name in data.categorical:
+        return "categorical"
+    return "numeric" if pd.api.types.is_numeric_dtype(frame[name]) else "text"
+
+
+def _renames(
+    frame: pd.DataFrame,
+    overall: GroupProfile,
+    removed: Sequence[str],
+    added: Sequence[str],
+    kinds: dict[str, str],
+    reference: dict[str, str],
+) -> dict[str, tuple[str, float]]:
+    """Gone feature -> (new column, PSI) for each gone feature a new column matches."""
+    found: dict[str, tuple[str, float]] = {}
+    for old in removed:
+        candidates = []
+        for new in added:
+            if kinds[new] != reference[old] or new in {n for n, _ in found.values()}:
+                continue
+            distance = _psi_against(frame[new], overall.features[old])
+            if distance < RENAME_PSI:
+                candidates.append((distance, new))
+        if candidates:
+            distance, new = min(candidates)
+            found[old] = (new, distance)
+    return found
+
+
+def _psi_against(column: pd.Series, profile: NumericProfile | CategoricalProfile) -> float:
+    if isinstance(profile, NumericProfile):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        counts, missing = bin_counts(values, profile.edges)
+        reference = np.array([*profile.counts, profile.missing], dtype=np.int64)
+        return psi(reference, np.append(counts, missing))
+    names = list(profile.counts)
+    present = column.dropna().astype(str)
+    tally = present.value_counts()
+    known = [int(tally.get(name, 0)) for name in names]
+    current = [*known, len(present) - sum(known), int(column.isna().sum())]
+    expected = [*profile.counts.values(), profile.unknown, profile.missing]
+    return psi(np.array(expected, dtype=np.int64), np.array(current, dtype=np.int64))
 
 
 def _unseen_and_nulls(

@@ -23,15 +23,12 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.execution_engine.pandas_execution_engine as gx_pandas
 import pandas as pd
-from great_expectations.data_context.types.base import (
-    DataContextConfig,
-    InMemoryStoreBackendDefaults,
-    ProgressBarsConfig,
-)
 from great_expectations.exceptions.exceptions import GreatExpectationsError
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 from steps.audit.checks import Check, Reference, Severity, Source, builtin_checks
+from steps.audit.gx_context import frame_batches
+from steps.audit.suite_inference import INFERRED_META_KEY
 from steps.core import html_report as h
 from steps.core.attestation import attest, data_resource
 from steps.core.errors import BadInput, GateFailed
@@ -92,7 +89,7 @@ def audit_frame(
     notes: list[str] | None = None,
 ) -> AuditResult:
     """Run the built-in checks and the suite on `frame` (as read_table returns it)."""
-    suite = build_suite(spec.suite)
+    suite = build_suite(spec.suite or {})
     checks = builtin_checks(frame, data, spec, reference)
     gx_result = _validate(frame, suite)
     checks += [_check_from_gx(r) for r in gx_result["results"]]
@@ -172,17 +169,7 @@ def _validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> dict[str, Any]
     results are put back in suite order,
     with GX's statistics recomputed, so the result reads like one validation.
     """
-    config = DataContextConfig(
-        store_backend_defaults=InMemoryStoreBackendDefaults(),
-        analytics_enabled=False,  # a pipeline step must not phone home
-        progress_bars=ProgressBarsConfig(globally=False),
-    )
-    context = gx.get_context(mode="ephemeral", project_config=config)
-    definition = (
-        context.data_sources.add_pandas("data")
-        .add_dataframe_asset("table")
-        .add_batch_definition_whole_dataframe("all")
-    )
+    definition = frame_batches()
     groups: dict[str | None, list[int]] = {None: []}
     for index, expectation in enumerate(suite.expectations):
         kwargs = expectation.configuration.kwargs
@@ -354,6 +341,23 @@ def _status(check: Check) -> str:
     return "FAIL" if check.severity is Severity.CRITICAL else "WARN"
 
 
+def suite_note(suite: Mapping[str, Any]) -> str:
+    """What the report says about the suite: its name, and whether it was inferred from data
+    rather than written by someone who knows it (and then which choices were made)."""
+    origin = (suite.get("meta") or {}).get(INFERRED_META_KEY)
+    name = suite.get("name") or "unnamed"
+    if not isinstance(origin, Mapping):
+        return f"Expectation suite {name!r}: {len(suite.get('expectations', []))} expectations."
+    choices = "; ".join(str(c) for c in origin.get("choices", []))
+    made = f" on {origin['created']}" if origin.get("created") else ""
+    return (
+        f"The expectation suite {name!r} was inferred from the data ({origin.get('source')}) "
+        f"by {origin.get('command')}{made}, not written by hand: it knows what that data "
+        "looked like, not what it should look like. Edit it (mlpipe init writes it to a file "
+        f"you own) to say what must hold." + (f" Inferred: {choices}." if choices else "")
+    )
+
+
 def run_audit(
     data_uri: str,
     data: DataSpec,
@@ -377,7 +381,13 @@ def run_audit(
     else:
         reference, note = None, found
     report_progress(progress_file, 1, 3)
-    result = audit_frame(frame, data, spec, reference, [note])
+    if spec.suite is None:
+        # Imported here: building a suite profiles the frame, which a given suite never needs.
+        from steps.audit.suite_inference import infer_suite
+
+        origin = {"source": data_uri, "command": "the audit (audit.suite_file: null)"}
+        spec = spec.model_copy(update={"suite": infer_suite(frame, data, "inferred", origin)})
+    result = audit_frame(frame, data, spec, reference, [suite_note(spec.suite or {}), note])
     report_progress(progress_file, 2, 3)
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.AUDIT_RESULT.filename).write_text(

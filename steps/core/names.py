@@ -25,6 +25,9 @@ class Step(StrEnum):
     SUMMARY = "summary"
     CHAIN = "chain"
     """Not a pipeline step: `mlpipe provenance show|verify` runs it to read the chain."""
+    INIT = "init"
+    """Not a pipeline step: `mlpipe init` and `mlpipe run --label` run it to infer the data's
+    config, suite and slices."""
 
 
 class Param(StrEnum):
@@ -120,6 +123,14 @@ class ModelFile(StrEnum):
     LEARNING_CURVE = "learning-curve.json"
     IMPORTANCE = "importance.json"
     REFERENCE_PROFILE = "reference-profile.json"
+
+
+class InitFile(StrEnum):
+    """What `python -m steps init` writes into its folder (steps/data/init.py)."""
+
+    CONFIG = "config.yaml"
+    SUITE = "expectations.json"
+    SLICES = "slices.yaml"
 
 
 class DatasetFile(StrEnum):

@@ -90,7 +90,9 @@ class AuditBounds(Spec):
 class AuditSpec(AuditBounds):
     """The audit gate: a GX-native expectation suite plus the built-in checks' bounds."""
 
-    suite: dict[str, Any] = Field(default_factory=dict)
+    suite: dict[str, Any] | None = Field(
+        default_factory=dict, description="None: inferred from the data being audited"
+    )
 
 
 class TrainSpec(Spec):
@@ -209,11 +211,11 @@ class EvaluateSpec(Spec):
     seed: int = 0
     calibration_bins: int = Field(default=10, ge=2, le=100)
     max_ece: float = Field(
-        default=0.3,
+        default=0.05,
         gt=0,
         le=1,
-        description="expected calibration error; class weights (train.scale_pos_weight) "
-        "move scores off the base rate by design, ~0.15-0.2 on the sample data",
+        description="expected calibration error of the served (calibrated) probabilities; "
+        "a breach when even the low end of its interval is above it",
     )
     auc_margin: float = Field(default=0.01, ge=0, le=1, description="overall drop vs champion")
     slice_auc_margin: float = Field(

@@ -23,6 +23,21 @@ from steps.core.specs import KubeServingSpec
 SERVING_UID = 10001
 """The serving image's USER (images/serving/Dockerfile); pods run as it, never as root."""
 TMP_VOLUME = "tmp"
+CREDENTIALS_VOLUME = "s3-credentials"
+CREDENTIALS_DIR = "/var/run/secrets/mlpipe-s3"
+SECRET_FILES = {
+    Env.S3_ENDPOINT: "endpoint",
+    Env.ACCESS_KEY: "access-key",
+    Env.SECRET_KEY: "secret-key",
+}
+"""The credentials Secret's keys (the steps' Secret) and the variable the server reads each as."""
+SERVE_FROM_FILES = (
+    "export "
+    + " ".join(f'{env.value}="$(cat {CREDENTIALS_DIR}/{key})"' for env, key in SECRET_FILES.items())
+    + ' && exec python -m serving "$@"'
+)
+"""The Secret reaches the pod as read-only files, never as env in the pod spec; the server,
+which reads its S3 settings from the environment, gets them at exec."""
 PORT_NAME = "http"
 READY_PATH = "/v2/health/ready"
 LIVE_PATH = "/v2/health/live"
@@ -176,7 +191,9 @@ def pod_spec(spec: KubeServingSpec, model: ServedModel) -> dict[str, Any]:
             {
                 "name": CONTAINER,
                 "image": spec.image,
-                "command": ["python", "-m", "serving"],
+                # By digest in the config, so Always costs a manifest check, not a pull.
+                "imagePullPolicy": "Always",
+                "command": ["sh", "-c", SERVE_FROM_FILES, "serving"],
                 "args": [
                     *("--host", "0.0.0.0", "--port", str(spec.port)),
                     *("--model", model.model_uri, "--schema", model.schema_uri),
@@ -201,10 +218,39 @@ def pod_spec(spec: KubeServingSpec, model: ServedModel) -> dict[str, Any]:
                     "capabilities": {"drop": ["ALL"]},
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
-                "volumeMounts": [{"name": TMP_VOLUME, "mountPath": "/tmp"}],
+                "volumeMounts": [
+                    {"name": TMP_VOLUME, "mountPath": "/tmp"},
+                    {"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True},
+                ],
             }
         ],
-        "volumes": [{"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}}],
+        "volumes": [
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}},
+            {
+                "name": CREDENTIALS_VOLUME,
+                "secret": {
+                    "secretName": spec.credentials_secret,
+                    "items": [{"key": key, "path": key} for key in SECRET_FILES.values()],
+                    "defaultMode": 0o440,  # the pod's group (fsGroup) reads, nobody writes
+                },
+            },
+        ],
+    }
+
+
+def network_policy(spec: KubeServingSpec, model_name: str) -> dict[str, Any]:
+    """Both tracks' pods accept traffic on the serving port only (the gateway's and the
+    canary analysis' scrapes); everything else inbound is dropped."""
+    selector = {**_serving({}), MODEL_LABEL: model_name}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(spec.namespace, object_name(model_name), selector),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": spec.port, "protocol": "TCP"}]}],
+        },
     }
 
 
@@ -411,18 +457,5 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 
 
 def _storage_env(spec: KubeServingSpec) -> list[dict[str, Any]]:
-    """S3 endpoint and credentials from the pipeline's Secret (the steps read the same keys):
-    no credential in the manifest."""
-    secret = spec.credentials_secret
-    from_secret = {
-        Env.S3_ENDPOINT: "endpoint",
-        Env.ACCESS_KEY: "access-key",
-        Env.SECRET_KEY: "secret-key",
-    }
-    return [
-        *(
-            {"name": name.value, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-            for name, key in from_secret.items()
-        ),
-        {"name": Env.S3_REGION.value, "value": spec.region},
-    ]
+    """The region; endpoint and credentials come from the Secret's files (SERVE_FROM_FILES)."""
+    return [{"name": Env.S3_REGION.value, "value": spec.region}]

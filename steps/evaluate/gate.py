@@ -1,6 +1,7 @@
 """The promotion gate: whether the challenger (this run's model) may be deployed.
 
-Always: AUC at least `min_auc`, ECE at most `max_ece`, the model scores every perturbed
+Always: AUC at least `min_auc`, ECE at most `max_ece` (beyond its interval), the model
+scores every perturbed
 row, and no behavioural check of severity `gate` fails. With a champion (the registry's
 stable model, scored on the same rows): overall AUC may not drop more than `auc_margin`; a
 slice with at least `min_slice_rows` rows fails when its AUC drop exceeds
@@ -118,6 +119,7 @@ def compare(
 def judge(
     auc: float,
     ece: float,
+    ece_interval: Interval,
     comparison: Comparison | None,
     checks: Sequence[CheckResult],
     robustness: Sequence[Perturbed],
@@ -128,9 +130,16 @@ def judge(
         breaches.append(
             Breach(check="min_auc", message=f"AUC {auc:.4f} < min_auc {spec.min_auc:g}")
         )
-    if ece > spec.max_ece:
+    # Judged on the interval's low end: a small test split's ECE is noisy and biased up
+    # (a perfectly calibrated model scores ~0.04 on 700 rows), so only an ECE that is above
+    # the bound beyond its noise fails.
+    if ece_interval.low > spec.max_ece:
         breaches.append(
-            Breach(check="max_ece", message=f"ECE {ece:.4f} > max_ece {spec.max_ece:g}")
+            Breach(
+                check="max_ece",
+                message=f"ECE {ece:.4f} (interval {ece_interval.low:.4f}..{ece_interval.high:.4f})"
+                f" > max_ece {spec.max_ece:g}",
+            )
         )
     if comparison is not None:
         breaches += _champion_breaches(comparison, spec)

@@ -9,6 +9,11 @@ from steps.evaluate.evaluation import Evaluation
 from steps.evaluate.gate import Comparison
 from steps.evaluate.metrics import Intervals, Metrics, ReliabilityBin
 
+NOT_DEFINED = "n/a"
+"""What a slice of one class shows for each metric."""
+TOO_SMALL = "too small to judge"
+"""What a slice below min_slice_rows shows instead of an interval."""
+
 METRICS = [
     ("auc", "AUC"),
     ("pr_auc", "PR-AUC (average precision)"),
@@ -149,14 +154,16 @@ def _slices(evaluation: Evaluation) -> html.Markup:
     bars = []
     for entry in evaluation.slices:
         judged = "yes" if entry.judged else "no"
-        if entry.metrics is None or entry.intervals is None:
-            rows.append([entry.name, entry.rows, entry.positives, judged, "undefined (one class)"])
+        if entry.metrics is None:
+            # One class only: AUC, PR-AUC and the rest are undefined, not 0 or 1.
+            rows.append([entry.name, entry.rows, entry.positives, judged, *[NOT_DEFINED] * 6])
             classes.append(None)
             continue
         m, ci = entry.metrics, entry.intervals
+        interval = TOO_SMALL if ci is None else f"{ci.auc.low:.4f}..{ci.auc.high:.4f}"
         rows.append(
-            [entry.name, m.rows, m.positives, judged, m.auc,
-             f"{ci.auc.low:.4f}..{ci.auc.high:.4f}", m.pr_auc, m.log_loss, m.f1, m.ece]
+            [entry.name, m.rows, m.positives, judged, m.auc, interval, m.pr_auc, m.log_loss,
+             m.f1, m.ece]
         )  # fmt: skip
         below = entry.judged and m.auc < evaluation.gate.min_auc
         classes.append("fail" if below else None)
@@ -170,7 +177,8 @@ def _slices(evaluation: Evaluation) -> html.Markup:
         html.bar_chart(bars, scale_max=1.0),
         html.paragraph(
             "Slices with fewer rows than min_slice_rows are listed but neither judged nor "
-            f"charted; bars in red are below the minimum AUC ({evaluation.gate.min_auc:g}).",
+            f"charted, and show no interval ({TOO_SMALL}); slices holding one class show "
+            f"{NOT_DEFINED}; bars in red are below the minimum AUC ({evaluation.gate.min_auc:g}).",
             "muted",
         ),
     )

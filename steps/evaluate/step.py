@@ -175,7 +175,15 @@ def evaluate_rows(
     robustness = measure(test, labels, schema, score, spec.perturbations, spec.threshold, rng)
     sample = rng.choice(len(test), min(len(test), spec.behaviour_rows), replace=False)
     behaviour = run_checks(test.iloc[np.sort(sample)], schema, score, spec.checks)
-    gate = judge(overall.metrics.auc, overall.metrics.ece, comparison, behaviour, robustness, spec)
+    gate = judge(
+        overall.metrics.auc,
+        overall.metrics.ece,
+        overall.intervals.ece,
+        comparison,
+        behaviour,
+        robustness,
+        spec,
+    )
     return Evaluation(
         onnx_digest=_sha256(onnx_path),
         model_digest=model_digest,
@@ -210,14 +218,17 @@ def _assess_slice(
     if 0 < positives < rows:
         order = within(ours, piece.rows, len(labels))
         assessment = assess(ys, ours.scores[piece.rows], order, settings, rng)
+    judged = assessment is not None and rows >= spec.min_slice_rows
     result = SliceResult(
         group=piece.group,
         name=piece.name,
         rows=rows,
         positives=positives,
-        judged=assessment is not None and rows >= spec.min_slice_rows,
+        judged=judged,
         metrics=None if assessment is None else assessment.metrics,
-        intervals=None if assessment is None else assessment.intervals,
+        # A slice too small to judge has intervals too wide to mean anything, or, with one
+        # row of a class, a degenerate one ([1.0, 1.0]): none is shown rather than that.
+        intervals=assessment.intervals if judged and assessment is not None else None,
     )
     return result, assessment
 

@@ -31,6 +31,7 @@ from onnxmltools.convert.common.data_types import FloatTensorType
 
 from steps.core.errors import BadInput
 from steps.core.names import Encoding
+from steps.quantize.calibration import Calibration
 from steps.quantize.session import ONNX_INPUT, ONNX_PROBABILITIES
 
 # A fixed graph name: the converter's default is a random UUID, which would give the same
@@ -66,8 +67,14 @@ EXACT = frozenset({Encoding.BASELINE, Encoding.OPSET5})
 """Encodings that hold the booster's own float32 values (differences come from summation)."""
 
 
-def to_onnx(booster: xgboost.Booster, target_opset: int) -> bytes:
-    """The baseline: onnxmltools' export (same bytes for the same booster)."""
+def to_onnx(
+    booster: xgboost.Booster, target_opset: int, calibration: Calibration | None = None
+) -> bytes:
+    """The baseline: onnxmltools' export (same bytes for the same booster), calibrated.
+
+    With a calibration the classifier's LOGISTIC becomes NONE, which makes ONNX Runtime
+    output the signed margin [-m, m]; a scale, a shift and an explicit Sigmoid follow.
+    """
     if has_categorical_splits(booster):
         raise BadInput(
             "the booster has categorical splits, which onnxmltools' TreeEnsembleClassifier "
@@ -84,7 +91,37 @@ def to_onnx(booster: xgboost.Booster, target_opset: int) -> bytes:
         initial_types=[(ONNX_INPUT, FloatTensorType([None, features]))],
         target_opset=target_opset,
     )
+    if calibration is not None and calibration.method != "none":
+        _calibrated_classifier(model, calibration, target_opset)
     return bytes(model.SerializeToString())
+
+
+def _calibrated_classifier(
+    model: onnx.ModelProto, calibration: Calibration, target_opset: int
+) -> None:
+    """Rewrite onnxmltools' graph in place: classifier scores, then sigmoid(a * m + b)."""
+    (classifier,) = model.graph.node
+    if not any(opset.domain in ("", "ai.onnx") for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("", target_opset))
+    for attribute in classifier.attribute:
+        if attribute.name == "post_transform":
+            attribute.s = b"NONE"
+    classifier.output[1] = "margins"
+    scale, shift = np.float32(calibration.scale), np.float32(calibration.shift)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray([[scale, scale]], np.float32), "platt_scale"),
+            numpy_helper.from_array(np.asarray([[-shift, shift]], np.float32), "platt_shift"),
+        ]
+    )
+    model.graph.node.extend(
+        [
+            helper.make_node("Mul", ["margins", "platt_scale"], ["scaled_margins"]),
+            helper.make_node("Add", ["scaled_margins", "platt_shift"], ["logits"]),
+            helper.make_node("Sigmoid", ["logits"], [ONNX_PROBABILITIES]),
+        ]
+    )
+    onnx.checker.check_model(model)
 
 
 def has_categorical_splits(booster: xgboost.Booster) -> bool:
@@ -209,7 +246,10 @@ def _as_float16(values: list[float]) -> npt.NDArray[np.float32]:
 
 
 def to_tree_ensemble(
-    booster: xgboost.Booster, round_thresholds: bool = False, round_leaves: bool = False
+    booster: xgboost.Booster,
+    round_thresholds: bool = False,
+    round_leaves: bool = False,
+    calibration: Calibration | None = None,
 ) -> bytes:
     """The booster as an opset-5 TreeEnsemble graph (same bytes for the same booster).
 
@@ -217,11 +257,14 @@ def to_tree_ensemble(
     with b the base margin; then Sigmoid gives `probabilities` [N, 2] = [1 - p, p].
     ONNX Runtime ignores post_transform=LOGISTIC for a single target, so the sigmoid is an
     explicit node; computing column 0 as sigmoid(-margin) keeps column 1 bit-identical to
-    a lone sigmoid.
+    a lone sigmoid. Platt scaling sigmoid(a * (m + base) + c) folds into the same two
+    constants: signs [-a, a] and base [-(a * base + c), a * base + c].
     """
     learner = _model(booster)
     trees = _gather(_trees(learner))
-    base = _base_margin(learner)
+    scale, base = 1.0, _base_margin(learner)
+    if calibration is not None and calibration.method != "none":
+        scale, base = calibration.scale, calibration.scale * base + calibration.shift
     splits = _as_float16(trees.splits) if round_thresholds else np.asarray(trees.splits, np.float32)
     leaves = _as_float16(trees.leaves) if round_leaves else np.asarray(trees.leaves, np.float32)
     attributes: dict[str, Any] = {
@@ -251,7 +294,7 @@ def to_tree_ensemble(
         helper.make_node("Sigmoid", ["logits"], [ONNX_PROBABILITIES]),
     ]
     initializers = [
-        numpy_helper.from_array(np.asarray([[-1.0, 1.0]], np.float32), "signs"),
+        numpy_helper.from_array(np.asarray([[-scale, scale]], np.float32), "signs"),
         numpy_helper.from_array(np.asarray([[-base, base]], np.float32), "signed_base"),
     ]
     features = booster.num_features()
@@ -275,9 +318,14 @@ def to_tree_ensemble(
     return bytes(onnx_model.SerializeToString())
 
 
-def encode_model(booster: xgboost.Booster, encoding: Encoding, target_opset: int) -> bytes:
-    """The booster in the named encoding."""
+def encode_model(
+    booster: xgboost.Booster,
+    encoding: Encoding,
+    target_opset: int,
+    calibration: Calibration | None = None,
+) -> bytes:
+    """The booster in the named encoding, ending with the calibration when given."""
     if encoding is Encoding.BASELINE:
-        return to_onnx(booster, target_opset)
+        return to_onnx(booster, target_opset, calibration)
     round_thresholds, round_leaves = ROUNDED[encoding]
-    return to_tree_ensemble(booster, round_thresholds, round_leaves)
+    return to_tree_ensemble(booster, round_thresholds, round_leaves, calibration)

@@ -61,12 +61,14 @@ class Measurement(_Record):
 
 @dataclass(frozen=True)
 class TestSplit:
-    """The encoded test rows, their labels, slice membership and XGBoost's probabilities."""
+    """The encoded test rows, their labels, slice membership and XGBoost's probabilities:
+    calibrated (what every encoding must reproduce) and its own."""
 
     matrix: npt.NDArray[np.float32]
     labels: npt.NDArray[np.int8]
     slices: Mapping[str, npt.NDArray[np.bool_]]
     expected: npt.NDArray[np.float32]
+    uncalibrated: npt.NDArray[np.float32]
 
     @property
     def expected_auc(self) -> float:

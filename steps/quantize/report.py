@@ -4,6 +4,7 @@ from pydantic import BaseModel, ConfigDict
 
 from steps.core import html_report as html
 from steps.core.names import Encoding
+from steps.quantize.calibration import Calibration
 from steps.quantize.measure import Measurement
 
 
@@ -45,6 +46,12 @@ class QuantizeReport(_Record):
     parity: Parity
     tolerances: dict[str, object]
     xgboost_auc: float
+    calibration: Calibration
+    """Fitted on the validation split; every encoding ends with it."""
+    test_ece_before: float
+    """ECE of XGBoost's own probabilities on the test split."""
+    test_ece_after: float
+    """ECE of the calibrated probabilities (what is served) on the test split."""
     slice_column: str | None
     candidates: list[Candidate]
     notes: list[str]
@@ -81,6 +88,7 @@ def render_report(report: QuantizeReport) -> str:
     tolerance_rows = [[key, value] for key, value in report.tolerances.items()]
     sections = [
         html.section("Choice", html.paragraph(report.reason)),
+        _calibration_section(report),
         html.section(
             "Candidates",
             html.table(headers, rows, classes),
@@ -143,3 +151,21 @@ def _slice_section(report: QuantizeReport) -> html.Markup:
              *("undefined" if d is None else d for d in deltas)]
         )  # fmt: skip
     return html.section(f"AUC change by {report.slice_column}", html.table(headers, rows))
+
+
+def _calibration_section(report: QuantizeReport) -> html.Markup:
+    c = report.calibration
+    rows = [
+        ["validation", c.rows, f"{c.ece_before:.4f}", f"{c.ece_after:.4f}"],
+        ["test", report.parity.rows, f"{report.test_ece_before:.4f}",
+         f"{report.test_ece_after:.4f}"],
+    ]  # fmt: skip
+    losses = ", ".join(f"{method} {loss:.4f}" for method, loss in c.log_loss.items())
+    return html.section(
+        "Calibration",
+        html.paragraph(
+            f"{c.method}: p = sigmoid({c.scale:.6g} x margin + {c.shift:.6g}). {c.reason}. "
+            f"Validation log loss: {losses}."
+        ),
+        html.table(["split", "rows", "ECE before", "ECE after"], rows),
+    )

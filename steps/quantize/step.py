@@ -1,12 +1,15 @@
 """The ONNX export, its parity gate, and the choice of encoding: `python -m steps quantize ...`.
 
 The booster becomes an ONNX tree ensemble that the model server runs with ONNX Runtime.
-First the baseline export (onnxmltools, ai.onnx.ml opset 1) must match XGBoost's own
-probabilities on the test split: a difference above `parity_tolerance` stops the pipeline,
-naming the row. Then candidate encodings (steps/quantize/encoding.py) are measured against
-XGBoost and the baseline (steps/quantize/measure.py), and the smallest candidate inside the
-tolerances is chosen (else the baseline): that file is model.onnx, what evaluate scores,
-deploy serves, and provenance records.
+Every encoding ends with the calibration fitted on the validation split
+(steps/quantize/calibration.py), and XGBoost's side of every comparison is calibrated the same
+way, so every check compares like with like. First the baseline export (onnxmltools, ai.onnx.ml
+opset 1) must match XGBoost's probabilities on the test split: a difference above
+`parity_tolerance` stops the pipeline, naming the row. Then candidate encodings
+(steps/quantize/encoding.py) are measured against XGBoost and the baseline
+(steps/quantize/measure.py), and the smallest candidate inside the tolerances is chosen
+(else the baseline): that file is model.onnx, what evaluate scores, deploy serves, and
+provenance records.
 
 A booster with categorical splits has no baseline (onnxmltools cannot express them); the
 opset-5 float32 encoding, which can, takes its place as reference and gate.
@@ -39,7 +42,8 @@ from steps.core.outputs import report_progress, write_parameter
 from steps.core.specs import QuantizeSpec
 from steps.core.store import ArtifactStore
 from steps.data.dataset import Split, load_split, read_manifest
-from steps.data.features import encode, load_schema
+from steps.data.features import FeatureSchema, encode, load_schema
+from steps.quantize.calibration import Calibration, expected_calibration_error, fit_calibration
 from steps.quantize.encoding import DESCRIPTIONS, EXACT, encode_model, has_categorical_splits
 from steps.quantize.encoding import to_onnx as to_onnx
 from steps.quantize.measure import Measurement, TestSplit, measure
@@ -62,17 +66,22 @@ def load_booster(model_dir: Path) -> xgboost.Booster:
         raise BadInput(f"{path} is not a readable XGBoost model: {reason}") from None
 
 
+def margins(booster: xgboost.Booster, matrix: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """XGBoost's margin (log-odds, base score included) per encoded row."""
+    return np.asarray(booster.inplace_predict(matrix, predict_type="margin"), dtype=np.float32)
+
+
 def check_parity(
     session: onnxruntime.InferenceSession,
-    booster: xgboost.Booster,
+    expected: npt.NDArray[np.float32],
     matrix: npt.NDArray[np.float32],
     tolerance: float,
     encoding: Encoding = Encoding.BASELINE,
 ) -> Parity:
-    """Compare ONNX and XGBoost probabilities row by row; GateFailed beyond `tolerance`."""
+    """Compare ONNX probabilities with XGBoost's (calibrated alike) row by row; GateFailed
+    beyond `tolerance`."""
     if len(matrix) == 0:
         raise BadInput("parity needs rows: the test split is empty")
-    expected = booster.inplace_predict(matrix)
     diff = np.abs(predict_proba(session, matrix).astype(np.float64) - expected)
     worst = int(np.argmax(diff))
     max_diff = float(diff[worst])
@@ -149,16 +158,35 @@ def choose(candidates: list[Candidate], reference: Encoding) -> tuple[Candidate,
     return best, head + why_not
 
 
-def load_test_split(
-    store: ArtifactStore, dataset_uri: str, model_dir: Path, booster: xgboost.Booster
-) -> tuple[TestSplit, str | None]:
-    """The test rows encoded with the bundle's schema, and the slice column's name."""
+def load_model_schema(model_dir: Path, booster: xgboost.Booster) -> FeatureSchema:
     schema = load_schema(model_dir / ModelFile.FEATURE_SCHEMA)
     if booster.num_features() != len(schema.features):
         raise BadInput(
             f"model bundle {model_dir}: the booster takes {booster.num_features()} features, "
             f"its feature schema lists {len(schema.features)}"
         )
+    return schema
+
+
+def fit_on_validation(
+    store: ArtifactStore, dataset_uri: str, schema: FeatureSchema, booster: xgboost.Booster
+) -> Calibration:
+    """The calibration fitted on the whole validation split (every shard)."""
+    manifest = read_manifest(store, dataset_uri)
+    valid = load_split(store, dataset_uri, Split.VALID)
+    labels = valid[manifest.label].to_numpy(dtype=np.int8)
+    return fit_calibration(margins(booster, encode(valid, schema)), labels)
+
+
+def load_test_split(
+    store: ArtifactStore,
+    dataset_uri: str,
+    schema: FeatureSchema,
+    booster: xgboost.Booster,
+    calibration: Calibration,
+) -> tuple[TestSplit, str | None]:
+    """The test rows encoded with the bundle's schema, XGBoost's calibrated probabilities,
+    and the slice column's name."""
     manifest = read_manifest(store, dataset_uri)
     test = load_split(store, dataset_uri, Split.TEST)
     matrix = encode(test, schema)
@@ -174,7 +202,8 @@ def load_test_split(
         matrix=matrix,
         labels=test[manifest.label].to_numpy(dtype=np.int8),
         slices=slices,
-        expected=np.asarray(booster.inplace_predict(matrix), dtype=np.float32),
+        expected=calibration.probabilities(margins(booster, matrix)).astype(np.float32),
+        uncalibrated=np.asarray(booster.inplace_predict(matrix), dtype=np.float32),
     )
     return split, manifest.slice_column
 
@@ -196,9 +225,11 @@ def select(
     booster: xgboost.Booster,
     split: TestSplit,
     spec: QuantizeSpec,
+    calibration: Calibration,
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> Selection:
-    """Gate the reference export on parity, measure every candidate, choose one."""
+    """Gate the reference export on parity, measure every candidate, choose one: all of
+    them calibrated, against XGBoost's calibrated probabilities (`split.expected`)."""
     notes = []
     reference = Encoding.BASELINE
     if has_categorical_splits(booster):
@@ -208,9 +239,12 @@ def select(
             f"cannot express: {Encoding.OPSET5} (BRANCH_MEMBER nodes) is the reference."
         )
     order = [reference, *(e for e in spec.candidates if e not in (reference, Encoding.BASELINE))]
-    models = {encoding: encode_model(booster, encoding, spec.target_opset) for encoding in order}
+    models = {
+        encoding: encode_model(booster, encoding, spec.target_opset, calibration)
+        for encoding in order
+    }
     session = open_session(models[reference])
-    parity = check_parity(session, booster, split.matrix, spec.parity_tolerance, reference)
+    parity = check_parity(session, split.expected, split.matrix, spec.parity_tolerance, reference)
     measurements = measure(models, DESCRIPTIONS, EXACT, split, spec.min_slice_rows, progress)
     candidates = [verdict(m, measurements[0], spec) for m in measurements]
     chosen, reason = choose(candidates, reference)
@@ -227,8 +261,10 @@ def quantize(
 ) -> tuple[bytes, QuantizeReport]:
     """The chosen model's bytes and the report on every candidate."""
     booster = load_booster(model_dir)
-    split, slice_column = load_test_split(store, dataset_uri, model_dir, booster)
-    selection = select(booster, split, spec, partial(report_progress, progress_file))
+    schema = load_model_schema(model_dir, booster)
+    calibration = fit_on_validation(store, dataset_uri, schema, booster)
+    split, slice_column = load_test_split(store, dataset_uri, schema, booster, calibration)
+    selection = select(booster, split, spec, calibration, partial(report_progress, progress_file))
     report = QuantizeReport(
         model_digest=hashlib.sha256((model_dir / ModelFile.BOOSTER).read_bytes()).hexdigest(),
         onnx_digest=hashlib.sha256(selection.model).hexdigest(),
@@ -242,6 +278,9 @@ def quantize(
         parity=selection.parity,
         tolerances=spec.model_dump(mode="json", exclude={"candidates", "target_opset"}),
         xgboost_auc=split.expected_auc,
+        calibration=calibration,
+        test_ece_before=expected_calibration_error(split.labels, split.uncalibrated),
+        test_ece_after=expected_calibration_error(split.labels, split.expected),
         slice_column=slice_column,
         candidates=selection.candidates,
         notes=selection.notes,

@@ -64,9 +64,12 @@ def fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load(config: Path, overrides: list[str] | None) -> LoadedConfig:
+def load(config: Path, overrides: list[str] | None, inferred: Path | None = None) -> LoadedConfig:
+    # Without config/local.yaml where the command runs (a project of the user's), the
+    # defaults stand in for it; a --config given by name must exist.
+    allow_missing = config == DEFAULT_CONFIG
     try:
-        return load_config(config, overrides or [])
+        return load_config(config, overrides or [], inferred=inferred, allow_missing=allow_missing)
     except ConfigError as error:
         raise fail(str(error), 2) from error
 
@@ -87,25 +90,82 @@ def compile_command(
         console.print(str(path))
 
 
+LabelOption = Annotated[
+    str | None,
+    typer.Option("--label", help="The binary label column: infer everything else from --data."),
+]
+PositiveClassOption = Annotated[
+    str | None,
+    typer.Option(
+        "--positive-class", help="The label value that is positive (when the labels do not say)."
+    ),
+]
+
+
+@app.command("init")
+def init_command(
+    data: Annotated[str, typer.Option("--data", help="A local CSV or Parquet file.")],
+    label: Annotated[str, typer.Option("--label", help="The binary label column.")],
+    positive_class: PositiveClassOption = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the files (default config/<model>).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing files.")] = False,
+) -> None:
+    """Infer what the data means and write it as files you own: a config, a GX expectation
+    suite and a slices file, each choice with its reason. Then run them with
+    `mlpipe run --config DIR/config.yaml`."""
+    from workflows.inference import run_init
+
+    raise typer.Exit(run_init(data, label, positive_class, out, force=force))
+
+
+@app.command("lint")
+def lint_command(
+    paths: Annotated[list[Path], typer.Argument(help="YAML files or folders.")],
+) -> None:
+    """Check Argo manifests offline: strict schema, Argo's rules, templateRefs across files."""
+    from workflows.lint import UnreadableInput, lint_paths, report_lines
+
+    try:
+        report = lint_paths(paths)
+    except UnreadableInput as error:
+        raise fail(str(error), 2) from error
+    for line in report_lines(report):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    errors.print(f"{len(report.problems)} problem(s) in {len(report.documents)} manifest(s)")
+    raise typer.Exit(report.exit_code)
+
+
 @app.command("run")
 def run_command(
     config: ConfigOption = DEFAULT_CONFIG,
     data: Annotated[
         str | None, typer.Option("--data", help="Dataset: local path or s3:// URI.")
     ] = None,
+    label: LabelOption = None,
+    positive_class: PositiveClassOption = None,
     set_: SetOption = None,
     resume: Annotated[
         str | None,
         typer.Option("--resume", help="Re-run an interrupted run by name, reusing finished steps."),
     ] = None,
 ) -> None:
-    """Run the compiled pipeline on this machine with an embedded S3 server."""
+    """Run the compiled pipeline on this machine with an embedded S3 server.
+
+    With --label, what the data means (features, row key, positive class, suite, slices, model
+    name) is inferred from --data first, as `mlpipe init` would write it."""
     from workflows.local_run import run_pipeline
 
     overrides = list(set_ or [])
     if data is not None:
         overrides.append(f"data.uri={data}")
-    loaded = load(config, overrides)
+    inferred = None
+    if label is not None:
+        inferred = _infer_for_run(config, overrides, data, label, positive_class)
+    elif positive_class is not None:
+        raise fail("--positive-class goes with --label (or set data.positive_class)", 2)
+    loaded = load(config, overrides, inferred)
     try:
         code = run_pipeline(loaded, console, resume)
     except ConfigError as error:
@@ -113,6 +173,24 @@ def run_command(
     except StepError as error:
         raise fail(str(error), error.exit_code) from error
     raise typer.Exit(code)
+
+
+def _infer_for_run(
+    config: Path, overrides: list[str], data: str | None, label: str, positive: str | None
+) -> Path:
+    """Infer the data's config, suite and slices into `.mlpipe/inferred/`; the config's path."""
+    from workflows.inference import inferred_config, inferred_folder, run_init
+
+    if data is None:
+        raise fail("--label infers from a data file: give it with --data FILE", 2)
+    folder = inferred_folder(load(config, overrides).pipeline, data, label, positive)
+    code = run_init(
+        data, label, positive, folder, force=True, command="mlpipe run --label", quiet=True
+    )
+    if code:
+        raise typer.Exit(code)
+    console.print(f"inferred: {folder} (mlpipe init writes the same files for you to edit)")
+    return inferred_config(folder)
 
 
 @config_app.command("show")

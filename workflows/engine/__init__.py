@@ -2,11 +2,12 @@
 
 Same manifest, two engines: `run_workflow` executes the very dicts `mlpipe compile` writes
 (DAG order, parameters, artifacts in the artifact repository's key layout, `when`, retries,
-daemons) and refuses, before anything runs, any field it does not implement.
+daemons). Before anything runs it applies Argo v4's validation rules (engine/validate/), then
+refuses any field it does not implement.
 """
 
 from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
-from workflows.engine.errors import ManifestError, UnsupportedField, VariableError
+from workflows.engine.errors import ArgoRuleError, ManifestError, UnsupportedField, VariableError
 from workflows.engine.observer import Observer
 from workflows.engine.result import (
     NodeKind,
@@ -19,6 +20,7 @@ from workflows.engine.run import check_workflow, run_workflow
 
 __all__ = [
     "DEFAULT_KEY_FORMAT",
+    "ArgoRuleError",
     "EngineContext",
     "ManifestError",
     "NodeKind",

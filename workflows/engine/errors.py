@@ -1,12 +1,26 @@
-"""Errors the engine raises before anything runs: the manifest cannot be executed locally.
+"""Errors the engine raises before anything runs: Argo rejects the manifest, or it cannot be
+executed locally.
 
 Failures while running (a step exiting non-zero, a missing output file) are not exceptions:
 they become a node's phase and message in the RunResult, as they would on a cluster.
 """
 
+from collections.abc import Sequence
+
+from workflows.engine.validate import Problem
+
 
 class ManifestError(Exception):
     """A manifest the local engine refuses; the message names the manifest, the place and why."""
+
+
+class ArgoRuleError(ManifestError):
+    """A manifest Argo's own validator rejects: `problems` lists every rule it breaks."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {problem}" for problem in self.problems)
+        super().__init__(f"Argo v4 would reject this manifest:\n{lines}")
 
 
 class UnsupportedField(ManifestError):

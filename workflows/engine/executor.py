@@ -13,15 +13,18 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from steps.core.errors import StepError
-from workflows.engine import container, dag
+from workflows.engine import container, dag, mutex
 from workflows.engine.artifacts import ArtifactRef, Packing, locate
 from workflows.engine.errors import ManifestError
-from workflows.engine.model import RetryStrategy
+from workflows.engine.model import RetryStrategy, Synchronization
 from workflows.engine.result import NodeKind, NodePhase
 from workflows.engine.retry import RetryPlan, parse_count, parse_duration
 from workflows.engine.reuse import MEMOIZED, RESUMED, MemoSlot, memo_lookup, memo_save
 from workflows.engine.runtime import Call, NodeRecord, Outcome, RunState, TaskError
 from workflows.engine.variables import Scope, substitute
+
+MUTEX_FOLDER = ".mutexes"
+"""Under the workdir every run of this machine shares: its mutexes are everyone's."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +55,15 @@ async def execute(run: RunState, call: Call) -> Outcome:
         return run.finish(record, outcome)
     if template.dag is not None and plan is not None:
         run.journal.forget_inside(call.node_name)
-    if plan is None:
-        outcome = await _attempt(run, call, bound, call.node_name, record, 0)
-    else:
-        outcome = await _with_retries(run, call, bound, record, plan)
+    try:
+        mutexes = _mutexes(run, template.synchronization, bound.scope, where)
+    except ManifestError as error:
+        return run.finish(record, Outcome(NodePhase.ERROR, str(error)))
+    async with mutex.held(run.ctx.workdir / MUTEX_FOLDER, mutexes):
+        if plan is None:
+            outcome = await _attempt(run, call, bound, call.node_name, record, 0)
+        else:
+            outcome = await _with_retries(run, call, bound, record, plan)
     if outcome.phase is NodePhase.DAEMONED:
         record.phase = NodePhase.DAEMONED
         run.update(record)
@@ -71,6 +79,21 @@ async def execute(run: RunState, call: Call) -> Outcome:
             except StepError as error:
                 outcome = Outcome(NodePhase.ERROR, f"{where}: saving the memoize entry: {error}")
     return run.finish(record, outcome)
+
+
+def _mutexes(
+    run: RunState, synchronization: Synchronization | None, scope: Scope, where: str
+) -> list[tuple[str, str]]:
+    """(namespace, name) of each mutex; a mutex's namespace defaults to the workflow's."""
+    if synchronization is None:
+        return []
+    return [
+        (
+            substitute(held.namespace or run.identity.namespace, scope, f"{where}: mutex"),
+            substitute(held.name, scope, f"{where}: mutex"),
+        )
+        for held in synchronization.mutexes
+    ]
 
 
 async def _reuse(

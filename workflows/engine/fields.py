@@ -61,6 +61,9 @@ NO_LOCAL_EFFECT: Final[Mapping[str, Mapping[str, str]]] = {
         "medium": "tmpfs vs disk backing of the volume",
         "sizeLimit": "volume size limit enforced by the kubelet",
     },
+    "OutputArtifact": {
+        "artifactGC": "deleting the artifact with its Workflow object on the cluster",
+    },
     "WorkflowParameter": {"description": "documentation for the Argo UI"},
     "InputParameter": {"description": "documentation for the Argo UI"},
     "OutputParameter": {"description": "documentation for the Argo UI"},
@@ -73,7 +76,6 @@ REFUSED: Final[Mapping[str, Mapping[str, str]]] = {
         "synchronization": "workflow mutexes/semaphores are not supported locally",
     },
     "Template": {
-        "synchronization": "template mutexes/semaphores are not supported locally",
         "podSpecPatch": "patches the pod spec, which cannot be honoured by a local process",
     },
 }

@@ -494,8 +494,11 @@ def _check_container_template(
     if probe is not None:
         if not template.daemon:
             raise ManifestError(f"{where}.container.readinessProbe: only used on daemon templates")
-        if (probe.tcp_socket is None) == (probe.http_get is None):
-            raise ManifestError(f"{where}.container.readinessProbe: one of tcpSocket or httpGet")
+        kinds = (probe.tcp_socket, probe.http_get, probe.exec_)
+        if sum(kind is not None for kind in kinds) != 1:
+            raise ManifestError(
+                f"{where}.container.readinessProbe: one of tcpSocket, httpGet or exec"
+            )
     for index, variable in enumerate(container.env):
         env_where = f"{where}.container.env[{index}] ({variable.name})"
         if (variable.value is None) == (variable.value_from is None):

@@ -190,11 +190,16 @@ class HttpGet(Spec):
     path: str = "/"
 
 
+class ExecAction(Spec):
+    command: tuple[str, ...]
+
+
 class Probe(Spec):
     """Kubernetes probe, with Kubernetes' defaults."""
 
     tcp_socket: TcpSocket | None = None
     http_get: HttpGet | None = None
+    exec_: ExecAction | None = Field(default=None, alias="exec")
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     failure_threshold: int = 3
@@ -284,6 +289,17 @@ class Memoize(Spec):
     cache: Cache
 
 
+class Mutex(Spec):
+    name: str
+    namespace: str | None = None
+
+
+class Synchronization(Spec):
+    """Template mutexes (engine/mutex.py); semaphores, which need a ConfigMap, are refused."""
+
+    mutexes: tuple[Mutex, ...] = ()
+
+
 class Template(Spec):
     name: str
     container: Container | None = None
@@ -296,6 +312,7 @@ class Template(Spec):
     parallelism: int | None = Field(default=None, ge=1)
     volumes: tuple[Volume, ...] = ()
     memoize: Memoize | None = None
+    synchronization: Synchronization | None = None
 
 
 class WorkflowTemplateRef(Spec):

@@ -1,4 +1,5 @@
-"""Readiness of a daemon task: Kubernetes' tcpSocket/httpGet probes against 127.0.0.1.
+"""Readiness of a daemon task: Kubernetes' tcpSocket/httpGet probes against 127.0.0.1, and
+exec probes run beside the task (exit code 0 is ready), as the kubelet runs them.
 
 Kubernetes probes every `periodSeconds` and a never-ready pod just stays unready; locally
 the probe is polled more often (a daemon is usually ready within a second, and dependants
@@ -43,6 +44,8 @@ async def _sleep_unless_exited(seconds: float, alive: "asyncio.Task[int]") -> No
 
 async def _probe_once(probe: Probe, port: int) -> bool:
     timeout = max(probe.timeout_seconds, 1)
+    if probe.exec_ is not None:
+        return await _exec_once(probe.exec_.command, timeout)
     if probe.http_get is not None:
         url = f"http://{LOCAL_IP}:{port}{probe.http_get.path}"
         try:
@@ -60,3 +63,18 @@ async def _probe_once(probe: Probe, port: int) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def _exec_once(command: tuple[str, ...], timeout: float) -> bool:
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+        )
+    except OSError:
+        return False
+    try:
+        return await asyncio.wait_for(process.wait(), timeout) == 0
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return False

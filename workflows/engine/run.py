@@ -18,7 +18,7 @@ from typing import Any
 
 from workflows.engine import scopes
 from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
-from workflows.engine.errors import ManifestError
+from workflows.engine.errors import ArgoRuleError, ManifestError
 from workflows.engine.executor import execute
 from workflows.engine.manifest import WorkflowPlan, load_plan
 from workflows.engine.naming import generated_name
@@ -27,6 +27,7 @@ from workflows.engine.process import ProcessGroups
 from workflows.engine.result import NodePhase, NodeResult, RunResult, WorkflowPhase
 from workflows.engine.reuse import Journal
 from workflows.engine.runtime import Call, Identity, Outcome, RunState
+from workflows.engine.validate import workflow_problems
 
 _WORKFLOW_PHASE = {
     NodePhase.SUCCEEDED: WorkflowPhase.SUCCEEDED,
@@ -40,8 +41,12 @@ def check_workflow(
     templates: Mapping[str, Mapping[str, Any]],
     ctx: EngineContext | None = None,
 ) -> WorkflowPlan:
-    """Everything run_workflow checks before starting (strict fields, references,
+    """Everything run_workflow checks before starting: first Argo's own rules (ArgoRuleError,
+    every problem listed), then what the local engine can run (strict fields, references,
     variables; with `ctx` also secrets and key_format); raises ManifestError."""
+    problems = workflow_problems(workflow, templates)
+    if problems:
+        raise ArgoRuleError(problems)
     plan = load_plan(workflow, templates, ctx.secrets if ctx else None)
     if plan.entrypoint.template.daemon or (plan.on_exit and plan.on_exit.template.daemon):
         raise ManifestError(f"{plan.source}: the entrypoint and onExit cannot be daemons")
