@@ -31,8 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -262,7 +262,7 @@ def simulate(
     environ = dict(os.environ)
     days: list[SimulatedDay] = []
     trained: dict[str, int] = {}
-    with tempfile.TemporaryDirectory() as tmp, _store(config, environ) as store:
+    with tempfile.TemporaryDirectory() as tmp, _Restartable(config, environ) as store:
         windows = []
         for day in range(scenario.days + 1):
             window = Path(tmp) / f"day-{day:03d}.parquet"
@@ -280,30 +280,24 @@ def simulate(
 
 
 class _Restartable:
-    """The simulation's storage; an outage kills it and `restart` starts it again on the
-    same folder (new ports, so a new store client)."""
+    """The simulation's storage, for a `with` block; an outage kills it and `restart` starts
+    it again on the same folder (new ports, so a new store client)."""
 
     def __init__(self, config: LoadedConfig, environ: dict[str, str]) -> None:
         self._pipeline = config.pipeline
         self._environ = environ
         self._stack = ExitStack()
-        self.current = self._stack.enter_context(local_storage(self._pipeline, environ))
+
+    def __enter__(self) -> "_Restartable":
+        self.current = self._stack.enter_context(local_storage(self._pipeline, self._environ))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
 
     def restart(self) -> None:
         self._stack.close()
-        self.current = self._stack.enter_context(local_storage(self._pipeline, self._environ))
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-@contextmanager
-def _store(config: LoadedConfig, environ: dict[str, str]) -> Iterator[_Restartable]:
-    stores = _Restartable(config, environ)
-    try:
-        yield stores
-    finally:
-        stores.close()
+        self.__enter__()
 
 
 def _run_day(
