@@ -47,6 +47,7 @@ def test_run_once_without_drift_checks_and_ends_without_training(
     store: ArtifactStore, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
     register_stable_model(store, synth.generate(6000, seed=1))
+    registered = set(store.list(""))  # the stable model, with its provenance statement
     data = tmp_path / "recent.parquet"
     synth.generate(3000, seed=21).to_parquet(data)
     result = mlpipe(
@@ -55,7 +56,7 @@ def test_run_once_without_drift_checks_and_ends_without_training(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "no retraining: no drift, decay or age trigger" in result.stdout
     assert "when 'false == true' evaluated false" in result.stdout
-    keys = store.list("")
+    keys = set(store.list("")) - registered
     # The check's evidence is in the run's folder; no new dataset or model was made.
     assert any(k.startswith("retraining-cron-") and k.endswith("drift-report.html") for k in keys)
     assert not [k for k in keys if "/provenance" in k or k.endswith("rollout.json")]
@@ -79,13 +80,13 @@ def test_run_once_with_a_window_it_cannot_judge_fails_before_training(
     assert not [k for k in made if k.startswith(("datasets/", "models/", "registry/"))]
 
 
-def test_simulate_answers_drift_refuses_corrupt_data_and_retries_an_outage(
-    s3_env: dict[str, str],
+def test_simulate_retrains_on_drift_not_before_refuses_corrupt_data_and_retries_an_outage(
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Three days after the first model: drift (retrained and promoted), a corrupted feed
-    (refused by the audit), a store outage (the day retried on the restarted store)."""
+    """Five short days: the first model, a quiet day (kept), drift with a changed concept
+    (retrained, and the canary promotes the better model), a corrupted feed (refused by the
+    audit), a store outage (retried on the restarted store; the drifted data is ordinary to
+    the model retrained on it)."""
     # The embedded store, of the test's own: the outage kills it.
     settings = [
         f"storage.data_dir={tmp_path / 's3'}",
@@ -95,26 +96,37 @@ def test_simulate_answers_drift_refuses_corrupt_data_and_retries_an_outage(
     config = load_config(ROOT / "config" / "local.yaml", settings)
     console = Console(record=True, width=200)
     events = (
-        Event(1, EventKind.COVARIATE, "monthly_charges=1.0"),
-        Event(2, EventKind.CORRUPT),
-        Event(3, EventKind.OUTAGE),
+        Event(2, EventKind.COVARIATE, "monthly_charges=1.0"),
+        Event(2, EventKind.CONCEPT, "0.8"),
+        Event(3, EventKind.CORRUPT),
+        Event(4, EventKind.OUTAGE),
     )
-    days, summary = simulate(config, Scenario(days=3, events=events, rows=3000, rounds=10), console)
+    days, summary = simulate(config, Scenario(days=4, events=events, rows=3000, rounds=10), console)
 
-    assert [day.day for day in days] == [0, 1, 2, 3]
-    first, drifted, corrupt, outage = days
+    assert [day.day for day in days] == [0, 1, 2, 3, 4]
+    first, quiet, drifted, corrupt, outage = days
     assert first.reason.startswith("no model") and first.promoted
-    assert drifted.reason.startswith("drift: monthly_charges PSI") and drifted.promoted
-    assert corrupt.trained_on == 1  # the model trained on the drifted day serves next
+    assert quiet.retrain is False and not quiet.promoted and quiet.trained_on == 0
+    assert drifted.reason.startswith("drift: monthly_charges PSI")
+    assert "decay: AUC" in drifted.reason
+    # The old model ranks the changed concept worse than chance; its successor's scores move
+    # away from stable's, as evaluated, and the canary lets it through.
+    assert drifted.served_auc is not None and drifted.served_auc < 0.5
+    assert drifted.promoted and not drifted.rolled_back
+    assert corrupt.trained_on == 2  # the model trained on the drifted day serves next
     assert corrupt.retrain and not corrupt.promoted and not corrupt.succeeded
     assert "audit" in corrupt.reason and "monthly_charges" in corrupt.reason
-    assert outage.attempts == 2 and outage.succeeded and outage.trained_on == 1
+    assert outage.attempts == 2 and outage.succeeded and outage.trained_on == 2
+    assert outage.retrain is False
+    assert outage.served_auc is not None and outage.served_auc > 0.7
     assert all(day.consistent for day in days)
-    assert [day.served_auc is None for day in days] == [True, False, False, False]
-    assert [day.oracle_auc is None for day in days] == [True, False, False, False]
-    assert [answer.day for answer in summary.answers] == [1, 2, 3]
-    assert summary.answers[0].stale_days == 1 and not summary.corrupt_promoted
-    assert (summary.retrains, summary.promotions, summary.retries) == (3, 2, 1)
+    assert [day.served_auc is None for day in days] == [True, False, False, False, False]
+    assert [day.oracle_auc is None for day in days] == [True, False, False, False, False]
+    assert [answer.day for answer in summary.answers] == [2, 2, 3, 4]
+    assert [answer.stale_days for answer in summary.answers[:2]] == [1, 1]
+    assert not summary.corrupt_promoted
+    assert (summary.retrains, summary.promotions, summary.rollbacks) == (3, 2, 0)
+    assert summary.retries == 1
     text = console.export_text()
     for header in ("served AUC", "oracle AUC", "days on a stale model", "days retried"):
         assert header in text
