@@ -3,6 +3,7 @@
 import asyncio
 import copy
 import http.server
+import os
 import socket
 import threading
 from datetime import UTC, datetime
@@ -21,6 +22,14 @@ from workflows.engine.expressions import (
     failure_aware_tasks,
     parse_depends,
 )
+from workflows.engine.filesystem import (
+    FilesystemMode,
+    Mount,
+    create_placeholders,
+    inner_uses,
+    plan_view,
+    pod_files,
+)
 from workflows.engine.manifest import load_plan
 from workflows.engine.model import Probe
 from workflows.engine.naming import expanded_name, fnv32a, pod_name
@@ -28,7 +37,6 @@ from workflows.engine.probe import wait_ready
 from workflows.engine.result import NodePhase
 from workflows.engine.retry import RetryPlan, parse_duration
 from workflows.engine.variables import Scope, substitute
-from workflows.engine.workspace import Workspace
 from workflows.step_template import listening_probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +61,10 @@ def test_fanned_out_node_names_are_argos() -> None:
     assert expanded_name("worker", 1, "1") == "worker(1:1)"
     assert expanded_name("t", 0, {"name": "a", "group": "b"}) == "t(0:group:b,name:a)"
     assert expanded_name("t", 2, True) == "t(2:true)"
+    # generateNodeName drops parentheses from the item and formats a list as Go does.
+    assert expanded_name("B", 0, "a(b)") == "B(0:ab)"
+    assert expanded_name("B", 1, [1, 2]) == "B(1:[1 2])"
+    assert expanded_name("sleep", 10, [{"foo": "bar"}]) == 'sleep(10:[{"foo":"bar"}])'
 
 
 # --- depends and when --------------------------------------------------------------------
@@ -150,15 +162,43 @@ def test_argo_durations_and_backoff() -> None:
 
 
 def test_container_paths_are_remapped_into_the_task_workspace(tmp_path: Path) -> None:
-    workspace = Workspace.create(tmp_path, [("/tmp", "work"), ("/tmp/in", "inputs")])
+    files = pod_files(
+        tmp_path, FilesystemMode.REMAP, [("/tmp", "work"), ("/tmp/in", "inputs")], [], []
+    )
     work, inputs = tmp_path / "volumes" / "work", tmp_path / "volumes" / "inputs"
     assert work.is_dir() and inputs.is_dir()
-    assert workspace.token("/tmp/out/x.json") == str(work / "out/x.json")
-    assert workspace.token("/tmp/in/model") == str(inputs / "model")  # the longer mount wins
-    assert workspace.token("--out=/tmp/o") == f"--out={work / 'o'}"
-    assert workspace.token("/tmpfile") == "/tmpfile"
-    assert workspace.token("s3://bucket/tmp/x") == "s3://bucket/tmp/x"
-    assert workspace.path("/etc/passwd") is None
+    assert files.token("/tmp/out/x.json") == str(work / "out/x.json")
+    assert files.token("/tmp/in/model") == str(inputs / "model")  # the longer mount wins
+    assert files.token("--out=/tmp/o") == f"--out={work / 'o'}"
+    assert files.token("/tmpfile") == "/tmpfile"
+    assert files.token("s3://bucket/tmp/x") == "s3://bucket/tmp/x"
+    assert files.host_path("/etc/passwd") is None
+
+
+def test_remapping_finds_mount_paths_it_cannot_rewrite() -> None:
+    assert inner_uses("echo hi > /mnt/w/out.txt", ["/mnt/w"]) == ["/mnt/w"]
+    assert inner_uses("/mnt/w/out.txt", ["/mnt/w"]) == []
+    assert inner_uses("--out=/mnt/w/x", ["/mnt/w"]) == []
+    assert inner_uses("cat /mnt/wide", ["/mnt/w"]) == []
+
+
+def test_an_isolated_view_keeps_the_hosts_entries_beside_the_tasks_own(tmp_path: Path) -> None:
+    """Adding `/mnt/vol` and `/mnt/out/x` shows a folder of the task's own at `/mnt` whose
+    host entries are bound back; the host's `/mnt` itself is never written to."""
+    host_mnt = sorted(os.listdir("/mnt"))
+    volume = tmp_path / "vol"
+    plan = plan_view(tmp_path / "root", [Mount("/mnt/vol", volume)], ["/mnt/out/x"], ["/work-dir"])
+    targets = {target for _, target in plan.binds}
+    assert "/mnt/vol" in targets and "/mnt" not in targets
+    assert {f"/mnt/{entry}" for entry in host_mnt if entry != "vol"} <= targets
+    assert "/proc" in targets and "/tmp" in targets  # the rest of the machine is visible
+    assert plan.host_path("/mnt/vol/a") == volume / "a"
+    assert plan.host_path("/mnt/out/x") == tmp_path / "root/mnt/out/x"
+    assert plan.host_path("/result.txt") == tmp_path / "root/result.txt"
+    create_placeholders(plan)
+    assert (tmp_path / "root/work-dir").is_dir()
+    assert not (tmp_path / "root/mnt/out").exists()  # made by the task, as in a container
+    assert sorted(os.listdir("/mnt")) == host_mnt
 
 
 # --- manifest checks ---------------------------------------------------------------------
@@ -208,7 +248,8 @@ def test_an_unknown_field_is_refused_with_its_full_path() -> None:
     [
         ("template", "podSpecPatch", "pod spec"),
         ("spec", "hostNetwork", "host networking"),
-        ("spec", "synchronization", "mutexes"),
+        ("spec", "volumeClaimTemplates", "PersistentVolumeClaims"),
+        ("template", "sidecars", "sidecars are extra containers"),
     ],
 )
 def test_refused_fields_say_why(where: str, field: str, reason: str) -> None:
@@ -262,7 +303,6 @@ def _workflow_using(value: str, *, in_step: bool) -> dict[str, Any]:
         ("{{workflow.parameters.nope}}", False, r"known here: .*workflow.parameters.known"),
         ("{{tasks.later.outputs.parameters.x}}", False, r"\{\{tasks.later.outputs"),
         ("{{steps.a.outputs.result}}", False, r"failed to resolve \{\{steps.a"),
-        ("{{=sprig.upper('x')}}", True, "expression tags"),
     ],
 )
 def test_unknown_variables_are_refused_before_running(
@@ -285,7 +325,6 @@ def _set_container(**fields: Any) -> Any:
 
 
 SECRET_ENV = [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "nope"}}}]
-OUTSIDE = {"parameters": [{"name": "x", "valueFrom": {"path": "/etc/x"}}]}
 
 
 @pytest.mark.parametrize(
@@ -293,8 +332,7 @@ OUTSIDE = {"parameters": [{"name": "x", "valueFrom": {"path": "/etc/x"}}]}
     [
         (_set_task(0, depends="ghost"), "depends on unknown task"),
         (_set_task(0, depends="b"), "dependency cycle a -> b -> a"),
-        (_set_task(0, arguments={"parameters": [{"name": "typo", "value": "1"}]}), "'typo'"),
-        (_set_step(outputs=OUTSIDE), "'/etc/x' is not under a volumeMount"),
+        (_set_task(0, arguments={"artifacts": [{"name": "a"}]}), "needs one of from, s3 or raw"),
         (_set_step(retryStrategy={"retryPolicy": "Always"}), "retryStrategy.limit is required"),
         (_set_container(env=SECRET_ENV), "secret 's3' key 'nope' is not available"),
         (_set_container(command=[]), "command is required"),

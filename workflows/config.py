@@ -38,6 +38,7 @@ from steps.core.specs import (
     ServingSettings,
     TrainSpec,
 )
+from workflows.engine.filesystem import FilesystemMode
 
 DEFAULT_CONFIG = Path("config/local.yaml")
 
@@ -235,6 +236,10 @@ class DriftConfig(DriftSpec):
 class EngineConfig(Section):
     parallelism: int = Field(default=2, ge=1)
     workdir: Path = Path(".mlpipe/runs")
+    filesystem: FilesystemMode = Field(
+        default=FilesystemMode.AUTO,
+        description="each task's own paths: isolated (mount namespaces), remap, or auto",
+    )
 
 
 class PipelineConfig(Section):

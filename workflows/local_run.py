@@ -259,10 +259,17 @@ def engine_context(
     secrets: dict[str, dict[str, str]],
 ) -> EngineContext:
     pipeline = config.pipeline
+    # The deploy step leaves the local model server's state on this machine, where later
+    # runs (and `mlpipe deploy status`) find it: every task sees that folder, even when it
+    # lies under a path the task has its own copy of (its /tmp).
+    state_dir = Path(pipeline.deploy.state_dir).expanduser()
+    state_dir.mkdir(parents=True, exist_ok=True)
     return EngineContext(
         store=storage.store,
         key_format=pipeline.storage.key_format,
         workdir=run_dir,
+        filesystem=pipeline.engine.filesystem,
+        shared_paths=(state_dir.resolve(),),
         # The collective needs every worker at once: fewer slots would deadlock it.
         parallelism=max(
             min(pipeline.engine.parallelism, os.cpu_count() or 1), pipeline.train.workers

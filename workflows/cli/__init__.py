@@ -16,6 +16,7 @@ from rich.text import Text
 
 from steps.core.errors import StepError
 from steps.core.names import Step
+from workflows.cli.argo import argo_app
 from workflows.compiler import compile_manifests, write_manifests
 from workflows.config import DEFAULT_CONFIG, ConfigError, LoadedConfig, load_config
 
@@ -44,6 +45,7 @@ app.add_typer(provenance_app, name="provenance")
 app.add_typer(deploy_app, name="deploy")
 artifacts_app = typer.Typer(no_args_is_help=True, help="A local run's artifacts.")
 app.add_typer(artifacts_app, name="artifacts")
+app.add_typer(argo_app, name="argo")
 
 # Nothing printed here is markup: messages carry user and data text (`[yes, no]`, `abc[/x]`)
 # that Rich would otherwise eat. Styles come from Text objects.

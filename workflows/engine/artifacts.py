@@ -12,7 +12,7 @@ These functions block on S3: the engine calls them in worker threads.
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -33,11 +33,18 @@ class Packing(StrEnum):
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """Where an artifact is stored and how to unpack it."""
+    """Where an artifact is stored and how to unpack it (or, for a `raw` artifact, its text)."""
 
     key: str
     packing: Packing
     is_dir: bool = False
+    raw: str | None = None
+    sub_path: str = ""
+    """A file or folder inside the artifact (an argument's `subPath`)."""
+
+
+def raw_artifact(data: str) -> ArtifactRef:
+    return ArtifactRef("", Packing.NONE, raw=data)
 
 
 def join_key(prefix: str, name: str) -> str:
@@ -64,11 +71,34 @@ def upload_output(
     key = join_key(prefix, f"{name}.tgz")
     with tempfile.TemporaryDirectory(prefix=".archive-", dir=scratch) as tmp:
         tarball = Path(tmp) / f"{name}.tgz"
-        gzip_level = DEFAULT_GZIP_LEVEL if level is None or level < 0 else min(level, 9)
-        with tarfile.open(tarball, "w:gz", compresslevel=gzip_level) as tar:
-            tar.add(local, arcname=local.name)
+        _pack(local, tarball, level)
         store.upload_file(tarball, key)
     return ArtifactRef(key, Packing.TGZ, is_dir=local.is_dir())
+
+
+def upload_to_key(
+    store: ArtifactStore, local: Path, key: str, archive: Archive | None, scratch: Path
+) -> ArtifactRef:
+    """An output artifact with its own `s3.key`: exactly that key (a prefix for a folder
+    stored without archive), packed as the archive strategy says."""
+    if archive is not None and archive.none is not None:
+        if local.is_dir():
+            store.upload_dir(local, key.rstrip("/"))
+            return ArtifactRef(key.rstrip("/"), Packing.NONE, is_dir=True)
+        store.upload_file(local, key)
+        return ArtifactRef(key, Packing.NONE)
+    level = archive.tar.compression_level if archive and archive.tar else None
+    with tempfile.TemporaryDirectory(prefix=".archive-", dir=scratch) as tmp:
+        tarball = Path(tmp) / "artifact.tgz"
+        _pack(local, tarball, level)
+        store.upload_file(tarball, key)
+    return ArtifactRef(key, Packing.TGZ, is_dir=local.is_dir())
+
+
+def _pack(local: Path, tarball: Path, level: int | None) -> None:
+    gzip_level = DEFAULT_GZIP_LEVEL if level is None or level < 0 else min(level, 9)
+    with tarfile.open(tarball, "w:gz", compresslevel=gzip_level) as tar:
+        tar.add(local, arcname=local.name)
 
 
 def locate(store: ArtifactStore, key: str, packing: Packing) -> ArtifactRef:
@@ -81,8 +111,21 @@ def locate(store: ArtifactStore, key: str, packing: Packing) -> ArtifactRef:
 
 
 def download_input(store: ArtifactStore, ref: ArtifactRef, dest: Path, scratch: Path) -> None:
-    """Fetch an artifact to `dest` (a file or folder path), unpacking a tarball."""
+    """Fetch an artifact to `dest` (a file or folder path), unpacking a tarball; with a
+    `sub_path`, only that entry of it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if ref.raw is not None:
+        dest.write_text(ref.raw)
+        return
+    if ref.sub_path:
+        with tempfile.TemporaryDirectory(prefix=".artifact-", dir=scratch) as tmp:
+            whole = Path(tmp) / "whole"
+            download_input(store, replace(ref, sub_path=""), whole, scratch)
+            picked = whole / ref.sub_path
+            if not picked.exists():
+                raise StorageError(f"{store.uri(ref.key)} has no {ref.sub_path!r} (subPath)")
+            shutil.move(picked, dest)
+        return
     if ref.packing is Packing.NONE:
         if ref.is_dir:
             store.download_dir(ref.key, dest)

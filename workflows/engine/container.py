@@ -1,27 +1,36 @@
-"""One attempt of a container template, run as a local process in its own workspace.
+"""One attempt of a pod template (container, script or containerSet), run as local processes.
 
-The image is not used locally: `command` + `args` run on this machine after Argo's
-variables are substituted and container paths are remapped into the task's workspace, and a
-command named `python` (or `python3`, `python3.11`, ...) runs with this engine's
-`sys.executable`, so steps use the project's virtualenv as they would use the image's
-Python. The attempt downloads input artifacts, runs the process (streaming its output to
-the observer and to `main.log`), then reads output parameters and uploads output artifacts
-and the log under the artifact repository's keyFormat, like Argo's executor.
+The image is not used locally (images.py says what stands in for it): `command` + `args`
+run on this machine after Argo's variables are substituted, in the pod's own filesystem
+(filesystem.py: an isolated view, or remapped paths). The attempt downloads input artifacts,
+runs the init containers one after another, then the main container (a script's `source`
+is written to a file and passed as its last argument, as Argo's executor does) or the
+containerSet's containers in their dependency order, streaming their output to the observer
+and to `main.log`; then reads output parameters, `outputs.result` (the main container's
+stdout) and `exitCode`, and uploads output artifacts and the log under the artifact
+repository's keyFormat, like Argo's executor.
 """
 
 import asyncio
 import re
-import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from steps.core.errors import StepError
 from steps.core.names import Env
-from workflows.engine.artifacts import ArtifactRef, download_input, join_key, upload_output
+from workflows.engine.artifacts import (
+    ArtifactRef,
+    download_input,
+    join_key,
+    upload_output,
+    upload_to_key,
+)
 from workflows.engine.errors import ManifestError
-from workflows.engine.model import Container, Template
+from workflows.engine.filesystem import PodFiles, pod_files
+from workflows.engine.images import entrypoint_of, host_command
+from workflows.engine.manifest import declared_paths, pod_containers
+from workflows.engine.model import Container, SetContainer, Template
 from workflows.engine.naming import pod_name
 from workflows.engine.probe import wait_ready
 from workflows.engine.process import LocalProcess
@@ -29,12 +38,11 @@ from workflows.engine.result import NodePhase
 from workflows.engine.retry import parse_count
 from workflows.engine.runtime import Call, NodeRecord, Outcome, RunState, TaskError
 from workflows.engine.variables import Scope, substitute
-from workflows.engine.workspace import LOG_FILE, Workspace
 
 PROGRESS_POLL_SECONDS = 0.5
 SMALL_LOG_BYTES = 8 * 1024 * 1024
 """Logs up to this size are archived with one PUT (no transfer-manager thread pool)."""
-_PYTHON = re.compile(r"python(\d+(\.\d+)*)?")
+MAIN = "main"
 _PROGRESS = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -47,22 +55,50 @@ async def run_container(
     record: NodeRecord,
 ) -> Outcome:
     template = call.entry.template
-    container = template.container
-    assert container is not None
     pod = pod_name(run.identity.name, node_name, template.name)
     prefix = run.key_prefix(pod)
     async with run.pod_slot(template.daemon):
-        workspace = Workspace.create(
-            run.directory / pod, [(m.mount_path, m.name) for m in container.volume_mounts]
-        )
+        files = _pod_files(run, template, run.directory / pod, scope)
         record.pod_name = pod
-        record.log_keys.append(join_key(prefix, LOG_FILE))
-        record.log_path = workspace.log_file
+        record.log_keys.append(join_key(prefix, files.log_file.name))
+        record.log_path = files.log_file
         record.exit_code = None
         record.progress = None
         run.begin(record)
-        attempt = _Attempt(run, template, container, workspace, record, prefix, pod)
+        attempt = _Attempt(run, template, files, record, prefix, pod, node_name)
         return await attempt.run(scope, artifacts)
+
+
+def _pod_files(run: RunState, template: Template, folder: Path, scope: Scope) -> PodFiles:
+    mounts: dict[str, str] = {}
+    for _, container in pod_containers(template):
+        for mount in container.volume_mounts:
+            mounts[mount.mount_path] = mount.name
+    if template.container_set is not None:
+        for mount in template.container_set.volume_mounts:
+            mounts[mount.mount_path] = mount.name
+    private = [
+        _try_substitute(path, scope) for _, path in declared_paths(template) if path is not None
+    ]
+    working = [c.working_dir for _, c in pod_containers(template) if c.working_dir]
+    return pod_files(
+        folder,
+        run.filesystem,
+        sorted(mounts.items()),
+        private,
+        working,
+        run.ctx.shared_paths,
+        run.plan.dns_config,
+    )
+
+
+def _try_substitute(path: str, scope: Scope) -> str:
+    """A declared path as planned before the attempt's own variables exist (a path naming
+    one of them is resolved later, inside the task's root folder)."""
+    try:
+        return substitute(path, scope, "path")
+    except ManifestError:
+        return path
 
 
 class _Attempt:
@@ -70,20 +106,20 @@ class _Attempt:
         self,
         run: RunState,
         template: Template,
-        container: Container,
-        workspace: Workspace,
+        files: PodFiles,
         record: NodeRecord,
         prefix: str,
         pod: str,
+        node_name: str,
     ) -> None:
         self.run_state = run
         self.template = template
-        self.container = container
-        self.workspace = workspace
+        self.files = files
         self.record = record
         self.prefix = prefix
         self.pod = pod
-        self.where = f"{record.path} ({template.name})"
+        self.node_name = node_name
+        self.where = f"{record.path} ({template.name or 'inline'})"
         self.process: LocalProcess | None = None
         self.handed_over = False
 
@@ -92,21 +128,22 @@ class _Attempt:
         progress: asyncio.Task[None] | None = None
         try:
             scope = self._scope(base)
-            argv, env = self._command(scope)
             await self._download(scope, artifacts)
-            self.process = await LocalProcess.start(
-                argv,
-                env,
-                self.workspace.root,
-                self.workspace.log_file,
-                self._line,
-                self.run_state.groups,
-            )
+            for init in self.template.init_containers:
+                code = await self._run_to_end(init, scope)
+                if code != 0:
+                    return await self._failed(scope, code, f"init container {init.name}")
             progress = asyncio.create_task(self._watch_progress())
-            if self.template.daemon:
-                outcome = await self._until_ready(scope, progress)
+            if self.template.container_set is not None:
+                outcome = await self._container_set(scope)
             else:
-                outcome = await self._until_exit(scope)
+                main = self.template.pod_spec
+                assert main is not None
+                self.process = await self._start(main, scope)
+                if self.template.daemon:
+                    outcome = await self._until_ready(main, scope, progress)
+                else:
+                    outcome = await self._until_exit(scope)
         except (ManifestError, TaskError, StepError) as error:
             outcome = Outcome(NodePhase.ERROR, str(error))
         except OSError as error:  # the command cannot start, a workspace file cannot be read
@@ -123,14 +160,14 @@ class _Attempt:
                 self._report_progress()
                 self.archive_log()
                 if outcome.phase is NodePhase.SUCCEEDED:
-                    shutil.rmtree(self.workspace.volumes, ignore_errors=True)
+                    self.files.discard()
         return outcome
 
     # --- preparing -----------------------------------------------------------------------
 
     def _scope(self, base: Scope) -> Scope:
-        """The template's own variables: declared paths (container-side) and pod.name."""
-        values = {"pod.name": self.pod}
+        """The template's own variables: declared paths (container-side), pod and node."""
+        values = {"pod.name": self.pod, "node.name": self.node_name}
         inputs, outputs = self.template.inputs, self.template.outputs
         for artifact in inputs.artifacts:
             values[f"inputs.artifacts.{artifact.name}.path"] = str(artifact.path)
@@ -143,24 +180,33 @@ class _Attempt:
 
     def _local(self, declared: str, scope: Scope, what: str) -> Path:
         path = substitute(declared, scope, f"{self.where}: {what}")
-        local = self.workspace.path(path)
+        local = self.files.host_path(path)
         if local is None:
             raise TaskError(f"{self.where}: {what} {path!r} is not under a volumeMount")
         return local
 
-    def _command(self, scope: Scope) -> tuple[list[str], dict[str, str]]:
+    def _command(self, container: Container, scope: Scope) -> list[str]:
         where = f"{self.where}: container"
-        tokens = [*self.container.command, *self.container.args]
-        argv = [self.workspace.token(substitute(token, scope, where)) for token in tokens]
-        if _PYTHON.fullmatch(Path(argv[0]).name):
-            argv[0] = sys.executable
+        tokens = [*container.command, *container.args]
+        if not container.command:
+            tokens = [*(entrypoint_of(container.image) or ()), *container.args]
+        argv = [self.files.token(substitute(token, scope, where)) for token in tokens]
+        if container is self.template.script:
+            source = substitute(self.template.script.source, scope, f"{self.where}: source")
+            self.files.script_file.write_text(source)
+            self.files.script_file.chmod(0o755)  # Argo's script file is executable too
+            argv.append(self.files.script_path)
+        return host_command(argv)
+
+    def _environment(self, container: Container, scope: Scope) -> dict[str, str]:
+        where = f"{self.where}: container"
         env = dict(self.run_state.ctx.env)
         # Piped Python buffers its output; unbuffered, the live view and log stay current.
         env.setdefault("PYTHONUNBUFFERED", "1")
-        for variable in self.container.env:
+        for variable in container.env:
             if variable.value is not None:
                 value = substitute(variable.value, scope, f"{where}.env {variable.name}")
-                env[variable.name] = self.workspace.token(value)
+                env[variable.name] = self.files.token(value)
                 continue
             assert variable.value_from is not None
             ref = variable.value_from.secret_key_ref
@@ -174,17 +220,39 @@ class _Attempt:
                 env.pop(variable.name, None)
             else:
                 raise TaskError(f"{where}.env {variable.name}: secret {name!r} has no key {key!r}")
-        env[Env.PROGRESS_FILE.value] = str(self.workspace.progress_file)
-        return argv, env
+        env[Env.PROGRESS_FILE.value] = self.files.progress_env
+        return env
+
+    async def _start(self, container: Container, scope: Scope) -> LocalProcess:
+        argv, cwd = self.files.launch(self._command(container, scope), container.working_dir)
+        return await LocalProcess.start(
+            argv,
+            self._environment(container, scope),
+            cwd,
+            self.files.log_file,
+            self._line,
+            self.run_state.groups,
+        )
+
+    async def _run_to_end(self, container: Container, scope: Scope) -> int:
+        process = await self._start(container, scope)
+        code = await process.wait()
+        self._check_view()
+        return code
+
+    def _check_view(self) -> None:
+        problem = self.files.setup_error()
+        if problem is not None:
+            raise TaskError(f"{self.where}: {problem}")
 
     async def _download(self, scope: Scope, artifacts: Mapping[str, ArtifactRef]) -> None:
         for artifact in self.template.inputs.artifacts:
+            local = self._local(str(artifact.path), scope, f"input artifact {artifact.name}")
             ref = artifacts.get(artifact.name)
             if ref is None:
                 continue  # optional and not supplied
-            local = self._local(str(artifact.path), scope, f"input artifact {artifact.name}")
             await asyncio.to_thread(
-                download_input, self.run_state.store, ref, local, self.workspace.root
+                download_input, self.run_state.store, ref, local, self.files.scratch
             )
 
     # --- running -------------------------------------------------------------------------
@@ -202,18 +270,75 @@ class _Attempt:
                 exit_code=code,
             )
         code = await self.process.wait()
+        self._check_view()
+        return await self._finished(scope, code, self.process.stdout)
+
+    async def _finished(self, scope: Scope, code: int, stdout: str) -> Outcome:
         self.record.exit_code = code
+        result = stdout.removesuffix("\n")
         if code != 0:
-            detail = f": {self.record.last_line}" if self.record.last_line else ""
-            # Like Argo's wait container, keep what a failed step did write (a failed gate's
-            # report is the reason to look); what it did not write is simply absent.
-            kept = await self._upload(scope, failed=True)
-            return Outcome(
-                NodePhase.FAILED, f"exit code {code}{detail}", artifacts=kept, exit_code=code
-            )
+            return await self._failed(scope, code, "", result)
         parameters = self._read_parameters(scope)
         uploaded = await self._upload(scope)
-        return Outcome(NodePhase.SUCCEEDED, parameters=parameters, artifacts=uploaded, exit_code=0)
+        return Outcome(
+            NodePhase.SUCCEEDED,
+            parameters=parameters,
+            artifacts=uploaded,
+            exit_code=0,
+            result=result,
+        )
+
+    async def _failed(self, scope: Scope, code: int, what: str, result: str = "") -> Outcome:
+        self.record.exit_code = code
+        detail = f": {self.record.last_line}" if self.record.last_line else ""
+        # Like Argo's wait container, keep what a failed step did write (a failed gate's
+        # report is the reason to look); what it did not write is simply absent.
+        kept = await self._upload(scope, failed=True)
+        prefix = f"{what} " if what else ""
+        return Outcome(
+            NodePhase.FAILED,
+            f"{prefix}exit code {code}{detail}",
+            artifacts=kept,
+            exit_code=code,
+            result=result,
+        )
+
+    async def _container_set(self, scope: Scope) -> Outcome:
+        """The containers of a containerSet, each once its dependencies succeeded; the pod
+        fails when any does. Outputs come from the container named `main`."""
+        container_set = self.template.container_set
+        assert container_set is not None
+        pending = {member.name: member for member in container_set.containers}
+        running: dict[asyncio.Task[int], SetContainer] = {}
+        done: dict[str, int] = {}
+        stdout: dict[str, str] = {}
+
+        async def run_one(member: SetContainer) -> int:
+            process = await self._start(member, scope)
+            code = await process.wait()
+            stdout[member.name] = process.stdout
+            return code
+
+        try:
+            while pending or running:
+                for name, member in list(pending.items()):
+                    if all(done.get(dep) == 0 for dep in member.dependencies):
+                        running[asyncio.create_task(run_one(member))] = member
+                        del pending[name]
+                if not running:
+                    break  # a dependency failed: the rest never start
+                finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    done[running.pop(task).name] = task.result()
+        finally:
+            for task in running:
+                task.cancel()
+        self._check_view()
+        failed = [name for name, code in done.items() if code != 0]
+        if failed or pending:
+            code = done[failed[0]] if failed else 1
+            return await self._failed(scope, code, f"container {failed[0] if failed else '?'}")
+        return await self._finished(scope, done.get(MAIN, 0), stdout.get(MAIN, ""))
 
     def _deadline(self, scope: Scope) -> float | None:
         value = self.template.active_deadline_seconds
@@ -223,13 +348,15 @@ class _Attempt:
             value = substitute(value, scope, f"{self.where}: activeDeadlineSeconds")
         return float(parse_count(value, f"{self.where}: activeDeadlineSeconds"))
 
-    async def _until_ready(self, scope: Scope, progress: "asyncio.Task[None]") -> Outcome:
+    async def _until_ready(
+        self, main: Container, scope: Scope, progress: "asyncio.Task[None]"
+    ) -> Outcome:
         """A daemon is handed to the DAG once its readinessProbe passes; its
         activeDeadlineSeconds counts from its start, through readiness and beyond."""
         assert self.process is not None
         started = time.monotonic()
         deadline = self._deadline(scope)
-        probe = self.container.readiness_probe
+        probe = main.readiness_probe
         port = 0
         if probe is not None:
             raw: int | str = 0
@@ -262,7 +389,7 @@ class _Attempt:
 
     def _report_progress(self) -> None:
         try:
-            text = self.workspace.progress_file.read_text()
+            text = self.files.progress_file.read_text()
         except OSError:
             return
         match = _PROGRESS.fullmatch(text)
@@ -295,6 +422,7 @@ class _Attempt:
 
     async def _upload(self, scope: Scope, failed: bool = False) -> dict[str, ArtifactRef]:
         uploaded: dict[str, ArtifactRef] = {}
+        store = self.run_state.store
         for artifact in self.template.outputs.artifacts:
             local = self._local(str(artifact.path), scope, f"output artifact {artifact.name}")
             if not local.exists():
@@ -304,20 +432,26 @@ class _Attempt:
                     f"{self.where}: output artifact {artifact.name!r}: "
                     f"{artifact.path} was not written"
                 )
+            if artifact.s3 is not None:
+                key = substitute(artifact.s3.key, scope, f"{self.where}: outputs.artifacts")
+                uploaded[artifact.name] = await asyncio.to_thread(
+                    upload_to_key, store, local, key, artifact.archive, self.files.scratch
+                )
+                continue
             uploaded[artifact.name] = await asyncio.to_thread(
                 upload_output,
-                self.run_state.store,
+                store,
                 local,
                 self.prefix,
                 artifact.name,
                 artifact.archive,
-                self.workspace.root,
+                self.files.scratch,
             )
         return uploaded
 
     def archive_log(self) -> None:
         """Upload main.log in the background: nothing downstream waits for a log."""
-        store, log, key = self.run_state.store, self.workspace.log_file, self.record.log_keys[-1]
+        store, log, key = self.run_state.store, self.files.log_file, self.record.log_keys[-1]
 
         def upload() -> None:
             if not log.exists():
@@ -392,6 +526,6 @@ class Daemon:
             message = f"daemon exited with code {code}{detail}"
             outcome = Outcome(NodePhase.FAILED, message, exit_code=code)
         attempt.run_state.finish(attempt.record, outcome)
-        shutil.rmtree(attempt.workspace.volumes, ignore_errors=True)
+        attempt.files.discard()
         if not self._stopping and self.on_exit is not None:
             self.on_exit(outcome.phase)

@@ -1,10 +1,11 @@
 """What the caller (the CLI) hands the engine: storage, key layout, limits, environment."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from steps.core.store import ArtifactStore
+from workflows.engine.filesystem import FilesystemMode
 
 DEFAULT_KEY_FORMAT = "{{workflow.name}}/{{pod.name}}"
 
@@ -27,3 +28,10 @@ class EngineContext:
     """Kubernetes Secrets by name -> key -> value, for env `valueFrom.secretKeyRef`."""
     stop_grace_seconds: float = 5.0
     """SIGTERM-to-SIGKILL grace when stopping a daemon or killing a task."""
+    config_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """Kubernetes ConfigMaps by name -> key -> value, for parameter `valueFrom`."""
+    filesystem: FilesystemMode = FilesystemMode.AUTO
+    """How a task gets its own container paths (engine/filesystem.py)."""
+    shared_paths: tuple[Path, ...] = ()
+    """Host folders every task sees at their own path, even under a private one such as
+    /tmp (e.g. the folder where the deploy step leaves the local model server's state)."""

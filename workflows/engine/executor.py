@@ -13,15 +13,16 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from steps.core.errors import StepError
-from workflows.engine import container, dag, mutex
-from workflows.engine.artifacts import ArtifactRef, Packing, locate
+from workflows.engine import container, dag, mutex, steps
+from workflows.engine.artifacts import ArtifactRef, Packing, locate, raw_artifact
 from workflows.engine.errors import ManifestError
+from workflows.engine.manifest import config_map_value
 from workflows.engine.model import RetryStrategy, Synchronization
 from workflows.engine.result import NodeKind, NodePhase
 from workflows.engine.retry import RetryPlan, parse_count, parse_duration
 from workflows.engine.reuse import MEMOIZED, RESUMED, MemoSlot, memo_lookup, memo_save
 from workflows.engine.runtime import Call, NodeRecord, Outcome, RunState, TaskError
-from workflows.engine.variables import Scope, substitute
+from workflows.engine.variables import Scope, json_text, substitute
 
 MUTEX_FOLDER = ".mutexes"
 """Under the workdir every run of this machine shares: its mutexes are everyone's."""
@@ -38,7 +39,11 @@ class Bound:
 async def execute(run: RunState, call: Call) -> Outcome:
     """Run a template call to its end (or, for a daemon, until it is ready)."""
     template = call.entry.template
-    kind = NodeKind.DAG if template.dag is not None else NodeKind.POD
+    kind = NodeKind.POD
+    if template.dag is not None:
+        kind = NodeKind.DAG
+    elif template.steps is not None:
+        kind = NodeKind.STEPS
     record = run.record(call.node_name, kind, template.name)
     where = f"{record.path} ({template.name})"
     try:
@@ -53,7 +58,7 @@ async def execute(run: RunState, call: Call) -> Outcome:
     if reused is not None:
         record.reused, outcome = reused
         return run.finish(record, outcome)
-    if template.dag is not None and plan is not None:
+    if not template.runs_pod and plan is not None:
         run.journal.forget_inside(call.node_name)
     try:
         mutexes = _mutexes(run, template.synchronization, bound.scope, where)
@@ -69,6 +74,7 @@ async def execute(run: RunState, call: Call) -> Outcome:
         run.update(record)
         return outcome
     if outcome.phase is NodePhase.SUCCEEDED:
+        run.export_globals(template, outcome)
         # Outputs are stored by now: only then may a resume or a cache hit skip this node.
         run.journal.record(call.node_name, outcome)
         if slot is not None:
@@ -114,9 +120,17 @@ async def _with_retries(
 ) -> Outcome:
     started = time.monotonic()
     attempt = 0
+    last: dict[str, str] = {}
     while True:
         node_name = f"{call.node_name}({attempt})"
-        outcome = await _attempt(run, call, bound, node_name, record, attempt)
+        began = time.monotonic()
+        outcome = await _attempt(run, call, bound, node_name, record, attempt, last)
+        last = {
+            "lastRetry.exitCode": str(outcome.exit_code if outcome.exit_code is not None else ""),
+            "lastRetry.status": outcome.phase.value,
+            "lastRetry.duration": f"{time.monotonic() - began:.0f}",
+            "lastRetry.message": outcome.message,
+        }
         if not outcome.phase.failed or attempt >= plan.limit or not plan.retries(outcome.phase):
             return outcome
         attempt += 1
@@ -128,13 +142,32 @@ async def _with_retries(
         await asyncio.sleep(delay)
 
 
+FIRST_ATTEMPT = {
+    "lastRetry.exitCode": "",
+    "lastRetry.status": "",
+    "lastRetry.duration": "",
+    "lastRetry.message": "",
+}
+"""What Argo's `{{lastRetry.*}}` hold before any retry."""
+
+
 async def _attempt(
-    run: RunState, call: Call, bound: Bound, node_name: str, record: NodeRecord, retry: int
+    run: RunState,
+    call: Call,
+    bound: Bound,
+    node_name: str,
+    record: NodeRecord,
+    retry: int,
+    last: dict[str, str] | None = None,
 ) -> Outcome:
-    scope = bound.scope.child({"retries": str(retry)})
-    if call.entry.template.dag is not None:
+    scope = bound.scope.child({"retries": str(retry), **FIRST_ATTEMPT, **(last or {})})
+    template = call.entry.template
+    if template.dag is not None:
         run.begin(record)
         return await dag.run_dag(run, call, scope, bound.artifacts, node_name, execute)
+    if template.steps is not None:
+        run.begin(record)
+        return await steps.run_steps(run, call, scope, bound.artifacts, node_name, execute)
     return await container.run_container(run, call, scope, bound.artifacts, node_name, record)
 
 
@@ -142,22 +175,33 @@ async def bind_inputs(run: RunState, call: Call, where: str) -> Bound:
     """Argument values over template values over defaults; a missing input is an error."""
     template = call.entry.template
     values: dict[str, str] = {}
+    listed: list[dict[str, str]] = []
     for parameter in template.inputs.parameters:
         value = call.parameters.get(parameter.name)
+        if value is None and parameter.value_from is not None:
+            value = config_map_value(
+                parameter.value_from, run.ctx.config_maps, f"{where}: inputs.parameters"
+            )
         if value is None:
             fallback = parameter.value if parameter.value is not None else parameter.default
             if fallback is None:
                 raise TaskError(f"{where}: inputs.parameters.{parameter.name} was not supplied")
-            value = substitute(fallback, call.globals, f"{where}: inputs.parameters")
+            inputs_so_far = call.globals.child(values)
+            value = substitute(fallback, inputs_so_far, f"{where}: inputs.parameters")
         if parameter.enum is not None and value not in parameter.enum:
             raise TaskError(
                 f"{where}: inputs.parameters.{parameter.name}={value!r} is not one of "
                 f"{list(parameter.enum)}"
             )
         values[f"inputs.parameters.{parameter.name}"] = value
+        listed.append({"name": parameter.name, "value": value})
+    if listed:
+        values["inputs.parameters"] = json_text(listed)
     artifacts: dict[str, ArtifactRef] = {}
     for artifact in template.inputs.artifacts:
         ref = call.artifacts.get(artifact.name)
+        if ref is None and artifact.raw is not None:
+            ref = raw_artifact(substitute(artifact.raw.data, call.globals, f"{where}: raw"))
         if ref is None and artifact.s3 is not None:
             key = substitute(artifact.s3.key, call.globals, f"{where}: inputs.artifacts")
             packing = Packing.NONE if artifact.archive and artifact.archive.none else Packing.DETECT

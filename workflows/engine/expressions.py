@@ -187,7 +187,7 @@ class _Parser:
 Value = bool | float | str
 
 _WHEN_TOKEN = re.compile(
-    r"\s*(?:(&&|\|\||==|!=|<=|>=|<|>|!|\(|\))|'([^']*)'|\"([^\"]*)\"|([^\s()'\"=!<>&|]+))"
+    r"\s*(?:(&&|\|\||==|!=|=~|!~|<=|>=|<|>|!|\(|\))|'([^']*)'|\"([^\"]*)\"|([^\s()'\"=!<>&|~]+))"
 )
 _COMPARATORS: Mapping[str, Callable[[Any, Any], Any]] = {
     "<": operator.lt,
@@ -281,13 +281,19 @@ class _WhenParser:
     def _comparison(self) -> Value:
         left = self._unary()
         operator = self._peek()
-        if operator in ("==", "!=", "<", ">", "<=", ">="):
+        if operator in ("==", "!=", "=~", "!~", "<", ">", "<=", ">="):
             self.index += 1
             right = self._unary()
             return self._compare(str(operator), left, right)
         return left
 
     def _compare(self, op: str, left: Value, right: Value) -> bool:
+        if op in ("=~", "!~"):
+            # govaluate's regex operators: the right side is a pattern searched in the left.
+            if not isinstance(left, str) or not isinstance(right, str):
+                raise ManifestError(f"{self.where}: {op} needs strings, got {left!r} {right!r}")
+            found = re.search(right, left) is not None
+            return found if op == "=~" else not found
         if op in ("==", "!="):
             same = type(left) is type(right) and left == right
             return same if op == "==" else not same

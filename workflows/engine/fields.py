@@ -10,14 +10,12 @@ from collections.abc import Mapping
 from typing import Final
 
 _POD_SCHEDULING = "pod placement on cluster nodes; locally every task runs on this machine"
+_RESOURCES = "CPU/memory requests and limits enforced by the kubelet"
+_POD_SPEC = "patches the pod spec, which cannot be honoured by a local process"
+_STORAGE = "storage other than the artifact repository (the embedded S3 bucket)"
 
 NO_LOCAL_EFFECT: Final[Mapping[str, Mapping[str, str]]] = {
-    "Metadata": {
-        "labels": "Kubernetes labels for selection and the Argo UI",
-        "annotations": "Kubernetes annotations (Argo UI title/description)",
-    },
     "WorkflowSpec": {
-        "serviceAccountName": "Kubernetes RBAC identity; local processes run as the current user",
         "automountServiceAccountToken": "Kubernetes API token mounting in pods",
         "securityContext": "pod security settings enforced by the kubelet",
         "podGC": "deleting finished pods; local processes leave nothing behind",
@@ -36,8 +34,11 @@ NO_LOCAL_EFFECT: Final[Mapping[str, Mapping[str, str]]] = {
         "tolerations": _POD_SCHEDULING,
         "nodeSelector": _POD_SCHEDULING,
         "affinity": _POD_SCHEDULING,
+        "podResources": _RESOURCES,
+        "podDisruptionBudget": "protects pods from voluntary eviction; nothing evicts a local task",
     },
     "Template": {
+        "podResources": _RESOURCES,
         "metadata": "labels and annotations on the template's pod",
         "securityContext": "pod security settings enforced by the kubelet",
         "serviceAccountName": "Kubernetes RBAC identity of the pod",
@@ -49,9 +50,8 @@ NO_LOCAL_EFFECT: Final[Mapping[str, Mapping[str, str]]] = {
         "affinity": _POD_SCHEDULING,
     },
     "Container": {
-        "image": "the image is not pulled locally: the command runs with this machine's Python",
         "imagePullPolicy": "image pulling",
-        "resources": "CPU/memory requests and limits enforced by the kubelet",
+        "resources": _RESOURCES,
         "securityContext": "container security settings enforced by the kubelet",
     },
     "RetryStrategy": {
@@ -71,11 +71,38 @@ NO_LOCAL_EFFECT: Final[Mapping[str, Mapping[str, str]]] = {
 
 REFUSED: Final[Mapping[str, Mapping[str, str]]] = {
     "WorkflowSpec": {
-        "podSpecPatch": "patches the pod spec, which cannot be honoured by a local process",
+        "podSpecPatch": _POD_SPEC,
         "hostNetwork": "host networking changes how tasks reach each other; not modelled locally",
-        "synchronization": "workflow mutexes/semaphores are not supported locally",
+        "volumeClaimTemplates": "PersistentVolumeClaims are volumes Kubernetes provisions",
+        "dnsPolicy": "selects the cluster's DNS service",
     },
     "Template": {
-        "podSpecPatch": "patches the pod spec, which cannot be honoured by a local process",
+        "podSpecPatch": _POD_SPEC,
+        "resource": "resource templates create or patch objects through the Kubernetes API",
+        "sidecars": "sidecars are extra containers Kubernetes runs in the task's pod",
+        "http": "http templates run in Argo's agent pod on the cluster",
+        "plugin": "executor plugins run as sidecars of Argo's agent pod",
+        "data": "data templates run in Argo's agent pod on the cluster",
+        "suspend": "suspend templates wait for `argo resume` on the cluster",
+        "resourceClaims": "dynamic resource claims are allocated by Kubernetes",
+    },
+    "Volume": {
+        "persistentVolumeClaim": "a PersistentVolumeClaim is storage Kubernetes binds",
+        "configMap": "ConfigMap volumes are projected by the kubelet",
+        "secret": "Secret volumes are projected by the kubelet",
+        "hostPath": "hostPath mounts a cluster node's folder",
+        "projected": "projected volumes are assembled by the kubelet",
+        "downwardAPI": "downward API volumes are assembled by the kubelet",
+    },
+    "Synchronization": {
+        "semaphores": "semaphores count against a ConfigMap limit on the cluster",
+    },
+    "InputArtifact": {
+        "plugin": "artifact plugins run as sidecars in the task's pod",
+        **dict.fromkeys(("gcs", "azure", "http", "git", "hdfs", "oss", "artifactory"), _STORAGE),
+    },
+    "OutputArtifact": {
+        "plugin": "artifact plugins run as sidecars in the task's pod",
+        **dict.fromkeys(("gcs", "azure", "hdfs", "oss", "artifactory"), _STORAGE),
     },
 }

@@ -72,22 +72,51 @@ class Metadata(Spec):
     name: str | None = None
     generate_name: str | None = None
     namespace: str | None = None
+    labels: dict[str, AnyString] = Field(default_factory=dict)
+    annotations: dict[str, AnyString] = Field(default_factory=dict)
+
+
+class ConfigMapKeySelector(Spec):
+    name: str
+    key: str
+    optional: bool = False
+
+
+class ParameterSource(Spec):
+    """`valueFrom` of a workflow or input parameter: a ConfigMap key (EngineContext)."""
+
+    config_map_key_ref: ConfigMapKeySelector | None = None
+    default: AnyString | None = None
 
 
 class WorkflowParameter(Spec):
     name: str
     value: AnyString | None = None
     enum: tuple[AnyString, ...] | None = None
-
-
-class WorkflowArguments(Spec):
-    parameters: tuple[WorkflowParameter, ...] = ()
+    value_from: ParameterSource | None = None
 
 
 class S3Location(Spec):
     """An object in the artifact repository's bucket, by key (other buckets are refused)."""
 
     key: str
+
+
+class RawArtifact(Spec):
+    data: str
+
+
+class WorkflowArtifact(Spec):
+    """`spec.arguments.artifacts`: what `{{workflow.artifacts...}}` and entrypoint inputs see."""
+
+    name: str
+    raw: RawArtifact | None = None
+    s3: S3Location | None = None
+
+
+class WorkflowArguments(Spec):
+    parameters: tuple[WorkflowParameter, ...] = ()
+    artifacts: tuple[WorkflowArtifact, ...] = ()
 
 
 class TarArchive(Spec):
@@ -108,6 +137,9 @@ class ArgumentArtifact(Spec):
     name: str
     from_: str | None = Field(default=None, alias="from")
     s3: S3Location | None = None
+    raw: RawArtifact | None = None
+    sub_path: str | None = None
+    """A file or folder inside the artifact `from` names (Argo unpacks it, then picks)."""
 
 
 class Arguments(Spec):
@@ -120,6 +152,7 @@ class InputParameter(Spec):
     value: AnyString | None = None
     default: AnyString | None = None
     enum: tuple[AnyString, ...] | None = None
+    value_from: ParameterSource | None = None
 
 
 class InputArtifact(Spec):
@@ -127,6 +160,7 @@ class InputArtifact(Spec):
     path: str | None = None
     optional: bool = False
     s3: S3Location | None = None
+    raw: RawArtifact | None = None
     archive: Archive | None = None
 
 
@@ -138,20 +172,26 @@ class Inputs(Spec):
 class OutputValueFrom(Spec):
     path: str | None = None
     parameter: str | None = None
+    expression: str | None = None
     default: AnyString | None = None
 
 
 class OutputParameter(Spec):
     name: str
     value_from: OutputValueFrom
+    global_name: str | None = None
 
 
 class OutputArtifact(Spec):
     name: str
     path: str | None = None
     from_: str | None = Field(default=None, alias="from")
+    from_expression: str | None = None
     archive: Archive | None = None
     optional: bool = False
+    s3: S3Location | None = None
+    """An explicit key in the artifact repository's bucket instead of the keyFormat one."""
+    global_name: str | None = None
 
 
 class Outputs(Spec):
@@ -207,11 +247,39 @@ class Probe(Spec):
 
 
 class Container(Spec):
+    image: str = ""
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: tuple[EnvVar, ...] = ()
     volume_mounts: tuple[VolumeMount, ...] = ()
     readiness_probe: Probe | None = None
+    working_dir: str | None = None
+
+
+class ScriptTemplate(Container):
+    """A container whose `source` is written to a file and passed as its last argument."""
+
+    KIND: ClassVar[str] = "Container"
+    source: str
+
+
+class InitContainer(Container):
+    KIND: ClassVar[str] = "Container"
+    name: str
+    mirror_volume_mounts: bool = False
+
+
+class SetContainer(Container):
+    """One container of a containerSet: they share the pod (volumes, network)."""
+
+    KIND: ClassVar[str] = "Container"
+    name: str
+    dependencies: tuple[str, ...] = ()
+
+
+class ContainerSetTemplate(Spec):
+    containers: tuple[SetContainer, ...]
+    volume_mounts: tuple[VolumeMount, ...] = ()
 
 
 class Backoff(Spec):
@@ -236,19 +304,38 @@ class Sequence(Spec):
 class TemplateRef(Spec):
     name: str
     template: str
+    cluster_scope: bool = False
 
 
-class DagTask(Spec):
-    name: str
+class ContinueOn(Spec):
+    failed: bool = False
+    error: bool = False
+
+
+class Hook(Spec):
+    """A lifecycle hook; locally only `exit` hooks (run once their node finished)."""
+
     template: str | None = None
     template_ref: TemplateRef | None = None
     arguments: Arguments = Arguments()
-    dependencies: tuple[str, ...] | None = None
-    depends: str | None = None
+    expression: str | None = None
+
+
+class Call_(Spec):
+    """What a DAG task and a step share: a template to run, its arguments, when and how often."""
+
+    name: str
+    template: str | None = None
+    template_ref: TemplateRef | None = None
+    inline: "Template | None" = None
+    arguments: Arguments = Arguments()
     when: str | None = None
     with_items: tuple[JsonValue, ...] | None = None
     with_param: str | None = None
     with_sequence: Sequence | None = None
+    continue_on: ContinueOn | None = None
+    hooks: dict[str, Hook] = Field(default_factory=dict)
+    on_exit: str | None = None
 
     @property
     def fans_out(self) -> bool:
@@ -258,10 +345,34 @@ class DagTask(Spec):
             or self.with_sequence is not None
         )
 
+    def continues_on(self, phase: str) -> bool:
+        """Argo's ContinuesOn: a failure (or error) the workflow goes on after."""
+        if self.continue_on is None:
+            return False
+        return (phase == "Failed" and self.continue_on.failed) or (
+            phase == "Error" and self.continue_on.error
+        )
+
+    @property
+    def exit_hook(self) -> Hook | None:
+        if "exit" in self.hooks:
+            return self.hooks["exit"]
+        return Hook(template=self.on_exit) if self.on_exit else None
+
+
+class DagTask(Call_):
+    dependencies: tuple[str, ...] | None = None
+    depends: str | None = None
+
+
+class Step(Call_):
+    KIND: ClassVar[str] = "DagTask"
+
 
 class DagTemplate(Spec):
     tasks: tuple[DagTask, ...]
     fail_fast: bool = True
+    target: str | None = None
 
 
 class EmptyDir(Spec):
@@ -270,7 +381,7 @@ class EmptyDir(Spec):
 
 class Volume(Spec):
     name: str
-    empty_dir: EmptyDir
+    empty_dir: EmptyDir | None = None
 
 
 class LocalObjectReference(Spec):
@@ -295,15 +406,26 @@ class Mutex(Spec):
 
 
 class Synchronization(Spec):
-    """Template mutexes (engine/mutex.py); semaphores, which need a ConfigMap, are refused."""
+    """Mutexes (engine/mutex.py); semaphores, which need a ConfigMap, are refused."""
 
     mutexes: tuple[Mutex, ...] = ()
 
 
+class ArchiveLocation(Spec):
+    """Only `archiveLogs`: the local engine archives every main.log anyway."""
+
+    archive_logs: bool | None = None
+
+
 class Template(Spec):
-    name: str
+    name: str = ""
+    """Empty for an inline template (a task's or step's `inline`)."""
     container: Container | None = None
+    script: ScriptTemplate | None = None
+    container_set: ContainerSetTemplate | None = None
     dag: DagTemplate | None = None
+    steps: tuple[tuple[Step, ...], ...] | None = None
+    init_containers: tuple[InitContainer, ...] = ()
     inputs: Inputs = Inputs()
     outputs: Outputs = Outputs()
     retry_strategy: RetryStrategy | None = None
@@ -313,10 +435,34 @@ class Template(Spec):
     volumes: tuple[Volume, ...] = ()
     memoize: Memoize | None = None
     synchronization: Synchronization | None = None
+    archive_location: ArchiveLocation | None = None
+
+    @property
+    def pod_spec(self) -> "Container | None":
+        """The main container of a pod template (container or script)."""
+        return self.container or self.script
+
+    @property
+    def runs_pod(self) -> bool:
+        return self.pod_spec is not None or self.container_set is not None
 
 
 class WorkflowTemplateRef(Spec):
     name: str
+    cluster_scope: bool = False
+
+
+class DnsOption(Spec):
+    name: str
+    value: str | None = None
+
+
+class DnsConfig(Spec):
+    """The pod's resolver settings; locally a resolv.conf in the task's filesystem view."""
+
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[DnsOption, ...] = ()
 
 
 class WorkflowSpec(Spec):
@@ -325,9 +471,14 @@ class WorkflowSpec(Spec):
     templates: tuple[Template, ...] = ()
     volumes: tuple[Volume, ...] = ()
     on_exit: str | None = None
+    hooks: dict[str, Hook] = Field(default_factory=dict)
     parallelism: int | None = Field(default=None, ge=1)
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     workflow_template_ref: WorkflowTemplateRef | None = None
+    synchronization: Synchronization | None = None
+    dns_config: DnsConfig | None = None
+    service_account_name: str | None = None
+    priority: int | None = None
 
 
 class WorkflowManifest(Spec):
@@ -341,9 +492,14 @@ class WorkflowManifest(Spec):
 class WorkflowTemplateManifest(Spec):
     KIND: ClassVar[str] = "WorkflowTemplate"
     api_version: Literal["argoproj.io/v1alpha1"]
-    kind: Literal["WorkflowTemplate"]
+    kind: Literal["WorkflowTemplate", "ClusterWorkflowTemplate"]
     metadata: Metadata
     spec: WorkflowSpec
+
+
+Call_.model_rebuild()
+DagTask.model_rebuild()
+Step.model_rebuild()
 
 
 M = TypeVar("M", bound=Spec)

@@ -5,12 +5,11 @@ name version v2, `workflow/util/pod_name.go`) is what makes a local run's artifa
 where a cluster run of the same manifest would put them.
 """
 
+import json
 import secrets
 from collections.abc import Mapping
 
 from pydantic import JsonValue
-
-from workflows.engine.variables import json_text
 
 MAX_NAME_LENGTH = 253
 HASH_LENGTH = 10
@@ -44,14 +43,16 @@ def generated_name(prefix: str) -> str:
 
 
 def item_value(item: JsonValue) -> str:
-    """`{{item}}`: scalars as text, maps and lists as compact JSON (Go's encoding)."""
-    if isinstance(item, bool):
-        return "true" if item else "false"
+    """`{{item}}` (Argo's Item.String()): a string as itself, anything else as Go's
+    encoding/json writes it (compact, map keys sorted, `<>&` kept)."""
     if isinstance(item, str):
         return item
-    if isinstance(item, int | float):
-        return str(item)
-    return json_text(item)
+    return go_json(item)
+
+
+def go_json(value: JsonValue) -> str:
+    """Go's json.Marshal as Item.String() returns it: compact, keys sorted, UTF-8 kept."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 def item_fields(item: JsonValue) -> Mapping[str, str]:
@@ -62,9 +63,13 @@ def item_fields(item: JsonValue) -> Mapping[str, str]:
 
 
 def expanded_name(task: str, index: int, item: JsonValue) -> str:
-    """`task(0:a)`; a map item is `task(0:k1:v1,k2:v2)` with sorted pairs, as in Argo."""
+    """Argo's generateNodeName: `task(0:a)`; a map item is `task(0:k1:v1,k2:v2)` with sorted
+    pairs; a list is formatted as Go's fmt formats a slice (`[1 2]`); then every parenthesis
+    is dropped from the item's text, so `a(b)` gives `task(0:ab)`."""
     if isinstance(item, dict):
         text = ",".join(sorted(f"{key}:{item_value(value)}" for key, value in item.items()))
+    elif isinstance(item, list):
+        text = "[" + " ".join(item_value(value) for value in item) + "]"
     else:
         text = item_value(item)
-    return f"{task}({index}:{text})"
+    return f"{task}({index}:{text.replace('(', '').replace(')', '')})"

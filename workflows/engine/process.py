@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 CHUNK = 64 * 1024
+RESULT_BYTES = 256 * 1024
+"""Argo keeps the last 256 kB of a main container's stdout as its `outputs.result`."""
 PUMP_DRAIN_SECONDS = 2.0
 """After the step exits, how long output from an escaped grandchild may still be read."""
 
@@ -45,7 +47,9 @@ def signal_group(pgid: int, signum: int) -> None:
 
 
 class LocalProcess:
-    """A started task process; `exited` completes with its exit code once output is drained."""
+    """A started task process; `exited` completes with its exit code once output is drained.
+    Its stdout and stderr both go to the log and the line callback; the tail of its stdout
+    alone is kept for `outputs.result`."""
 
     def __init__(
         self,
@@ -59,7 +63,10 @@ class LocalProcess:
         self._on_line = on_line
         self._groups = groups
         self.pid = process.pid
-        self._pump = asyncio.create_task(self._read_output())
+        self._stdout = bytearray()
+        self._pump = asyncio.gather(
+            self._read_output(process.stdout, keep=True), self._read_output(process.stderr)
+        )
         self.exited: asyncio.Task[int] = asyncio.create_task(self._finish())
 
     @classmethod
@@ -79,7 +86,7 @@ class LocalProcess:
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=asyncio.subprocess.PIPE,
                 env=dict(env),
                 cwd=cwd,
                 start_new_session=True,
@@ -93,6 +100,11 @@ class LocalProcess:
     @property
     def running(self) -> bool:
         return not self.exited.done()
+
+    @property
+    def stdout(self) -> str:
+        """The last RESULT_BYTES of what the process wrote to stdout."""
+        return self._stdout.decode(errors="replace")
 
     async def wait(self) -> int:
         """The exit code (re-raising any error of the output reader, e.g. an observer's)."""
@@ -126,12 +138,14 @@ class LocalProcess:
         """SIGKILL the group now (used when the run is being torn down)."""
         signal_group(self.pid, signal.SIGKILL)
 
-    async def _read_output(self) -> None:
-        stream = self._process.stdout
+    async def _read_output(self, stream: asyncio.StreamReader | None, keep: bool = False) -> None:
         assert stream is not None
         pending = b""
         try:
             while chunk := await stream.read(CHUNK):
+                if keep:
+                    self._stdout += chunk
+                    del self._stdout[:-RESULT_BYTES]
                 self._log.write(chunk)
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()

@@ -41,6 +41,9 @@ class NodeKind(StrEnum):
     POD = "Pod"
     DAG = "DAG"
     TASK_GROUP = "TaskGroup"
+    STEPS = "Steps"
+    STEP_GROUP = "StepGroup"
+    SKIPPED = "Skipped"
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class NodeResult:
     last_line: str = ""
     reused: str = ""
     """`memoized` or `resumed` when the node's outputs were reused instead of running it."""
+    result: str | None = None
+    """`outputs.result` of a container or script node (its stdout)."""
 
     @property
     def duration(self) -> float | None:

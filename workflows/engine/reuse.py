@@ -43,19 +43,40 @@ def outputs_json(outcome: Outcome) -> dict[str, Any]:
     return {
         "parameters": dict(outcome.parameters),
         "artifacts": {
-            name: {"key": ref.key, "packing": ref.packing.value, "is_dir": ref.is_dir}
+            name: {
+                "key": ref.key,
+                "packing": ref.packing.value,
+                "is_dir": ref.is_dir,
+                "raw": ref.raw,
+                "sub_path": ref.sub_path,
+            }
             for name, ref in outcome.artifacts.items()
         },
+        "result": outcome.result,
     }
 
 
 def outcome_from_json(value: Mapping[str, Any], message: str) -> Outcome:
     artifacts = {
-        name: ArtifactRef(str(ref["key"]), Packing(ref["packing"]), bool(ref["is_dir"]))
+        name: ArtifactRef(
+            str(ref["key"]),
+            Packing(ref["packing"]),
+            bool(ref["is_dir"]),
+            ref.get("raw"),
+            str(ref.get("sub_path") or ""),
+        )
         for name, ref in value["artifacts"].items()
     }
     parameters = {str(k): str(v) for k, v in value["parameters"].items()}
-    return Outcome(NodePhase.SUCCEEDED, message, parameters=parameters, artifacts=artifacts)
+    result = value.get("result")
+    return Outcome(
+        NodePhase.SUCCEEDED,
+        message,
+        parameters=parameters,
+        artifacts=artifacts,
+        exit_code=0,
+        result=None if result is None else str(result),
+    )
 
 
 # --- resume --------------------------------------------------------------------------------
@@ -103,7 +124,7 @@ class Journal:
 
     def forget_inside(self, node_name: str) -> None:
         """The DAG `node_name` runs again: none of its nodes may be reused separately."""
-        inside = (f"{node_name}.", f"{node_name}(")
+        inside = (f"{node_name}.", f"{node_name}(", f"{node_name}[")
         for name in [n for n in self.reusable if n.startswith(inside)]:
             del self.reusable[name]
 

@@ -16,18 +16,22 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows.engine import scopes
+from steps.core.errors import StepError
+from workflows.engine import mutex, scopes
+from workflows.engine.artifacts import ArtifactRef, Packing, locate, raw_artifact
 from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
 from workflows.engine.errors import ArgoRuleError, ManifestError
-from workflows.engine.executor import execute
-from workflows.engine.manifest import WorkflowPlan, load_plan
+from workflows.engine.executor import MUTEX_FOLDER, execute
+from workflows.engine.filesystem import FilesystemMode, resolve_mode
+from workflows.engine.manifest import ExitHook, WorkflowPlan, load_plan, remap_refusals
 from workflows.engine.naming import generated_name
 from workflows.engine.observer import Observer
 from workflows.engine.process import ProcessGroups
-from workflows.engine.result import NodePhase, NodeResult, RunResult, WorkflowPhase
+from workflows.engine.result import NodeKind, NodePhase, NodeResult, RunResult, WorkflowPhase
 from workflows.engine.reuse import Journal
-from workflows.engine.runtime import Call, Identity, Outcome, RunState
+from workflows.engine.runtime import Call, Identity, Outcome, RunState, TaskError
 from workflows.engine.validate import workflow_problems
+from workflows.engine.variables import substitute
 
 _WORKFLOW_PHASE = {
     NodePhase.SUCCEEDED: WorkflowPhase.SUCCEEDED,
@@ -40,22 +44,46 @@ def check_workflow(
     workflow: Mapping[str, Any],
     templates: Mapping[str, Mapping[str, Any]],
     ctx: EngineContext | None = None,
+    *,
+    config_maps: Mapping[str, Mapping[str, str]] | None = None,
+    filesystem: FilesystemMode | None = None,
 ) -> WorkflowPlan:
     """Everything run_workflow checks before starting: first Argo's own rules (ArgoRuleError,
-    every problem listed), then what the local engine can run (strict fields, references,
-    variables; with `ctx` also secrets and key_format); raises ManifestError."""
+    every problem listed), then what the local engine can run (strict fields, references;
+    with `ctx` also secrets, ConfigMaps and key_format; with a filesystem mode, whether its
+    tasks' paths can be given to them); raises ManifestError."""
     problems = workflow_problems(workflow, templates)
     if problems:
         raise ArgoRuleError(problems)
-    plan = load_plan(workflow, templates, ctx.secrets if ctx else None)
-    if plan.entrypoint.template.daemon or (plan.on_exit and plan.on_exit.template.daemon):
+    if ctx is not None:
+        config_maps, filesystem = ctx.config_maps, ctx.filesystem
+    plan = load_plan(workflow, templates, ctx.secrets if ctx else None, config_maps)
+    exit_daemon = plan.on_exit is not None and plan.on_exit.entry.template.daemon
+    if plan.entrypoint.template.daemon or exit_daemon:
         raise ManifestError(f"{plan.source}: the entrypoint and onExit cannot be daemons")
     if ctx is not None:
         if ctx.parallelism < 1:
             raise ManifestError(f"EngineContext.parallelism must be >= 1, got {ctx.parallelism}")
         key_format = ctx.key_format or DEFAULT_KEY_FORMAT
         scopes.check_key_format(key_format, scopes.global_names(plan.arguments))
+    if filesystem is not None:
+        mode, reason = _filesystem(filesystem)
+        refusals = remap_refusals(plan) if mode is FilesystemMode.REMAP else []
+        if refusals:
+            lines = "\n".join(f"  {problem}" for problem in refusals)
+            raise ManifestError(
+                f"{plan.source} needs each task's own filesystem, which this machine cannot "
+                f"give ({reason}); with remapped paths only paths under a volumeMount exist, "
+                f"and only arguments that start with one are rewritten:\n{lines}"
+            )
     return plan
+
+
+def _filesystem(requested: FilesystemMode) -> tuple[FilesystemMode, str]:
+    try:
+        return resolve_mode(requested)
+    except OSError as error:
+        raise ManifestError(str(error)) from None
 
 
 def run_workflow(
@@ -94,17 +122,19 @@ async def _run(
     groups: ProcessGroups,
 ) -> RunResult:
     identity = journal.identity
-    run = RunState(plan, identity, ctx, observer, groups, journal)
+    mode, _ = _filesystem(ctx.filesystem)
+    run = RunState(plan, identity, ctx, observer, groups, journal, mode)
     run.directory.mkdir(parents=True, exist_ok=True)
     journal.save()  # a run killed before its first node finished can still be resumed
     observer.workflow_started(identity.name, identity.uid)
-    outcome = await _entrypoint(run)
+    async with mutex.held(ctx.workdir / MUTEX_FOLDER, _workflow_mutexes(plan, identity)):
+        outcome = await _entrypoint(run)
     await run.flush_uploads()
     phase = _WORKFLOW_PHASE.get(outcome.phase, WorkflowPhase.ERROR)
     if plan.on_exit is not None:
-        status = {"workflow.status": phase.value, "workflow.failures": run.failures()}
-        exit_call = Call(plan.on_exit, f"{identity.name}.onExit", {}, {}, run.globals.child(status))
-        exit_outcome = await execute(run, exit_call)
+        run.global_values["workflow.status"] = phase.value
+        run.global_values["workflow.failures"] = run.failures()
+        exit_outcome = await _on_exit(run, plan.on_exit)
         await run.flush_uploads()
         if exit_outcome.phase.failed and phase is WorkflowPhase.SUCCEEDED:
             phase = _WORKFLOW_PHASE[exit_outcome.phase]
@@ -126,11 +156,49 @@ async def _run(
     return result
 
 
+def _workflow_mutexes(plan: WorkflowPlan, identity: Identity) -> list[tuple[str, str]]:
+    """`spec.synchronization.mutexes`: held by the whole run, onExit excepted (as in Argo,
+    which releases a workflow-level lock when the workflow completes)."""
+    sync = plan.spec.synchronization
+    if sync is None:
+        return []
+    return [(m.namespace or identity.namespace, m.name) for m in sync.mutexes]
+
+
+async def _on_exit(run: RunState, hook: ExitHook) -> Outcome:
+    """The exit handler, with the arguments `spec.hooks.exit` gives it."""
+    name = f"{run.identity.name}.onExit"
+    where = f"{run.plan.source}: spec.onExit"
+    try:
+        parameters = {
+            p.name: substitute(p.value, run.globals, f"{where}: arguments.parameters")
+            for p in hook.hook.arguments.parameters
+        }
+        artifacts = {}
+        for artifact in hook.hook.arguments.artifacts:
+            if artifact.from_ is None:
+                raise TaskError(f"{where}: artifact {artifact.name!r} needs `from`")
+            key = artifact.from_.strip().removeprefix("{{").removesuffix("}}").strip()
+            ref = run.global_artifacts.get(key.removeprefix("workflow.outputs.artifacts."))
+            if ref is None:
+                raise TaskError(f"{where}: cannot resolve artifact {artifact.from_!r}")
+            artifacts[artifact.name] = ref
+    except (ManifestError, TaskError) as error:
+        return run.finish(run.record(name, NodeKind.POD, ""), Outcome(NodePhase.ERROR, str(error)))
+    return await execute(run, Call(hook.entry, name, parameters, artifacts, run.globals))
+
+
 async def _entrypoint(run: RunState) -> Outcome:
     """Run the entrypoint under the workflow's activeDeadlineSeconds."""
     plan = run.plan
+    try:
+        artifacts = await _workflow_artifacts(run)
+    except (ManifestError, TaskError, StepError) as error:
+        return Outcome(NodePhase.ERROR, str(error))
     main = asyncio.create_task(
-        execute(run, Call(plan.entrypoint, run.identity.name, plan.arguments, {}, run.globals))
+        execute(
+            run, Call(plan.entrypoint, run.identity.name, plan.arguments, artifacts, run.globals)
+        )
     )
     timer = None
     if plan.active_deadline_seconds is not None:
@@ -147,6 +215,19 @@ async def _entrypoint(run: RunState) -> Outcome:
     finally:
         if timer is not None:
             timer.cancel()
+
+
+async def _workflow_artifacts(run: RunState) -> dict[str, ArtifactRef]:
+    """`spec.arguments.artifacts`, which the entrypoint receives as its input artifacts."""
+    artifacts: dict[str, ArtifactRef] = {}
+    for name, artifact in run.plan.artifacts.items():
+        where = f"{run.plan.source}: spec.arguments.artifacts {name}"
+        if artifact.raw is not None:
+            artifacts[name] = raw_artifact(substitute(artifact.raw.data, run.globals, where))
+        elif artifact.s3 is not None:
+            key = substitute(artifact.s3.key, run.globals, where)
+            artifacts[name] = await asyncio.to_thread(locate, run.store, key, Packing.DETECT)
+    return artifacts
 
 
 def _unused_name(plan: WorkflowPlan, ctx: EngineContext) -> str:

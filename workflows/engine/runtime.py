@@ -7,6 +7,7 @@ S3 calls happen in worker threads and hand their results back to the loop.
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 from steps.core.errors import StepError
 from workflows.engine.artifacts import ArtifactRef
 from workflows.engine.context import DEFAULT_KEY_FORMAT, EngineContext
+from workflows.engine.filesystem import FilesystemMode
 from workflows.engine.manifest import TemplateEntry, WorkflowPlan
+from workflows.engine.model import Template
 from workflows.engine.naming import node_id
 from workflows.engine.observer import Observer
 from workflows.engine.process import ProcessGroups
@@ -60,6 +63,8 @@ class Outcome:
     parameters: Mapping[str, str] = field(default_factory=dict)
     artifacts: Mapping[str, ArtifactRef] = field(default_factory=dict)
     exit_code: int | None = None
+    result: str | None = None
+    """`outputs.result`: the main container's stdout, one trailing newline trimmed."""
     daemon: "Daemon | None" = None
     """The running daemon when phase is Daemoned; its DAG stops it."""
 
@@ -87,6 +92,7 @@ class NodeRecord:
     progress: tuple[int, int] | None = None
     last_line: str = ""
     reused: str = ""
+    result: str | None = None
 
     def snapshot(self) -> NodeResult:
         """An immutable copy for observers and the result (same field names)."""
@@ -96,6 +102,36 @@ class NodeRecord:
             "artifacts": dict(self.artifacts),
         }
         return NodeResult(**{**vars(self), **copies})
+
+
+def workflow_values(plan: WorkflowPlan, identity: Identity) -> dict[str, str]:
+    """Argo's global variables: the workflow's name, uid, parameters, labels, annotations..."""
+    parameters = [{"name": k, "value": v} for k, v in plan.arguments.items()]
+    spec = plan.spec
+    values = {
+        "workflow.name": identity.name,
+        "workflow.uid": identity.uid,
+        "workflow.namespace": identity.namespace,
+        "workflow.creationTimestamp": identity.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "workflow.mainEntrypoint": plan.entrypoint.template.name,
+        "workflow.serviceAccountName": spec.service_account_name or "default",
+        "workflow.status": "Running",
+        "workflow.parameters": json_text(parameters),
+        "workflow.parameters.json": json_text(parameters),
+        "workflow.labels": json_text(dict(plan.labels)),
+        "workflow.labels.json": json_text(dict(plan.labels)),
+        "workflow.annotations": json_text(dict(plan.annotations)),
+        "workflow.annotations.json": json_text(dict(plan.annotations)),
+        **{f"workflow.parameters.{k}": v for k, v in plan.arguments.items()},
+        **{f"workflow.labels.{k}": v for k, v in plan.labels.items()},
+        **{f"workflow.annotations.{k}": v for k, v in plan.annotations.items()},
+    }
+    if spec.priority is not None:
+        values["workflow.priority"] = str(spec.priority)
+    scheduled = plan.annotations.get("workflows.argoproj.io/scheduled-time")
+    if scheduled is not None:
+        values["workflow.scheduledTime"] = scheduled
+    return values
 
 
 class RunState:
@@ -109,6 +145,7 @@ class RunState:
         observer: Observer,
         groups: ProcessGroups,
         journal: "Journal",
+        filesystem: FilesystemMode = FilesystemMode.REMAP,
     ) -> None:
         self.plan = plan
         self.journal = journal
@@ -118,15 +155,15 @@ class RunState:
         self.observer = observer
         self.groups = groups
         self.directory = ctx.workdir / identity.name
+        self.filesystem = filesystem
+        self.global_values: dict[str, str] = workflow_values(plan, identity)
+        """Values every template sees; `globalName` outputs are added as they appear."""
+        self.global_artifacts: dict[str, ArtifactRef] = {}
+        self.started = time.monotonic()
         self.globals = Scope(
-            {
-                "workflow.name": identity.name,
-                "workflow.uid": identity.uid,
-                "workflow.namespace": identity.namespace,
-                "workflow.creationTimestamp": identity.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                **{f"workflow.parameters.{k}": v for k, v in plan.arguments.items()},
-            },
+            self.global_values,
             created=identity.created,
+            dynamic={"workflow.duration": self.duration},
         )
         self.records: dict[str, NodeRecord] = {}
         limit = min(ctx.parallelism, plan.parallelism or math.inf)
@@ -135,6 +172,21 @@ class RunState:
         self.expired = False
         self._uploads: list[asyncio.Task[None]] = []
         self.upload_errors: list[str] = []
+
+    def duration(self) -> str:
+        """`{{workflow.duration}}`: seconds since the run started, as Argo formats it."""
+        return f"{time.monotonic() - self.started:.6f}"
+
+    def export_globals(self, template: Template, outcome: Outcome) -> None:
+        """A node's outputs with a `globalName` become `workflow.outputs.*` values."""
+        for parameter in template.outputs.parameters:
+            value = outcome.parameters.get(parameter.name)
+            if parameter.global_name and value is not None:
+                self.global_values[f"workflow.outputs.parameters.{parameter.global_name}"] = value
+        for artifact in template.outputs.artifacts:
+            ref = outcome.artifacts.get(artifact.name)
+            if artifact.global_name and ref is not None:
+                self.global_artifacts[artifact.global_name] = ref
 
     # --- records -------------------------------------------------------------------------
 
@@ -177,6 +229,7 @@ class RunState:
         if outcome.exit_code is not None:
             record.exit_code = outcome.exit_code
         record.parameters = dict(outcome.parameters)
+        record.result = outcome.result
         record.artifacts = {name: ref.key for name, ref in outcome.artifacts.items()}
         if self.observed(record):
             self.observer.node_finished(record.snapshot())

@@ -1,54 +1,29 @@
-"""A task's private folder standing in for its pod: emptyDir mounts, log, progress file.
+"""Remapped container paths: the fallback when a task cannot have its own mount namespace.
 
-In the container a step writes to `/tmp/mlpipe/out`; locally that path is remapped into the
-task's folder, per mount, so concurrent tasks never share or leak files and nothing is
-written outside the run's workdir. Remapping covers every path the template declares
-(artifact paths, output parameter files) and every command/argument/env token that starts
-with a mount path, also in `--flag=/path` form.
+In the container a step writes to `/tmp/mlpipe/out`; without an isolated view
+(filesystem.py) that path is remapped into the task's folder, per mount, so concurrent tasks
+never share or leak files. Remapping covers every path the template declares (artifact paths,
+output parameter files) and every command/argument/env token that *starts* with a mount
+path, also in `--flag=/path` form; a path inside a token's text (`sh -c "echo > /mnt/x"`)
+cannot be rewritten, and such manifests are refused before they run (filesystem.py).
 """
 
-import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-VOLUMES_DIR = "volumes"
 LOG_FILE = "main.log"
-PROGRESS_FILE = "progress"
 
 
 def is_under(path: str, mount: str) -> bool:
     return path == mount or path.startswith(mount.rstrip("/") + "/")
 
 
-@dataclass(frozen=True)
 class Workspace:
-    root: Path
-    mounts: tuple[tuple[str, Path], ...]
-    """(mountPath, local folder), longest mount path first so nested mounts win."""
+    """(mountPath, local folder) pairs; the longest mount path wins, so nested mounts work."""
 
-    @classmethod
-    def create(cls, root: Path, mounts: Sequence[tuple[str, str]]) -> "Workspace":
-        """Fresh folders for each (mountPath, volume name): an emptyDir starts empty."""
-        ordered = sorted(mounts, key=lambda mount: len(mount[0]), reverse=True)
-        local = tuple((path, root / VOLUMES_DIR / volume) for path, volume in ordered)
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        for _, folder in local:
-            folder.mkdir(parents=True, exist_ok=True)
-        return cls(root, local)
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / LOG_FILE
-
-    @property
-    def progress_file(self) -> Path:
-        return self.root / PROGRESS_FILE
-
-    @property
-    def volumes(self) -> Path:
-        return self.root / VOLUMES_DIR
+    def __init__(self, root: Path, mounts: Sequence[tuple[str, Path]]) -> None:
+        self.root = root
+        self.mounts = tuple(sorted(mounts, key=lambda mount: len(mount[0]), reverse=True))
 
     def path(self, declared: str) -> Path | None:
         """The local path for a container path, or None when no mount covers it."""
