@@ -29,6 +29,7 @@ from steps.deploy.kube import (
 )
 from steps.deploy.manifests import (
     CREDENTIALS_DIR,
+    DEPLOYMENT,
     HTTP_ROUTE,
     SERVE_FROM_FILES,
     SERVING_UID,
@@ -37,6 +38,8 @@ from steps.deploy.manifests import (
     deploy_rules,
     http_route,
     object_name,
+    restore_plan,
+    served_digest,
     split,
 )
 from tests.test_hardening import LABEL_VALUE, credential_findings, kubernetes_validate
@@ -288,7 +291,7 @@ def test_the_deploy_role_grants_only_what_the_backend_calls(
         *(("apps", "deployments", v) for v in (*apply, "get", "delete")),
         *(("", "services", v) for v in (*apply, "delete")),
         *(("policy", "poddisruptionbudgets", v) for v in (*apply, "delete")),
-        *(("gateway.networking.k8s.io", "httproutes", v) for v in (*apply, "get")),
+        *(("gateway.networking.k8s.io", "httproutes", v) for v in (*apply, "get", "delete")),
         ("discovery.k8s.io", "endpointslices", "list"),
         ("", "pods/proxy", "get"),
     }
@@ -302,8 +305,11 @@ def test_the_deploy_role_grants_only_what_the_backend_calls(
     # Every kind a track or the route is made of can be applied; a track can be removed.
     for kind in (*TRACK_KINDS, HTTP_ROUTE):
         assert {(kind.group, kind.plural, v) for v in apply} <= granted, kind
-    for kind in TRACK_KINDS:
+    # A track can be removed, and the route too when a first deploy is rolled back.
+    for kind in (*TRACK_KINDS, HTTP_ROUTE):
         assert (kind.group, kind.plural, "delete") in granted, kind
+    for step in restore_plan(spec(), "churn", None).delete:
+        assert (step[0].group, step[0].plural, "delete") in granted, step
 
 
 def test_with_prometheus_the_deploy_role_cannot_reach_pods() -> None:
@@ -537,6 +543,45 @@ def test_no_rendered_manifest_carries_a_credential_or_a_bad_label(
         for meta in (manifest["metadata"], pod.get("metadata", {})):
             for key, value in meta.get("labels", {}).items():
                 assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), f"{name}: {key}"
+
+
+# --- repairing a promotion (steps/deploy/promotion.py) without a cluster ---------------------
+
+
+def test_a_restore_puts_stable_on_the_registry_version_with_all_traffic_and_no_canary() -> None:
+    plan = restore_plan(spec(), "churn", OLD)
+    kinds = [(manifest["kind"], manifest["metadata"]["name"]) for manifest in plan.apply]
+    assert kinds == [
+        ("Service", "churn-stable"),
+        ("PodDisruptionBudget", "churn-stable"),
+        ("Deployment", "churn-stable"),
+        ("HTTPRoute", "churn"),
+    ]
+    deployment = plan.apply[2]
+    assert served_digest(deployment) == OLD
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--digest") + 1] == OLD
+    assert args[args.index("--model") + 1] == (
+        f"s3://{spec().bucket}/registry/churn/versions/{OLD}/model.onnx"
+    )
+    [rule] = plan.apply[3]["spec"]["rules"]
+    assert [(ref["name"], ref["weight"]) for ref in rule["backendRefs"]] == [("churn-stable", 100)]
+    assert plan.delete == [(kind, "churn-canary") for kind in reversed(TRACK_KINDS)]
+
+
+def test_restoring_no_model_removes_the_route_and_both_tracks() -> None:
+    plan = restore_plan(spec(), "churn", None)
+    assert plan.apply == []
+    assert plan.delete[0] == (HTTP_ROUTE, "churn")
+    assert (DEPLOYMENT, "churn-stable") in plan.delete and (
+        DEPLOYMENT,
+        "churn-canary",
+    ) in plan.delete
+
+
+def test_the_served_digest_is_read_from_the_pod_template() -> None:
+    assert served_digest(restore_plan(spec(), "churn", NEW).apply[2]) == NEW
+    assert served_digest({"spec": {"template": {"metadata": {}}}}) is None
 
 
 def test_the_server_gets_the_credentials_from_the_secrets_files(tmp_path: Path) -> None:

@@ -555,28 +555,59 @@ def install_command(
 
 @deploy_app.command("status")
 def deploy_status(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
-    """The local stable model server that deploy started (it keeps serving after the run);
-    exit 1 when none is running or it serves no model."""
+    """What the stable track serves against what the registry's stable.json names, after
+    repairing a promotion a deploy left half done; exit 1 when they disagree."""
+    from steps.deploy.backend import backend_for
+    from steps.deploy.promotion import status
+    from workflows.local_run import local_storage
+
+    loaded = load(config, set_)
+    pipeline = loaded.pipeline
+    try:
+        with local_storage(pipeline, dict(os.environ)) as storage:
+            backend = backend_for(loaded.deploy_spec(), storage.store, pipeline.model_name)
+            state = status(storage.store, backend, pipeline.model_name)
+    except ConfigError as error:
+        raise fail(str(error), 2) from error
+    except StepError as error:
+        raise fail(str(error), error.exit_code) from error
+    if state.repaired is not None:
+        console.print(
+            f"repaired the promotion {state.repaired.from_digest or 'none'} -> "
+            f"{state.repaired.to_digest} left by {state.repaired.workflow or 'a deploy'} "
+            f"at {state.repaired.started_at}",
+            soft_wrap=True,
+        )
+    console.print(
+        f"{pipeline.model_name}: registry stable.json {state.registered or 'none'}", soft_wrap=True
+    )
+    console.print(f"{pipeline.model_name}: serving {state.served or 'nothing'}", soft_wrap=True)
+    if not state.agrees:
+        raise fail(
+            f"{pipeline.model_name}: served {state.served or 'nothing'} but the registry names "
+            f"{state.registered or 'none'}",
+            1,
+        )
+    if state.served is None:
+        raise fail(f"{pipeline.model_name}: no model deployed yet", 1)
+    _print_local_server(loaded)
+
+
+def _print_local_server(loaded: LoadedConfig) -> None:
+    """The local stable server deploy left running, and every model it serves."""
     import httpx
 
     from steps.deploy.local import read_server
 
-    state_dir = Path(load(config, set_).pipeline.deploy.state_dir).expanduser()
-    server = read_server(state_dir)
+    if loaded.deploy_spec().kubernetes is not None:
+        return
+    server = read_server(Path(loaded.pipeline.deploy.state_dir).expanduser())
     if server is None:
-        raise fail(f"no stable model server running for {state_dir}", 1)
-    # A live pid is not a serving model: ask the server itself what it serves.
-    try:
-        models = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=5)
-        models.raise_for_status()
-    except httpx.HTTPError as error:
-        raise fail(f"stable model server {server.base_url} does not answer: {error}", 1) from error
-    served = models.json()
-    if not served:
-        raise fail(f"stable model server {server.base_url} serves no model", 1)
-    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", highlight=False)
+        return
+    served = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=5).json()
+    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", soft_wrap=True)
     for model in served:
-        console.print(f"  {model['name']} {model['version']}", highlight=False)
+        console.print(f"  {model['name']} {model['version']}", soft_wrap=True)
 
 
 @deploy_app.command("stop")
@@ -678,42 +709,41 @@ def schedule_run_once(
 
 @schedule_app.command("simulate")
 def schedule_simulate(
-    days: Annotated[int, typer.Option("--days", min=1, help="Days after day 0.")] = 10,
-    drift_day: Annotated[
-        int, typer.Option("--drift-day", min=0, help="First drifted day; 0: none.")
-    ] = 6,
-    covariate_drift: CovariateDriftOption = None,
-    new_category: NewCategoryOption = None,
-    concept_drift: ConceptDriftOption = 0.0,
-    rows: Annotated[int, typer.Option("--rows", min=100, help="Rows per day.")] = 3000,
+    days: Annotated[int, typer.Option("--days", min=1, help="Days after day 0.")] = 60,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            help="DAY:KIND[=ARGUMENT], KIND covariate (FEATURE=STRENGTH), category "
+            "(FEATURE=VALUE:SHARE), concept (STRENGTH), corrupt or outage (repeatable). "
+            "Default: covariate day 10, category 25, concept 40, corrupt 50, outage 55 "
+            "(those within --days).",
+        ),
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", min=100, help="Rows per day.")] = 5000,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Boosting rounds.")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 7,
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = None,
 ) -> None:
-    """Feed a synthetic stream through the scheduled run, day by day, and print what it
-    decided (default drift: monthly_charges moves by one standard deviation)."""
-    from workflows.simulate import DEFAULT_DRIFT, Scenario, simulate
+    """Feed a synthetic stream with events through the scheduled run, day by day; print each
+    day, then the days against an oracle retrained daily and the loop's summary. Exit 1 when
+    a target is missed."""
+    from workflows.simulate import DEFAULT_EVENTS, Event, Scenario, simulate
 
-    drifts = covariate_drift or ([] if new_category or concept_drift else list(DEFAULT_DRIFT))
-    scenario = Scenario(
-        days=days,
-        drift_day=drift_day or None,
-        covariate_drift=tuple(drifts),
-        new_categories=tuple(new_category or []),
-        concept_drift=concept_drift,
-        rows=rows,
-        rounds=rounds,
-        seed=seed,
-    )
     loaded = load(config, set_)
     try:
-        simulated = simulate(loaded, scenario, console)
+        if event:
+            events = tuple(Event.parse(text) for text in event)
+        else:
+            events = tuple(e for e in DEFAULT_EVENTS if e.day <= days)
+        scenario = Scenario(days=days, events=events, rows=rows, rounds=rounds, seed=seed)
+        _, summary = simulate(loaded, scenario, console)
     except ConfigError as error:
         raise fail(str(error), 2) from error
     except StepError as error:
         raise fail(str(error), error.exit_code) from error
-    raise typer.Exit(0 if all(day.succeeded for day in simulated) else 1)
+    raise typer.Exit(0 if all(summary.targets.values()) else 1)
 
 
 def main() -> None:
