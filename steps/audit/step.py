@@ -10,6 +10,7 @@ audit-report.html is for people.
 
 import copy
 import json
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,7 +30,7 @@ from steps.core import html_report as h
 from steps.core.attestation import data_resource
 from steps.core.errors import BadInput, GateFailed
 from steps.core.harness import Outcome, Statement, StepContext
-from steps.core.model_registry import read_stable, stable_key
+from steps.core.model_registry import read_verified, stable_key
 from steps.core.names import Artifact, ModelFile, Param
 from steps.core.outputs import report_progress
 from steps.core.registry import DATA_URI, MODEL_NAME
@@ -98,29 +99,34 @@ def stable_reference(store: ArtifactStore | None, model_name: str | None) -> Ref
     """The reference profile in the bundle of the model serving now, or why there is none.
 
     The registry's `stable.json` names the deployed version, whose record names the model
-    digest; train wrote the profile into that model's bundle.
+    digest; train wrote the profile into that model's bundle. The stable model is verified
+    (steps/core/model_registry.read_verified) before its profile is trusted.
     """
     if model_name is None:
         return "no model name given: reference checks skipped"
     if store is None:
         return "no artifact store configured: reference checks skipped"
+    with tempfile.TemporaryDirectory(prefix="mlpipe-audit-") as tmp:
+        return _verified_reference(store, model_name, Path(tmp))
+
+
+def _verified_reference(store: ArtifactStore, model_name: str, folder: Path) -> Reference | str:
     # Imported here: the model bundle layout lives with train, which pulls in xgboost, and an
     # audit without a model name never needs it.
     from steps.train.worker import model_prefix
 
-    stable = read_stable(store, model_name)
+    stable = read_verified(store, model_name, folder)
     if stable is None:
         return (
             f"no stable model {model_name!r} yet ({store.uri(stable_key(model_name))} does not "
             "exist): reference checks (schema, unseen categories, null growth, label-rate and "
             "slice shifts) skipped"
         )
-    model_digest = stable.model_digest
-    key = f"{model_prefix(model_digest)}/{ModelFile.REFERENCE_PROFILE.value}"
+    key = f"{model_prefix(stable.version.model_digest)}/{ModelFile.REFERENCE_PROFILE.value}"
     if not store.exists(key):
         return f"stable model {model_name!r} has no reference profile at {store.uri(key)}"
-    profile = parse_profile(store.get_bytes(key), store.uri(key))
-    return Reference(profile, store.uri(key))
+    path = stable.fetch(store, key, folder / ModelFile.REFERENCE_PROFILE.value)
+    return Reference(parse_profile(path.read_bytes(), store.uri(key)), store.uri(key))
 
 
 def build_suite(suite: Mapping[str, Any]) -> gx.ExpectationSuite:

@@ -145,7 +145,7 @@ def parser(step: StepDef, description: str | None = None) -> argparse.ArgumentPa
         if item.choices:
             options["choices"] = item.choices
         if item.positional:
-            parser.add_argument(item.name, **options)
+            parser.add_argument(item.name, nargs="+" if item.repeated else None, **options)
             continue
         if item.flag:
             parser.add_argument(

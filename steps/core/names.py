@@ -29,6 +29,9 @@ class Step(StrEnum):
     INIT = "init"
     """Not a pipeline step: `mlpipe init` and `mlpipe run --label` run it to infer the data's
     config, suite and slices."""
+    ORACLE = "oracle"
+    """Not a pipeline step: `mlpipe schedule simulate` runs it to score a model retrained on
+    every day."""
 
 
 class Param(StrEnum):

@@ -39,3 +39,11 @@ def terminate(pid: int, timeout: float) -> None:
                 return
             deadline = float("inf")
         time.sleep(POLL_SECONDS)
+
+
+def process_arguments(pid: int) -> list[str]:
+    """The command line of a running process; [] when it is gone or not ours to read."""
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []

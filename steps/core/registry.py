@@ -59,6 +59,7 @@ class Input(Generic[T]):
     default: str | None = None
     """For a command-line option no template passes (it is parsed like a given value)."""
     repeated: bool = False
+    """Given any number of times (a positional: one or more values)."""
     positional: bool = False
     flag: bool = False
     """An option without a value (`--force`): True when given."""
@@ -177,10 +178,16 @@ CONCEPT_DRIFT = Input(
     "0-1: how far the label's relation to the features turns (0.5 cancels effects)",
     default="0.0",
 )
+CHARGES_SCALE = Input(
+    "charges-scale",
+    float,
+    "corrupt the feed: both charges multiplied after labelling (100: cents)",
+    default="1.0",
+)
 SYNTH = StepDef(
     Step.SYNTH,
     "steps.data.synth",
-    options=(ROWS, OUT_FILE, SEED, COVARIATE_DRIFT, NEW_CATEGORY, CONCEPT_DRIFT),
+    options=(ROWS, OUT_FILE, SEED, COVARIATE_DRIFT, NEW_CATEGORY, CONCEPT_DRIFT, CHARGES_SCALE),
 )
 
 AUDIT_SPEC = spec_input(AuditSpec)
@@ -353,6 +360,14 @@ INIT = StepDef(
     Step.INIT,
     "steps.data.init",
     options=(DATA_FILE, LABEL, POSITIVE_CLASS, INIT_OUT, FORCE, COMMAND),
+)
+
+WINDOWS = Input("windows", Path, "the days' files, in order", positional=True, repeated=True)
+ORACLE_ROUNDS = Input("rounds", int, "boosting rounds")
+MAX_DEPTH = Input("max-depth", int, "tree depth, as training's")
+ETA = Input("eta", float, "learning rate, as training's")
+ORACLE = StepDef(
+    Step.ORACLE, "steps.train.oracle", options=(WINDOWS, DATA_SPEC, ORACLE_ROUNDS, MAX_DEPTH, ETA)
 )
 
 STEPS: dict[str, StepDef] = {

@@ -263,7 +263,8 @@ class ModelCardSpec(Spec):
 
 class CanarySpec(Spec):
     """The canary's traffic progression and the thresholds it must stay within at each step
-    (steps/deploy/canary.py): the canary's step is compared with stable since the canary started."""
+    (steps/deploy/canary.py): errors and latency against stable, scores against what
+    evaluate measured for both models."""
 
     steps: list[int] = Field(
         default_factory=lambda: [10, 25, 50, 100], min_length=1, description="canary traffic %"
@@ -275,7 +276,18 @@ class CanarySpec(Spec):
     latency_floor_seconds: float = Field(
         default=0.01, ge=0, description="a canary p99 below this is never a breach"
     )
-    max_psi: float = Field(default=0.2, gt=0, description="PSI of canary vs stable scores")
+    confidence: float = Field(
+        default=0.999, gt=0.5, lt=1, description="of the live score PSI's sampling interval"
+    )
+    psi_allowance: float = Field(
+        default=0.1, ge=0, description="score PSI beyond sampling noise: traffic vs test rows"
+    )
+    auc_allowance: float = Field(
+        default=0.02, ge=0, description="canary AUC shortfall beyond stable's and sampling"
+    )
+    min_labelled_rows: int = Field(
+        default=50, ge=1, description="labelled rows of each class before AUC is judged"
+    )
 
     @field_validator("steps")
     @classmethod

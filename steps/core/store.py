@@ -221,6 +221,11 @@ class ArtifactStore:
             head = self._client.head_object(Bucket=self.bucket, Key=key)
         return self._recorded_digest(key, head["Metadata"])
 
+    def delete(self, key: str) -> None:
+        """Remove `key`; removing a key that is not there is not an error (S3 says 204)."""
+        with self._errors(key):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+
     def exists(self, key: str) -> bool:
         with self._errors(key):
             try:
@@ -253,9 +258,7 @@ class ArtifactStore:
 
     def _verify(self, key: str, expected: str, actual: str) -> None:
         if actual != expected:
-            raise StorageError(
-                f"{self.uri(key)} is corrupted: sha256 recorded {expected}, downloaded {actual}"
-            )
+            raise CorruptedObject(self.uri(key), expected, actual)
 
     @contextmanager
     def _errors(self, key: str) -> Iterator[None]:
@@ -285,6 +288,16 @@ class ArtifactStore:
                 return StorageError(f"bucket {self.bucket} does not exist at {self.endpoint}")
             return StorageError(f"{where}: {code}: {_message(error)}")
         return StorageError(f"{where}: {error}")
+
+
+class CorruptedObject(StorageError):
+    """An object whose bytes do not hash to the SHA-256 recorded with it."""
+
+    def __init__(self, uri: str, recorded: str, actual: str) -> None:
+        super().__init__(f"{uri} is corrupted: sha256 recorded {recorded}, downloaded {actual}")
+        self.uri = uri
+        self.recorded = recorded
+        self.actual = actual
 
 
 class _HashingTarget:

@@ -17,6 +17,7 @@ import pandas as pd
 from steps.core.errors import BadInput
 from steps.core.harness import Outcome, StepContext
 from steps.core.registry import (
+    CHARGES_SCALE,
     CONCEPT_DRIFT,
     COVARIATE_DRIFT,
     NEW_CATEGORY,
@@ -69,6 +70,9 @@ class ChurnParams:
     concept_drift: float = 0.0
     """0 to 1: the contract, tenure and support-call effects on churn fade (0.5 cancels
     them) and then reverse (1), so P(y | x) changes while P(x) does not."""
+    charges_scale: float = 1.0
+    """A corrupted feed, not drift: both charges multiplied after the labels were drawn, as
+    when a source switches from dollars to cents (the expectation suite's bounds catch it)."""
 
     def __post_init__(self) -> None:
         sizes = {
@@ -102,6 +106,8 @@ class ChurnParams:
                 raise BadInput(f"synth: share of new category {value!r} must be in (0, 1]")
         if not 0 <= self.concept_drift <= 1:
             raise BadInput(f"synth: concept_drift must be in [0, 1], got {self.concept_drift}")
+        if not (np.isfinite(self.charges_scale) and self.charges_scale > 0):
+            raise BadInput(f"synth: charges_scale must be positive, got {self.charges_scale}")
 
 
 def generate(rows: int, seed: int = 0, params: ChurnParams | None = None) -> pd.DataFrame:
@@ -134,8 +140,8 @@ def generate(rows: int, seed: int = 0, params: ChurnParams | None = None) -> pd.
             ROW_KEY: [f"C{i:09d}" for i in range(rows)],
             **categorical,
             "tenure_months": x["tenure_months"].astype(np.int64),
-            "monthly_charges": x["monthly_charges"],
-            "total_charges": total,
+            "monthly_charges": np.multiply(x["monthly_charges"], p.charges_scale),
+            "total_charges": np.multiply(total, p.charges_scale),
             "support_calls": x["support_calls"].astype(np.int64),
             "age": age,
             "usage_gb": x["usage_gb"],
@@ -278,6 +284,7 @@ def run(ctx: StepContext) -> Outcome:
         covariate_drift=tuple(_covariate_drift(text) for text in ctx.repeated(COVARIATE_DRIFT)),
         new_categories=tuple(_new_category(text) for text in ctx.repeated(NEW_CATEGORY)),
         concept_drift=ctx.get(CONCEPT_DRIFT),
+        charges_scale=ctx.get(CHARGES_SCALE),
     )
     write_table(generate(ctx.get(ROWS), ctx.get(SEED), params), ctx.get(OUT_FILE))
     return Outcome()

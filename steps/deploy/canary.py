@@ -1,17 +1,37 @@
 """Canary analysis, shared by every backend: step the candidate's share of traffic up the
-configured progression, and at each step compare the canary with stable from their `/metrics`.
+configured progression, and at each step judge from the servers' `/metrics` whether the
+canary behaves as evaluated.
 
-Each step judges the canary's requests *in that step* against stable's requests *since the
-canary started* (stable's version does not change meanwhile, and at 100 % it takes no
-traffic of its own). Three checks, thresholds from CanarySpec:
+Errors and latency: the canary's requests *in that step* against stable's *since the canary
+started* (stable's version does not change meanwhile, and at 100 % it takes no traffic of
+its own):
 - error rate: non-2xx share of inference requests, canary minus stable;
 - p99 latency: from the server's latency histogram, as Prometheus' `histogram_quantile`
   interpolates it; a breach needs both the ratio to stable and the absolute floor, so a
-  millisecond of noise on a fast server cannot trip it;
-- score shift: PSI between the canary's and stable's predicted-score histograms.
-Too few canary requests to judge is a breach too: no evidence is not a pass.
-The first breach rolls back (the backend sends all traffic to stable and removes the
-canary) and raises GateFailed naming the step, the breach and the numbers.
+  millisecond of noise on a fast server cannot trip it.
+
+Scores: a better model scores differently from the one it replaces, most of all after the
+data changed, so a difference between canary and stable is no fault in itself. What evaluate
+measured is the reference instead (steps/evaluate/expectation.py: both models on the same
+test rows), and all scores since the canary started are held to it:
+- the canary's live scores against the challenger's evaluated distribution,
+- stable's live scores against the champion's (is the traffic like the evaluated rows?),
+- the live canary-vs-stable PSI against the evaluated one.
+The tolerance comes from the traffic volume: the statistic is simulated with live samples of
+the live sizes drawn from the evaluated distributions (and, for the fits, an evaluated sample
+of the evaluated size), and a live value outside that simulation's central `confidence`
+interval, widened by `psi_allowance` for traffic that differs from the test rows, is a
+breach. So a canary serving another model than the one evaluated is rolled back, and a
+better model after concept drift, whose scores move exactly as evaluated, is not.
+
+Labels, where a backend has them (the local one sends the labelled test split; a cluster
+would need a feed of late labels), hold the canary's live AUC to its evaluated AUC too, net of
+stable's live shortfall against its own (a shift of the traffic lowers both): a canary whose
+scores are distributed as evaluated but ranked worse is caught there.
+
+Too few canary requests to judge is a breach too: no evidence is not a pass. The first
+breach raises GateFailed naming the step, the breach and the numbers; the promotion
+(steps/deploy/promotion.py) then rolls traffic back.
 """
 
 import math
@@ -19,22 +39,25 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client.parser import text_string_to_metric_families
 
 from steps.core.errors import GateFailed
 from steps.core.outputs import report_progress
 from steps.core.specs import CanarySpec
-from steps.deploy.backend import CanaryBackend, ModelVersion, Scrape
+from steps.deploy.backend import CanaryBackend, ModelVersion, Outcomes, Scrape
+from steps.drift.stats import auc_standard_error, psi, psi_rows, shares
+from steps.evaluate.expectation import SCORE_BOUNDS, ScoreExpectation
+from steps.evaluate.metrics import auc_components, z_value
 
 REQUESTS = "mlpipe_inference_requests_total"
 LATENCY = "mlpipe_inference_request_duration_seconds_bucket"
 SCORES = "mlpipe_inference_score_bucket"
 P99 = 0.99
-PSI_FLOOR = 1e-4
-"""Share given to an empty bucket, so PSI stays finite (a common choice for PSI)."""
-PSI_MERGE = 2
-"""Adjacent score buckets merged for PSI: the server's 20 buckets of 0.05 become the usual
-10 of 0.1, halving the noise PSI picks up from a few hundred scores per step."""
+ROUNDS = 2000
+"""Simulated samples behind each score tolerance: its quantiles move by ~1 % between seeds."""
+SEED = 0
 
 Buckets = dict[float, float]
 """Upper bound (`le`) -> cumulative count, as the exposition format has them."""
@@ -104,29 +127,146 @@ def quantile(buckets: Mapping[float, float], q: float) -> float | None:
     return lower
 
 
-def psi(expected: Mapping[float, float], actual: Mapping[float, float]) -> float | None:
-    """Population stability index between two cumulative histograms with the same bounds;
-    None when either is empty."""
-    bounds = sorted(set(expected) | set(actual))
-    shares = []
-    for buckets in (expected, actual):
-        cumulative = [buckets.get(le, 0.0) for le in bounds]
-        counts = [b - a for a, b in zip([0.0, *cumulative], cumulative, strict=False)]
-        total = sum(counts)
-        if total <= 0:
-            return None
-        shares.append([max(count / total, PSI_FLOOR) for count in counts])
-    return sum((a - e) * math.log(a / e) for e, a in zip(shares[0], shares[1], strict=True))
+def score_counts(buckets: Mapping[float, float]) -> npt.NDArray[np.int64]:
+    """A scraped (cumulative, 20-bucket) score histogram as counts in the ten buckets of
+    steps/evaluate/expectation.py."""
+    cumulative = [buckets.get(bound, 0.0) for bound in SCORE_BOUNDS]
+    counts = np.diff(np.asarray([0.0, *cumulative]))
+    return np.rint(counts).astype(np.int64)
 
 
-def coarser(buckets: Mapping[float, float], merge: int) -> Buckets:
-    """Merge every `merge` adjacent buckets (dropping bounds of a cumulative histogram)."""
-    ordered = sorted(buckets.items())
-    return {
-        le: count
-        for index, (le, count) in enumerate(ordered)
-        if (index + 1) % merge == 0 or index == len(ordered) - 1
-    }
+@dataclass(frozen=True)
+class ScoreCheck:
+    """One comparison of live scores with the evaluated ones, and its verdict."""
+
+    name: str
+    psi: float
+    expected: float
+    low: float
+    high: float
+    """The tolerance interval of `psi` at this traffic volume."""
+
+    @property
+    def passed(self) -> bool:
+        return self.low <= self.psi <= self.high
+
+
+def score_checks(
+    canary: npt.NDArray[np.int64],
+    stable: npt.NDArray[np.int64],
+    expected: ScoreExpectation,
+    spec: CanarySpec,
+) -> list[ScoreCheck]:
+    """The three checks of the module docstring; those without scores to compare are left
+    out (stable without traffic since the canary started, or no champion evaluated)."""
+    rng = np.random.default_rng(SEED)
+    evaluated = np.asarray(expected.challenger)
+    checks = []
+    if canary.sum():
+        checks.append(_fit("canary vs its evaluation", canary, evaluated, spec, rng))
+    if expected.champion is None or expected.psi is None or not stable.sum():
+        return checks
+    champion = np.asarray(expected.champion)
+    checks.append(_fit("stable vs its evaluation", stable, champion, spec, rng))
+    if canary.sum():
+        # Both live samples drawn from the evaluated distributions at the live sizes.
+        simulated = psi_rows(
+            rng.multinomial(int(stable.sum()), shares(champion), ROUNDS),
+            rng.multinomial(int(canary.sum()), shares(evaluated), ROUNDS),
+        )
+        tail = (1 - spec.confidence) / 2
+        low, high = np.quantile(simulated, [tail, 1 - tail])
+        checks.append(
+            ScoreCheck(
+                "canary vs stable",
+                psi(stable, canary),
+                expected.psi,
+                max(0.0, float(low) - spec.psi_allowance),
+                float(high) + spec.psi_allowance,
+            )
+        )
+    return checks
+
+
+def _fit(
+    name: str,
+    live: npt.NDArray[np.int64],
+    evaluated: npt.NDArray[np.int64],
+    spec: CanarySpec,
+    rng: np.random.Generator,
+) -> ScoreCheck:
+    """Live scores against the evaluated distribution: the PSI two samples of these sizes
+    from the same distribution reach, at most."""
+    probabilities = shares(evaluated)
+    simulated = psi_rows(
+        rng.multinomial(int(evaluated.sum()), probabilities, ROUNDS),
+        rng.multinomial(int(live.sum()), probabilities, ROUNDS),
+    )
+    high = float(np.quantile(simulated, spec.confidence)) + spec.psi_allowance
+    return ScoreCheck(name, psi(evaluated, live), 0.0, 0.0, high)
+
+
+@dataclass(frozen=True)
+class LabelCheck:
+    """The canary's AUC on labelled live rows against its evaluation, net of stable's."""
+
+    canary_rows: int
+    canary_auc: float
+    evaluated_auc: float
+    stable_rows: int
+    stable_auc: float | None
+    """Stable's live AUC (None: too few labelled rows, or no champion evaluated)."""
+    stable_evaluated_auc: float | None
+    shortfall: float
+    """How much more the canary fell short of its evaluated AUC than stable of its own."""
+    allowed: float
+
+    @property
+    def passed(self) -> bool:
+        return self.shortfall <= self.allowed
+
+
+def label_check(
+    outcomes: Outcomes, expected: ScoreExpectation, spec: CanarySpec
+) -> LabelCheck | None:
+    """Where labels have arrived: does the canary rank as well as evaluated? A traffic
+    shift lowers both tracks alike, so stable's own shortfall is taken off the canary's;
+    the allowance is the two live AUCs' standard errors at `confidence`, plus
+    `auc_allowance`. None while either class has fewer than `min_labelled_rows` rows."""
+    canary = _live_auc(outcomes.canary_scores, outcomes.canary_labels, spec)
+    if canary is None:
+        return None
+    stable = None
+    if expected.champion_auc is not None:
+        stable = _live_auc(outcomes.stable_scores, outcomes.stable_labels, spec)
+    canary_auc, canary_error = canary
+    shortfall = expected.challenger_auc - canary_auc
+    errors = [canary_error]
+    if stable is not None and expected.champion_auc is not None:
+        shortfall -= expected.champion_auc - stable[0]
+        errors.append(stable[1])
+    return LabelCheck(
+        canary_rows=len(outcomes.canary_labels),
+        canary_auc=canary_auc,
+        evaluated_auc=expected.challenger_auc,
+        stable_rows=len(outcomes.stable_labels),
+        stable_auc=None if stable is None else stable[0],
+        stable_evaluated_auc=None if stable is None else expected.champion_auc,
+        shortfall=shortfall,
+        allowed=z_value(spec.confidence) * math.hypot(*errors) + spec.auc_allowance,
+    )
+
+
+def _live_auc(
+    scores: npt.NDArray[np.float64], labels: npt.NDArray[np.int8], spec: CanarySpec
+) -> tuple[float, float] | None:
+    """AUC and its standard error (Hanley & McNeil), with enough rows of each class."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if min(positives, negatives) < spec.min_labelled_rows:
+        return None
+    auc = auc_components(labels, scores, np.argsort(scores, kind="stable")).auc
+    return auc, auc_standard_error(auc, positives, negatives)
 
 
 @dataclass(frozen=True)
@@ -140,18 +280,32 @@ class StepResult:
     stable_error_rate: float | None
     canary_p99_seconds: float | None
     stable_p99_seconds: float | None
-    psi: float | None
+    canary_scores: int
+    stable_scores: int
+    """Scores behind the score checks: every row each track scored since the canary started."""
+    scores: list[ScoreCheck]
+    labels: LabelCheck | None
+    """None without labelled outcomes (or too few of them yet)."""
     breaches: list[str]
 
 
-def judge(percent: int, canary: TrackMetrics, stable: TrackMetrics, spec: CanarySpec) -> StepResult:
-    """Compare the canary's step with stable's baseline; every breach is one sentence."""
+def judge(
+    percent: int,
+    canary: TrackMetrics,
+    stable: TrackMetrics,
+    spec: CanarySpec,
+    expected: ScoreExpectation,
+    canary_total: TrackMetrics | None = None,
+    outcomes: Outcomes | None = None,
+) -> StepResult:
+    """Compare the canary's step with stable's baseline, and everything both scored since
+    the canary started (`canary_total`, default the step; `outcomes` where labels arrived)
+    with what evaluate measured; every breach is one sentence."""
     breaches = []
     canary_rate = _rate(canary)
     stable_rate = _rate(stable)
     canary_p99 = quantile(canary.latency, P99)
     stable_p99 = quantile(stable.latency, P99)
-    shift = psi(coarser(stable.scores, PSI_MERGE), coarser(canary.scores, PSI_MERGE))
     if canary_rate is not None:
         excess = canary_rate - (stable_rate or 0.0)
         if excess > spec.max_error_rate_increase:
@@ -169,10 +323,27 @@ def judge(percent: int, canary: TrackMetrics, stable: TrackMetrics, spec: Canary
                 f"{reference * 1000:.1f} ms ({ratio}; at most {spec.max_latency_ratio:g}x "
                 f"above {spec.latency_floor_seconds * 1000:g} ms allowed)"
             )
-    if shift is not None and shift > spec.max_psi:
+    canary_counts = score_counts((canary_total or canary).scores)
+    stable_counts = score_counts(stable.scores)
+    checks = score_checks(canary_counts, stable_counts, expected, spec)
+    for check in checks:
+        if not check.passed:
+            breaches.append(
+                f"scores unlike evaluated: {check.name} PSI {check.psi:.3f}, evaluated "
+                f"{check.expected:.3f}, allowed {check.low:.3f}..{check.high:.3f} at "
+                f"{canary_counts.sum()} canary / {stable_counts.sum()} stable scores"
+            )
+    labelled = None if outcomes is None else label_check(outcomes, expected, spec)
+    if labelled is not None and not labelled.passed:
+        stable_part = (
+            f"stable {labelled.stable_auc:.3f} vs evaluated {labelled.stable_evaluated_auc:.3f}"
+            if labelled.stable_auc is not None
+            else "stable not judged"
+        )
         breaches.append(
-            f"score shift: PSI {shift:.3f} between canary and stable predicted scores "
-            f"(max_psi {spec.max_psi:g})"
+            f"labels: canary AUC {labelled.canary_auc:.3f} on {labelled.canary_rows} labelled "
+            f"rows vs evaluated {labelled.evaluated_auc:.3f}, {stable_part}; shortfall "
+            f"{labelled.shortfall:.3f} > allowed {labelled.allowed:.3f}"
         )
     if canary.requests < spec.min_requests:
         breaches.append(
@@ -187,7 +358,10 @@ def judge(percent: int, canary: TrackMetrics, stable: TrackMetrics, spec: Canary
         stable_error_rate=stable_rate,
         canary_p99_seconds=canary_p99,
         stable_p99_seconds=stable_p99,
-        psi=shift,
+        canary_scores=int(canary_counts.sum()),
+        stable_scores=int(stable_counts.sum()),
+        scores=checks,
+        labels=labelled,
         breaches=breaches,
     )
 
@@ -200,37 +374,38 @@ def run_canary(
     backend: CanaryBackend,
     version: ModelVersion,
     spec: CanarySpec,
+    expected: ScoreExpectation,
     progress_file: Path | None = None,
     done: int = 0,
     total: int | None = None,
 ) -> list[StepResult]:
-    """Run the progression; on a breach (or any failure) roll back and raise.
+    """Run the progression; raise GateFailed at the first breach.
 
     Progress counts one unit per step after `done` of `total` (the deploy step's phases).
-    The canary is left running at 100 %: promoting it is the caller's next move.
+    The canary is left running at 100 %: promoting it, or on a failure rolling it back
+    (steps/deploy/promotion.py), is the caller's next move.
     """
     total = total if total is not None else done + len(spec.steps)
     results: list[StepResult] = []
-    try:
-        backend.start_canary(version)
-        start = _read(backend.scrape(), version.name)
-        previous = start
-        for number, percent in enumerate(spec.steps, start=1):
-            backend.route(percent)
-            backend.hold(spec.hold_seconds)
-            now = _read(backend.scrape(), version.name)
-            result = judge(percent, now[1].since(previous[1]), now[0].since(start[0]), spec)
-            results.append(result)
-            report_progress(progress_file, done + number, total)
-            if result.breaches:
-                raise GateFailed(
-                    f"canary {version.digest[:12]} rolled back at step {number}/"
-                    f"{len(spec.steps)} ({percent}% of traffic): " + "; ".join(result.breaches)
-                )
-            previous = now
-    except BaseException:
-        backend.rollback()
-        raise
+    backend.start_canary(version)
+    start = _read(backend.scrape(), version.name)
+    previous = start
+    for number, percent in enumerate(spec.steps, start=1):
+        backend.route(percent)
+        backend.hold(spec.hold_seconds)
+        now = _read(backend.scrape(), version.name)
+        result = judge(
+            percent, now[1].since(previous[1]), now[0].since(start[0]), spec, expected,
+            canary_total=now[1].since(start[1]), outcomes=backend.outcomes(),
+        )  # fmt: skip
+        results.append(result)
+        report_progress(progress_file, done + number, total)
+        if result.breaches:
+            raise GateFailed(
+                f"canary {version.digest[:12]} rolled back at step {number}/"
+                f"{len(spec.steps)} ({percent}% of traffic): " + "; ".join(result.breaches)
+            )
+        previous = now
     return results
 
 

@@ -24,7 +24,7 @@ import httpx
 
 from steps.core.errors import BadInput, ClusterError
 from steps.core.specs import KubeServingSpec
-from steps.deploy.backend import CanaryBackend, ModelVersion, Scrape
+from steps.deploy.backend import CanaryBackend, ModelVersion, Outcomes, Scrape
 from steps.deploy.manifests import (
     DEPLOYMENT,
     ENDPOINT_SLICE,
@@ -38,6 +38,8 @@ from steps.deploy.manifests import (
     Track,
     http_route,
     object_name,
+    restore_plan,
+    served_digest,
     service_url,
     track_manifests,
 )
@@ -84,6 +86,10 @@ class KubeBackend:
     def scrape(self) -> Scrape:
         return Scrape(stable=self._texts(Track.STABLE), canary=self._texts(Track.CANARY))
 
+    def outcomes(self) -> Outcomes | None:
+        """No label feed on the cluster yet: the canary judges scores, errors and latency."""
+        return None
+
     def promote(self, version: ModelVersion) -> str:
         """Roll stable to `version` (no fewer ready pods than wanted at any time), send it
         all traffic, then remove the canary."""
@@ -92,13 +98,24 @@ class KubeBackend:
         self._remove_canary()
         return service_url(self.spec, self.model_name, Track.STABLE)
 
-    def rollback(self) -> None:
-        """Route away from the canary, then remove it even if the route change failed: a
-        canary being rolled back must not keep serving."""
+    def restore(self, digest: str | None) -> None:
+        """Apply `restore_plan`: stable on `digest` (waiting for its rollout, none if it
+        serves it already), the route all to stable, then the canary deleted, even if the
+        route change failed: a canary being rolled back must not keep serving."""
+        plan = restore_plan(self.spec, self.model_name, digest)
         try:
-            self._apply_route(None)
+            for manifest in plan.apply:
+                self._apply(manifest)
+            if plan.apply:
+                self._wait_for_track(Track.STABLE, digest or "")
+                self._wait_for_route(object_name(self.model_name))
         finally:
-            self._remove_canary()
+            for kind, name in plan.delete:
+                self._delete(kind, name)
+
+    def served(self) -> str | None:
+        deployment = self._find(DEPLOYMENT, object_name(self.model_name, Track.STABLE))
+        return served_digest(deployment) if deployment is not None else None
 
     # --- thin calls ---------------------------------------------------------------------------
 
@@ -117,12 +134,23 @@ class KubeBackend:
             return result
 
     def _get(self, kind: Kind, name: str) -> dict[str, Any]:
+        found = self._find(kind, name)
+        if found is None:
+            raise ClusterError(f"{kind.kind} {self.spec.namespace}/{name} does not exist")
+        return found
+
+    def _find(self, kind: Kind, name: str) -> dict[str, Any] | None:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
         with _calls(f"reading {kind.kind} {self.spec.namespace}/{name}"):
-            found = self._client.get(
-                self._resource(kind.api_version, kind.kind),
-                name=name,
-                namespace=self.spec.namespace,
-            )
+            try:
+                found = self._client.get(
+                    self._resource(kind.api_version, kind.kind),
+                    name=name,
+                    namespace=self.spec.namespace,
+                )
+            except NotFoundError:
+                return None
             result: dict[str, Any] = found.to_dict()
             return result
 
@@ -140,16 +168,21 @@ class KubeBackend:
     def _apply_track(self, model: ServedModel, track: Track) -> None:
         for manifest in track_manifests(self.spec, model, track):
             self._apply(manifest)
+        self._wait_for_track(track, model.digest)
+
+    def _wait_for_track(self, track: Track, digest: str) -> None:
         name = object_name(self.model_name, track)
         _wait(
             lambda: rollout_complete(self._get(DEPLOYMENT, name)),
             self.spec.ready_timeout_seconds,
-            f"Deployment {self.spec.namespace}/{name} (model {model.digest[:12]}) not ready",
+            f"Deployment {self.spec.namespace}/{name} (model {digest[:12]}) not ready",
         )
 
     def _apply_route(self, canary_percent: int | None) -> None:
         applied = self._apply(http_route(self.spec, self.model_name, canary_percent))
-        name = applied["metadata"]["name"]
+        self._wait_for_route(applied["metadata"]["name"])
+
+    def _wait_for_route(self, name: str) -> None:
         _wait(
             lambda: route_accepted(self._get(HTTP_ROUTE, name)),
             ROUTE_TIMEOUT_SECONDS,
@@ -158,18 +191,20 @@ class KubeBackend:
         )
 
     def _remove_canary(self) -> None:
-        from kubernetes.dynamic.exceptions import NotFoundError
-
         name = object_name(self.model_name, Track.CANARY)
         for kind in reversed(TRACK_KINDS):
-            # Never came up, or already gone: rollback works from any state.
-            doing = f"deleting {kind.kind} {self.spec.namespace}/{name}"
-            with _calls(doing), suppress(NotFoundError):
-                self._client.delete(
-                    self._resource(kind.api_version, kind.kind),
-                    name=name,
-                    namespace=self.spec.namespace,
-                )
+            self._delete(kind, name)
+
+    def _delete(self, kind: Kind, name: str) -> None:
+        """Delete one object; one that never came up or is already gone is fine."""
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        with _calls(f"deleting {kind.kind} {self.spec.namespace}/{name}"), suppress(NotFoundError):
+            self._client.delete(
+                self._resource(kind.api_version, kind.kind),
+                name=name,
+                namespace=self.spec.namespace,
+            )
 
     def _texts(self, track: Track) -> list[str]:
         if self.spec.prometheus_url is not None:

@@ -7,7 +7,10 @@ serves are copied to `<state_dir>/models/<digest>/`, because the step's workspac
 embedded S3 server of a run are both gone once the run ends. Promote hot-loads the new
 version into it through the repository extension, so clients of stable never see a gap.
 
-The canary is a child server on a free port that lives only during the deploy step. There is
+The canary is a child server on a free port that lives only during the deploy step; its pid is
+recorded in `<state_dir>/canary-<model>.json`, so a repair stops a canary whose deploy step
+was killed (steps/deploy/promotion.py). Restoring a version hot-loads it back from its local
+copy, or from the registry (verified) when stable.json names it. There is
 no router process: `hold()` itself is the traffic, test rows sent as OIP requests to one
 server or the other in the proportion of the current split, exactly as a weighted route
 would spread them. Rows are encoded with *stable's* feature schema: clients speak the
@@ -33,13 +36,13 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ValidationError
 
 from steps.core.errors import BadInput, GateFailed, StorageError
-from steps.core.model_registry import StableVersion
+from steps.core.model_registry import read_verified
 from steps.core.names import Artifact, ModelFile
-from steps.core.processes import is_alive, terminate
+from steps.core.processes import is_alive, process_arguments, terminate
 from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore
 from steps.data.features import encode, load_schema
-from steps.deploy.backend import ModelVersion, Scrape
+from steps.deploy.backend import ModelVersion, Outcomes, Scrape
 
 STATE_FILE = "server.json"
 STOP_TIMEOUT_SECONDS = 10.0
@@ -198,14 +201,19 @@ def start_detached(command: list[str], state_dir: Path, host: str, port: int) ->
             start_new_session=True,
         )
     state = ServerState(pid=process.pid, host=host, port=port, log=str(log))
-    path = state_dir / STATE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
-    tmp.replace(path)
+    _write_atomically(state_dir / STATE_FILE, state.model_dump_json(indent=2))
     return state
 
 
 # --- the backend ---------------------------------------------------------------------------
+
+
+class CanaryState(BaseModel):
+    """The canary server of a deploy in progress, as `<state_dir>/canary-<model>.json` records
+    it, so a repair can stop a canary whose deploy step was killed."""
+
+    pid: int
+    digest: str
 
 
 class LocalBackend:
@@ -217,18 +225,24 @@ class LocalBackend:
         self,
         spec: DeploySpec,
         store: ArtifactStore,
-        stable: StableVersion | None,
-        traffic: pd.DataFrame,
+        model_name: str,
+        traffic: pd.DataFrame | None = None,
+        labels: NDArray[np.int8] | None = None,
         canary_args: Sequence[str] = (),
     ) -> None:
-        """`traffic`: test rows (raw columns) to send in `hold()`; `canary_args`: extra
-        `python -m serving` options for the canary only (a server setting under test)."""
+        """`traffic`: test rows (raw columns) to send in `hold()`, needed for a canary only,
+        and their `labels` (the analysis then holds each track's AUC to its evaluation);
+        `canary_args`: extra `python -m serving` options for the canary only (a server
+        setting under test)."""
         self._spec = spec
         self._store = store
-        self._stable = stable
+        self._name = model_name
         self._traffic = traffic
+        self._labels = labels
         self._canary_args = list(canary_args)
         self._state_dir = Path(spec.state_dir).expanduser()
+        self._stable: str | None = None
+        """The digest stable serves, once `restore` or `promote` made sure of it."""
         self._server: ServerState | None = None
         self._rows: NDArray[np.float32] | None = None
         self._input_name = ""
@@ -240,41 +254,53 @@ class LocalBackend:
         self._cursors = {True: 0, False: 0}
         """Per track (to canary?), the next test row: each track cycles through the whole
         split, so two models that score alike show alike histograms."""
+        self._scored: dict[bool, list[tuple[NDArray[np.float64], NDArray[np.intp]]]] = {
+            True: [],
+            False: [],
+        }
+        """Per track, each answered request's scores and the test rows they belong to."""
 
     # The stable track -----------------------------------------------------------------
 
-    def ensure_stable(self) -> str:
-        """The stable server's base URL, started or (re)loaded with the registry's stable
-        version if it is not serving it already."""
-        if self._stable is None:
-            raise BadInput("no stable version in the registry: nothing to serve as stable")
-        files = self._install(self._stable.digest, self._stable_files())
-        base_url = self._serve_as_stable(self._stable.model_name, self._stable.digest, files)
-        schema = load_schema(files[1])
-        self._rows = encode(self._traffic, schema)
-        if len(self._rows) == 0:
-            raise BadInput("no test rows to send as canary traffic")
-        with _client() as client:
-            metadata = ok_json(client.get(f"{base_url}/v2/models/{self._stable.model_name}"))
-        self._input_name = str(metadata["inputs"][0]["name"])
-        return base_url
+    def restore(self, digest: str | None) -> None:
+        self._percent = 0
+        self._stop_canary()
+        self._stop_recorded_canary()
+        if digest is None:
+            self._unserve()
+        else:
+            self._serve_as_stable(digest, self._files(digest))
+        self._stable = digest
 
-    def _stable_files(self) -> tuple[Path, Path]:
-        assert self._stable is not None
-        folder = self._state_dir / "models" / self._stable.digest
+    def served(self) -> str | None:
+        server = read_server(self._state_dir)
+        if server is None:
+            return None
+        with _client(timeout=5.0) as client:
+            try:
+                answer = client.get(f"{server.base_url}/v2/models/{self._name}")
+            except httpx.TransportError:
+                return None
+        if answer.status_code != 200:
+            return None
+        versions = answer.json().get("versions") or [None]
+        return str(versions[0]) if versions[0] else None
+
+    def _files(self, digest: str) -> tuple[Path, Path]:
+        """The version's files in the local copy, else fetched from the registry, which can
+        only give (verified) the version stable.json names."""
+        folder = self._state_dir / "models" / digest
         onnx, schema = folder / Artifact.ONNX.filename, folder / ModelFile.FEATURE_SCHEMA.value
-        if not (onnx.is_file() and schema.is_file()):
-            with tempfile.TemporaryDirectory() as tmp:
-                fetched = Path(tmp) / onnx.name
-                digest = self._store.download_file(self._stable.key(onnx.name), fetched)
-                if digest != self._stable.digest:
-                    raise StorageError(
-                        f"registry model {self._stable.key(onnx.name)} has sha256 {digest}, "
-                        f"stable.json says {self._stable.digest}"
-                    )
-                self._store.download_file(self._stable.key(schema.name), Path(tmp) / schema.name)
-                return self._install(self._stable.digest, (fetched, Path(tmp) / schema.name))
-        return onnx, schema
+        if onnx.is_file() and schema.is_file():
+            return onnx, schema
+        with tempfile.TemporaryDirectory() as tmp:
+            verified = read_verified(self._store, self._name, Path(tmp))
+            if verified is None or verified.version.digest != digest:
+                raise StorageError(
+                    f"no copy of {self._name} {digest[:12]} in {folder}, and the registry's "
+                    f"stable version is {verified.version.digest[:12] if verified else 'none'}"
+                )
+            return self._install(digest, (verified.onnx, verified.schema))
 
     def _install(self, digest: str, files: tuple[Path, Path]) -> tuple[Path, Path]:
         """Copy a version's files where the stable server can (re)load them any time."""
@@ -288,32 +314,58 @@ class LocalBackend:
                 tmp.replace(target)
         return targets
 
-    def _serve_as_stable(self, name: str, digest: str, files: tuple[Path, Path]) -> str:
+    def _serve_as_stable(self, digest: str, files: tuple[Path, Path]) -> str:
+        """Start the stable server with this version, or hot-load it into the running one
+        (in-flight requests finish on the version they started with)."""
         self._state_dir.mkdir(parents=True, exist_ok=True)
         server = read_server(self._state_dir)
         if server is None:
             port = self._spec.port or free_port(self._spec.host)
-            command = serve_command(*files, name, digest, self._spec.host, port)
+            command = serve_command(*files, self._name, digest, self._spec.host, port)
             server = start_detached(command, self._state_dir, self._spec.host, port)
             self._server = server
             self._wait_for_stable(server)
             return server.base_url
         self._server = server
         with _client() as client:
-            answer = client.get(f"{server.base_url}/v2/models/{name}")
+            answer = client.get(f"{server.base_url}/v2/models/{self._name}")
             if answer.status_code == 200 and answer.json().get("versions") == [digest]:
                 return server.base_url
             loaded = client.post(
-                f"{server.base_url}/v2/repository/models/{name}/load",
+                f"{server.base_url}/v2/repository/models/{self._name}/load",
                 json={"parameters": {"model": str(files[0]), "schema": str(files[1]),
                                      "digest": digest}},
             )  # fmt: skip
         if loaded.status_code != 200 or loaded.json().get("digest") != digest:
             raise GateFailed(
-                f"stable server at {server.base_url} did not load {name} {digest}: "
+                f"stable server at {server.base_url} did not load {self._name} {digest}: "
                 f"{loaded.status_code} {loaded.text[:500]}"
             )
         return server.base_url
+
+    def _unserve(self) -> None:
+        """The stable server stops serving this model: stopped if it serves nothing else."""
+        server = read_server(self._state_dir)
+        if server is None:
+            return
+        with _client() as client:
+            index = client.post(f"{server.base_url}/v2/repository/index", json={})
+            if index.status_code != 200:
+                raise GateFailed(
+                    f"stable server at {server.base_url}: index answered {index.status_code}"
+                )
+            names = [str(model["name"]) for model in index.json()]
+            if self._name not in names:
+                return
+            if names == [self._name]:
+                stop_server(self._state_dir)
+                return
+            unloaded = client.post(f"{server.base_url}/v2/repository/models/{self._name}/unload")
+        if unloaded.status_code != 200:
+            raise GateFailed(
+                f"stable server at {server.base_url} serves {', '.join(names)}; unloading "
+                f"{self._name} answered {unloaded.status_code} {unloaded.text[:300]}"
+            )
 
     def _wait_for_stable(self, server: ServerState) -> None:
         deadline = time.monotonic() + self._spec.startup_timeout_seconds
@@ -336,7 +388,16 @@ class LocalBackend:
     # CanaryBackend ----------------------------------------------------------------------
 
     def start_canary(self, version: ModelVersion) -> None:
-        self.ensure_stable()
+        if self._stable is None or self._server is None:
+            raise BadInput("no stable version serving: restore() it before a canary")
+        # Rows are encoded with stable's schema: clients speak the contract serving now.
+        if self._traffic is None or self._traffic.empty:
+            raise BadInput("no test rows to send as canary traffic")
+        self._rows = encode(self._traffic, load_schema(self._files(self._stable)[1]))
+        self._scored = {True: [], False: []}
+        with _client() as client:
+            metadata = ok_json(client.get(f"{self._server.base_url}/v2/models/{self._name}"))
+        self._input_name = str(metadata["inputs"][0]["name"])
         port = free_port(self._spec.host)
         self._canary_url = f"http://{self._spec.host}:{port}"
         command = serve_command(
@@ -350,6 +411,8 @@ class LocalBackend:
             stdout=subprocess.DEVNULL,
             stderr=self._canary_stderr,
         )
+        record = CanaryState(pid=self._canary.pid, digest=version.digest)
+        _write_atomically(self._canary_file, record.model_dump_json())
         wait_until_ready(
             self._canary,
             self._canary_url,
@@ -363,8 +426,8 @@ class LocalBackend:
     def hold(self, seconds: float) -> None:
         """Send traffic for `seconds`, and on until the canary got `min_requests` of it: the
         traffic is ours to make, so a busy machine must not starve the verdict of evidence."""
-        assert self._rows is not None and self._stable is not None and self._server is not None
-        path = f"/v2/models/{self._stable.model_name}/infer"
+        assert self._rows is not None and self._server is not None
+        path = f"/v2/models/{self._name}/infer"
         deadline = time.monotonic() + seconds
         wanted = self._spec.canary.min_requests if self._percent > 0 else 0
         to_canary_count = 0
@@ -376,10 +439,11 @@ class LocalBackend:
                     self._sent * self._percent // 100
                 )
                 base_url = self._canary_url if to_canary else self._server.base_url
+                indices, request = self._request(to_canary)
                 try:
-                    client.post(
+                    response = client.post(
                         base_url + path,
-                        content=self._request(to_canary),
+                        content=request,
                         headers={"content-type": "application/json"},
                     )
                 except httpx.TransportError as error:
@@ -387,18 +451,40 @@ class LocalBackend:
                     raise GateFailed(
                         f"{track} server at {base_url} stopped answering: {error}"
                     ) from None
+                if response.status_code == 200:
+                    scores = np.asarray(response.json()["outputs"][0]["data"], dtype=np.float64)
+                    self._scored[to_canary].append((scores, indices))
                 self._sent += 1
                 to_canary_count += to_canary
 
-    def _request(self, to_canary: bool) -> bytes:
+    def _request(self, to_canary: bool) -> tuple[NDArray[np.intp], bytes]:
+        """The next rows of the track (their test-split indices) and the request body."""
         assert self._rows is not None
         start = self._cursors[to_canary]
         self._cursors[to_canary] = (start + ROWS_PER_REQUEST) % len(self._rows)
-        rows = np.take(self._rows, range(start, start + ROWS_PER_REQUEST), axis=0, mode="wrap")
+        indices = np.arange(start, start + ROWS_PER_REQUEST) % len(self._rows)
+        rows = self._rows[indices]
         tensor = {"name": self._input_name, "datatype": "FP32", "shape": list(rows.shape)}
-        return orjson.dumps(
+        body = orjson.dumps(
             {"inputs": [{**tensor, "data": rows}]}, option=orjson.OPT_SERIALIZE_NUMPY
         )
+        return indices, body
+
+    def outcomes(self) -> Outcomes | None:
+        """Labels arrive here with the traffic: the test split's own."""
+        if self._labels is None:
+            return None
+        labels = self._labels
+
+        def track(to_canary: bool) -> tuple[NDArray[np.float64], NDArray[np.int8]]:
+            scored = self._scored[to_canary]
+            if not scored:
+                return np.empty(0), np.empty(0, dtype=np.int8)
+            scores = np.concatenate([s for s, _ in scored])
+            return scores, labels[np.concatenate([i for _, i in scored])]
+
+        (canary_scores, canary_labels), (stable_scores, stable_labels) = track(True), track(False)
+        return Outcomes(canary_scores, canary_labels, stable_scores, stable_labels)
 
     def scrape(self) -> Scrape:
         assert self._server is not None
@@ -409,21 +495,36 @@ class LocalBackend:
 
     def promote(self, version: ModelVersion) -> str:
         files = self._install(version.digest, (version.onnx, version.schema))
-        base_url = self._serve_as_stable(version.name, version.digest, files)
+        base_url = self._serve_as_stable(version.digest, files)
+        self._stable = version.digest
         self._stop_canary()
         return base_url
 
-    def rollback(self) -> None:
-        self._percent = 0
-        self._stop_canary()
+    @property
+    def _canary_file(self) -> Path:
+        return self._state_dir / f"canary-{self._name}.json"
 
     def _stop_canary(self) -> None:
         if self._canary is not None:
             stop(self._canary)
             self._canary = None
+            self._canary_file.unlink(missing_ok=True)
         if self._canary_stderr is not None:
             self._canary_stderr.close()
             self._canary_stderr = None
+
+    def _stop_recorded_canary(self) -> None:
+        """Stop the canary a killed deploy step left running (its record names it)."""
+        try:
+            record = CanaryState.model_validate_json(self._canary_file.read_text())
+        except FileNotFoundError:
+            return
+        except ValidationError as error:
+            raise BadInput(f"unreadable canary state file {self._canary_file}: {error}") from None
+        # The pid may have been reused since: only a server started for this digest is ours.
+        if record.digest in process_arguments(record.pid):
+            terminate(record.pid, STOP_TIMEOUT_SECONDS)
+        self._canary_file.unlink(missing_ok=True)
 
 
 def _client(timeout: float = REQUEST_TIMEOUT_SECONDS) -> httpx.Client:
@@ -439,6 +540,12 @@ def _metrics(client: httpx.Client, base_url: str, track: str) -> str:
     if response.status_code != 200:
         raise GateFailed(f"{track} server at {base_url}: /metrics answered {response.status_code}")
     return response.text
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def ok_json(response: httpx.Response, what: str = "") -> dict[str, Any]:

@@ -337,6 +337,36 @@ def http_route(
     }
 
 
+@dataclass(frozen=True)
+class RestorePlan:
+    """What puts a model's serving back on one registry version (steps/deploy/promotion.py):
+    objects to apply, in order, then objects to delete (kind, name)."""
+
+    apply: list[dict[str, Any]]
+    delete: list[tuple[Kind, str]]
+
+
+def restore_plan(spec: KubeServingSpec, model_name: str, digest: str | None) -> RestorePlan:
+    """Stable on `digest` with all traffic and no canary; `digest` None: nothing of the
+    model served (a first deploy that never committed). Applying an unchanged stable track
+    starts no rollout, so restoring the version already serving costs no pod."""
+    canary = [(kind, object_name(model_name, Track.CANARY)) for kind in reversed(TRACK_KINDS)]
+    if digest is None:
+        stable = [(kind, object_name(model_name, Track.STABLE)) for kind in reversed(TRACK_KINDS)]
+        return RestorePlan([], [(HTTP_ROUTE, object_name(model_name)), *canary, *stable])
+    served = ServedModel.in_registry(spec.bucket, model_name, digest)
+    return RestorePlan(
+        [*track_manifests(spec, served, Track.STABLE), http_route(spec, model_name, None)], canary
+    )
+
+
+def served_digest(deployment: Mapping[str, Any]) -> str | None:
+    """The model digest a track's Deployment runs, from its pod template."""
+    template = deployment.get("spec", {}).get("template", {})
+    digest = (template.get("metadata", {}).get("annotations") or {}).get(DIGEST_ANNOTATION)
+    return str(digest) if digest else None
+
+
 def deploy_rules(spec: KubeServingSpec) -> list[dict[str, Any]]:
     """What the kubernetes backend calls, and nothing more. Server-side apply is a PATCH that
     creates a missing object, which the API server authorizes as `create`."""
@@ -345,8 +375,9 @@ def deploy_rules(spec: KubeServingSpec) -> list[dict[str, Any]]:
         rule(DEPLOYMENT.group, [DEPLOYMENT.plural], ["get", "create", "patch", "delete"]),
         rule(SERVICE.group, [SERVICE.plural], ["create", "patch", "delete"]),
         rule(DISRUPTION_BUDGET.group, [DISRUPTION_BUDGET.plural], ["create", "patch", "delete"]),
-        # apply the split; read whether the Gateway accepted the route
-        rule(HTTP_ROUTE.group, [HTTP_ROUTE.plural], ["get", "create", "patch"]),
+        # apply the split; read whether the Gateway accepted the route; delete it when a
+        # first deploy is rolled back
+        rule(HTTP_ROUTE.group, [HTTP_ROUTE.plural], ["get", "create", "patch", "delete"]),
     ]
     if spec.prometheus_url is None:
         rules += [

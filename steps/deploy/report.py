@@ -41,15 +41,50 @@ def _steps(steps: Sequence[Mapping[str, Any]]) -> Markup:
             f"{step['canary_requests']} / {step['stable_requests']}",
             f"{_percent(step['canary_error_rate'])} / {_percent(step['stable_error_rate'])}",
             f"{_ms(step['canary_p99_seconds'])} / {_ms(step['stable_p99_seconds'])}",
-            "-" if step["psi"] is None else f"{step['psi']:.3f}",
+            _scores(step),
+            _labels(step["labels"]),
             "; ".join(step["breaches"]) or "pass",
         ]
         for step in steps
     ]
     return table(
-        ["traffic", "requests", "error rate", "p99 latency", "score PSI", "verdict"],
+        [
+            "traffic",
+            "requests (canary / stable)",
+            "error rate",
+            "p99 latency",
+            "score PSI: live, evaluated, allowed",
+            "labelled AUC: canary, stable (live / evaluated)",
+            "verdict",
+        ],
         rows,
         ["fail" if step["breaches"] else "pass" for step in steps],
+    )
+
+
+def _scores(step: Mapping[str, Any]) -> str:
+    """Each score check of the step (steps/deploy/canary.py ScoreCheck) on one line."""
+    checks = [
+        f"{check['name']}: {check['psi']:.3f}, {check['expected']:.3f}, "
+        f"{check['low']:.3f}..{check['high']:.3f}"
+        for check in step["scores"]
+    ]
+    counted = f"({step['canary_scores']} / {step['stable_scores']} scores)"
+    return "; ".join(checks) + f" {counted}" if checks else "-"
+
+
+def _labels(check: Mapping[str, Any] | None) -> str:
+    """The step's label check (steps/deploy/canary.py LabelCheck), or why there is none."""
+    if check is None:
+        return "-"
+    stable = (
+        "-"
+        if check["stable_auc"] is None
+        else f"{check['stable_auc']:.3f} / {check['stable_evaluated_auc']:.3f}"
+    )
+    return (
+        f"{check['canary_auc']:.3f} / {check['evaluated_auc']:.3f} ({check['canary_rows']} "
+        f"rows), {stable}; shortfall {check['shortfall']:.3f}, allowed {check['allowed']:.3f}"
     )
 
 

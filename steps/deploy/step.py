@@ -3,15 +3,17 @@ model serves already, and move the registry only after it proved itself.
 
 The chain of custody ends here. The provenance gate comes first: the ONNX file must hash to
 the digest evaluate vouched for, and the provenance chain that produced that digest must
-verify, or nothing is deployed. A smoke test then serves the model on loopback and holds
-its answers over HTTP against onnxruntime in this process. With no stable model yet, it is
-promoted at once; otherwise it goes through the canary progression (steps/deploy/canary.py) on a
-backend (steps/deploy/local.py here) and a breach rolls it back with the registry untouched.
-The registry's `stable.json` pointer is written last: until it moves, the previous model
-stays current.
+verify, or nothing is deployed. A promotion a previous deploy left half done is repaired
+next, and the stable model is read verified (steps/core/model_registry.py). A smoke test then
+serves the model on loopback and holds its answers over HTTP against onnxruntime in this
+process. The promotion itself is a transaction (steps/deploy/promotion.py): an intent record,
+the canary progression (steps/deploy/canary.py; skipped for the first model), the switch of
+the stable track, then `stable.json`, on a backend (steps/deploy/local.py here, or
+steps/deploy/kube.py); any failure puts traffic back on the version `stable.json` names.
 """
 
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,32 +21,33 @@ from typing import Any
 import httpx
 import numpy as np
 import orjson
-import pandas as pd
 from numpy.typing import NDArray
+from pydantic import ValidationError
 
 from steps.core.errors import BadInput, GateFailed
 from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import (
     RECORD_FILE,
-    StableVersion,
     check_model_name,
-    read_stable,
+    read_verified,
     stable_key,
     version_key,
 )
-from steps.core.names import Artifact, ModelFile, Param
+from steps.core.names import Artifact, Env, ModelFile, Param
 from steps.core.outputs import report_progress
 from steps.core.registry import DATASET_URI, MODEL_NAME, ONNX_DIGEST
 from steps.core.specs import DeploySpec
 from steps.core.store import ArtifactStore, file_sha256
-from steps.data.dataset import Split, load_split
+from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import FeatureSchema, encode, load_schema
-from steps.deploy.backend import CanaryBackend, ModelVersion
+from steps.deploy.backend import CanaryBackend, ModelVersion, backend_for
 from steps.deploy.canary import StepResult, run_canary
-from steps.deploy.local import LocalBackend, free_port, local_server, ok_json, serve_command
+from steps.deploy.local import free_port, local_server, ok_json, serve_command
+from steps.deploy.promotion import Phase, PhaseHook, new_intent, promotion, repair_leftover
 from steps.deploy.report import rollout_html
+from steps.evaluate.expectation import ScoreExpectation
 from steps.provenance.chain import Chain, verify_chain
-from steps.quantize.step import open_session, predict_proba
+from steps.quantize.session import open_session, predict_proba
 
 SMOKE_TOLERANCE = 1e-6
 """Max |served - local| probability: the server runs the same graph on the same float32
@@ -85,9 +88,15 @@ def deploy(
     spec: DeploySpec,
     progress_file: Path | None = None,
     backend: CanaryBackend | None = None,
+    on_phase: PhaseHook | None = None,
+    workflow: str | None = None,
+    expected: ScoreExpectation | None = None,
 ) -> Rollout:
-    """Gate, smoke-test, canary (when a stable model exists), promote, register; the first
-    failure stops it all. `backend` defaults to the one the spec configures."""
+    """Gate, smoke-test, then promote as a transaction (steps/deploy/promotion.py): canary
+    (when a stable model exists), switch, commit; the first failure stops it all and rolls
+    traffic back to what stable.json names. `backend` defaults to the one the spec
+    configures; `on_phase` is called at each boundary of the promotion; `expected` is what
+    evaluate measured of the candidate and the champion (needed for a canary)."""
     check_model_name(model_name)
     verify_digest(onnx, onnx_digest)
     chain = verify_chain(store, digest=onnx_digest)
@@ -96,61 +105,54 @@ def deploy(
     booster = model_dir / ModelFile.BOOSTER
     if not booster.is_file():
         raise BadInput(f"model bundle {model_dir} has no {ModelFile.BOOSTER.value}")
-    stable = read_stable(store, model_name)
-    with_canary = stable is not None and stable.digest != onnx_digest
-    total = PHASES + (len(spec.canary.steps) if with_canary else 0)
-    report_progress(progress_file, 1, total)
-
     test = load_split(store, dataset_uri, Split.TEST)
     if test.empty:
         raise BadInput(f"dataset {dataset_uri}: the test split has no rows to smoke-test with")
+    labels = test[read_manifest(store, dataset_uri).label].to_numpy(np.int8)
+    backend = backend or backend_for(spec, store, model_name, test, labels)
+    repair_leftover(store, backend, model_name)
+    with tempfile.TemporaryDirectory(prefix="mlpipe-deploy-") as tmp:
+        stable = read_verified(store, model_name, Path(tmp))
+    previous = stable.version.digest if stable is not None else None
+    with_canary = previous is not None and previous != onnx_digest
+    if with_canary:
+        expected = expectation_for(expected, previous)
+    total = PHASES + (len(spec.canary.steps) if with_canary else 0)
+    report_progress(progress_file, 1, total)
+
     rows = encode(test.head(spec.smoke_rows), schema)
     max_abs_diff = smoke_test_local(onnx, onnx_digest, schema_path, schema, model_name, rows, spec)
     report_progress(progress_file, 2, total)
 
     version = stage(store, model_name, onnx, onnx_digest, schema_path)
-    backend = backend or backend_for(spec, store, stable, test, model_name)
-    steps: list[StepResult] = []
-    if with_canary:
-        steps = run_canary(backend, version, spec.canary, progress_file, done=2, total=total)
-    try:
-        base_url = backend.promote(version)
-    except BaseException:
-        backend.rollback()
-        raise
-    rollout = Rollout(
-        model_name=model_name,
-        digest=onnx_digest,
-        backend=backend.kind,
-        endpoint=f"{base_url}/v2/models/{model_name}",
-        smoke_rows=len(rows),
-        max_abs_diff=max_abs_diff,
-        version_key=version_key(model_name, onnx_digest),
-        stable_key=stable_key(model_name),
-        deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        previous_digest=stable.digest if stable is not None else None,
-        canary=[asdict(step) for step in steps],
-        provenance=provenance_of(chain),
-    )
-    register(store, rollout, onnx, schema_path, booster, dataset_uri)
+    intent = new_intent(model_name, previous, onnx_digest, backend.kind, workflow)
+    with promotion(store, backend, intent, on_phase) as transaction:
+        steps: list[StepResult] = []
+        if with_canary:
+            assert expected is not None
+            steps = run_canary(
+                backend, version, spec.canary, expected, progress_file, done=2, total=total
+            )
+            transaction.reached(Phase.CANARY_PASSED)
+        rollout = Rollout(
+            model_name=model_name,
+            digest=onnx_digest,
+            backend=backend.kind,
+            endpoint="",
+            smoke_rows=len(rows),
+            max_abs_diff=max_abs_diff,
+            version_key=version_key(model_name, onnx_digest),
+            stable_key=stable_key(model_name),
+            deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            previous_digest=previous,
+            canary=[asdict(step) for step in steps],
+            provenance=provenance_of(chain),
+        )
+        write_record(store, rollout, booster, dataset_uri)
+        base_url = transaction.switch(version)
+        transaction.commit(rollout.deployed_at)
     report_progress(progress_file, total, total)
-    return rollout
-
-
-def backend_for(
-    spec: DeploySpec,
-    store: ArtifactStore,
-    stable: StableVersion | None,
-    test: pd.DataFrame,
-    model_name: str,
-) -> CanaryBackend:
-    """Kubernetes when the config has a `serving:` section for it, else local servers."""
-    if spec.kubernetes is not None:
-        # Imported here: the kubernetes client is only loaded where it is used.
-        from steps.deploy.kube import connect
-
-        return connect(spec.kubernetes, model_name)
-    return LocalBackend(spec, store, stable, test)
+    return replace(rollout, endpoint=f"{base_url}/v2/models/{model_name}")
 
 
 def verify_digest(onnx: Path, expected: str) -> None:
@@ -175,6 +177,30 @@ def evaluated_digest(evaluation: Path, onnx_digest: str) -> str:
             f"{onnx_digest}: refusing to deploy an artifact that was not evaluated"
         )
     return evaluated
+
+
+def expectation_for(expected: ScoreExpectation | None, stable: str | None) -> ScoreExpectation:
+    """The canary judges the candidate against the champion evaluate compared it with."""
+    if expected is None:
+        raise BadInput(
+            "a canary needs what evaluate measured of both models (evaluation.json "
+            "`expected_scores`): evaluate the model again with this version"
+        )
+    if expected.champion_digest != stable:
+        raise GateFailed(
+            f"evaluate compared the candidate with {expected.champion_digest or 'no champion'}, "
+            f"but stable is now {stable}: evaluate it again against the model serving now"
+        )
+    return expected
+
+
+def evaluated_scores(evaluation: Path) -> ScoreExpectation | None:
+    """The score expectation evaluate recorded in evaluation.json (None: not recorded)."""
+    try:
+        recorded = orjson.loads(evaluation.read_bytes()).get("expected_scores")
+        return None if recorded is None else ScoreExpectation.model_validate(recorded)
+    except (OSError, orjson.JSONDecodeError, AttributeError, ValidationError) as error:
+        raise BadInput(f"cannot read expected_scores from {evaluation}: {error}") from None
 
 
 def provenance_of(chain: Chain) -> list[dict[str, str]]:
@@ -293,17 +319,8 @@ def stage(
     )
 
 
-def register(
-    store: ArtifactStore,
-    rollout: Rollout,
-    onnx: Path,
-    schema_path: Path,
-    booster: Path,
-    dataset_uri: str,
-) -> None:
-    """Write the version folder, then move `stable.json` to it (last, so readers never see
-    a pointer to a half-written version)."""
-    stage(store, rollout.model_name, onnx, rollout.digest, schema_path)
+def write_record(store: ArtifactStore, rollout: Rollout, booster: Path, dataset_uri: str) -> None:
+    """The version's record.json, written before stable.json may point at the version."""
     store.put_json(
         f"{rollout.version_key}/{RECORD_FILE}",
         {
@@ -315,15 +332,6 @@ def register(
             "smoke": {"rows": rollout.smoke_rows, "max_abs_diff": rollout.max_abs_diff},
             "previous_digest": rollout.previous_digest,
             "canary_steps": len(rollout.canary),
-        },
-    )
-    store.put_json(
-        rollout.stable_key,
-        {
-            "model_name": rollout.model_name,
-            "digest": rollout.digest,
-            "version_key": rollout.version_key,
-            "deployed_at": rollout.deployed_at,
         },
     )
 
@@ -340,6 +348,8 @@ def run(ctx: StepContext) -> Outcome:
         model_name=model_name,
         spec=spec,
         progress_file=ctx.progress_file,
+        workflow=ctx.environ.get(Env.WORKFLOW_NAME.value),
+        expected=evaluated_scores(ctx.artifact(Artifact.EVALUATION)),
     )
     record = asdict(rollout)
     ctx.output(Artifact.ROLLOUT).write_text(

@@ -39,16 +39,25 @@ Counts = npt.NDArray[np.int64]
 
 
 def shares(counts: Counts) -> npt.NDArray[np.float64]:
-    total = counts.sum()
-    result: npt.NDArray[np.float64] = counts / total if total else np.zeros(len(counts))
+    """Each bucket's share of its row (the last axis); all zero for an empty row."""
+    total = counts.sum(axis=-1, keepdims=True)
+    result: npt.NDArray[np.float64] = np.divide(
+        counts, total, out=np.zeros(counts.shape), where=total > 0
+    )
     return result
 
 
 def psi(reference: Counts, current: Counts) -> float:
     """Population stability index of `current` against `reference` (same buckets)."""
+    return float(psi_rows(reference, current))
+
+
+def psi_rows(reference: Counts, current: Counts) -> npt.NDArray[np.float64]:
+    """PSI along the last axis, row against row (broadcast): many samples in one pass."""
     expected = np.maximum(shares(reference), PSI_FLOOR)
     actual = np.maximum(shares(current), PSI_FLOOR)
-    return float(np.sum((actual - expected) * np.log(actual / expected)))
+    result: npt.NDArray[np.float64] = np.sum((actual - expected) * np.log(actual / expected), -1)
+    return result
 
 
 def binned_ks(reference: Counts, current: Counts) -> float:

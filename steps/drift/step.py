@@ -32,7 +32,7 @@ from scipy import stats
 
 from steps.core.errors import BadInput
 from steps.core.harness import Outcome, StepContext
-from steps.core.model_registry import read_stable, stable_key
+from steps.core.model_registry import read_verified, stable_key
 from steps.core.names import Artifact, ModelFile, Param
 from steps.core.outputs import report_progress
 from steps.core.registry import MODEL_NAME, WINDOW_URI
@@ -166,9 +166,10 @@ def stable_model(
 ) -> tuple[StableModel, FeatureSchema, ReferenceProfile, Path] | str:
     """The stable model with its schema, profile and ONNX file (downloaded into `folder`),
     or why there is none to compare with."""
-    stable = read_stable(store, model_name)
-    if stable is None:
+    verified = read_verified(store, model_name, folder)
+    if verified is None:
         return f"{store.uri(stable_key(model_name))} does not exist"
+    stable = verified.version
     model = StableModel(
         name=model_name,
         digest=stable.digest,
@@ -180,12 +181,9 @@ def stable_model(
     profile_key = f"{model_prefix(model.model_digest)}/{ModelFile.REFERENCE_PROFILE.value}"
     if not store.exists(profile_key):
         return f"stable model {model.digest} has no reference profile at {profile_key}"
-    profile = parse_profile(store.get_bytes(profile_key), store.uri(profile_key))
-    schema_path = folder / ModelFile.FEATURE_SCHEMA.value
-    store.download_file(stable.key(ModelFile.FEATURE_SCHEMA.value), schema_path)
-    onnx = folder / Artifact.ONNX.filename
-    store.download_file(stable.key(Artifact.ONNX.filename), onnx)
-    return model, load_schema(schema_path), profile, onnx
+    profile_path = verified.fetch(store, profile_key, folder / ModelFile.REFERENCE_PROFILE.value)
+    profile = parse_profile(profile_path.read_bytes(), store.uri(profile_key))
+    return model, load_schema(verified.schema), profile, verified.onnx
 
 
 def check_columns(frame: pd.DataFrame, schema: FeatureSchema, spec: DataSpec, where: str) -> None:

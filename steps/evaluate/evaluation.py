@@ -1,11 +1,13 @@
 """`evaluation.json`: what the evaluate step measured and decided, as typed records.
 
 The report (steps/evaluate/report.py) renders exactly this record, so the HTML and the JSON
-never disagree; drift and deploy read only its top-level `metrics`.
+never disagree; drift reads only its top-level `metrics`, deploy its `onnx_digest` and
+`expected_scores`.
 """
 
 from steps.core.records import Record
 from steps.evaluate.behaviour import CheckResult
+from steps.evaluate.expectation import ScoreExpectation
 from steps.evaluate.gate import Comparison, Gate
 from steps.evaluate.metrics import Intervals, Metrics, ReliabilityBin
 from steps.evaluate.robustness import Perturbed
@@ -38,6 +40,8 @@ class Evaluation(Record):
     robustness: list[Perturbed]
     behaviour: list[CheckResult]
     champion: Comparison | None
+    expected_scores: ScoreExpectation
+    """What the canary should see of both models (steps/evaluate/expectation.py)."""
     gate: Gate
     report_uri: str
     """Where the HTML report is stored (named in the gate's failure message)."""

@@ -5,7 +5,8 @@ split, encoded with the bundle's feature schema. Metrics with confidence interva
 and per slice (steps/evaluate/slices.py, steps/evaluate/metrics.py), reliability diagrams,
 robustness under perturbed inputs (steps/evaluate/robustness.py), behavioural checks
 (steps/evaluate/behaviour.py), and, when the registry has a stable model, the same rows
-scored by that champion. The gate (steps/evaluate/gate.py) decides: the report is written
+scored by that champion; both models' score distributions are recorded for the canary
+(steps/evaluate/expectation.py). The gate (steps/evaluate/gate.py) decides: the report is written
 either way, then exit 1 on a fail.
 """
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from steps.core.errors import GateFailed
 from steps.core.harness import Outcome, Statement, StepContext
-from steps.core.model_registry import check_model_name, read_stable
+from steps.core.model_registry import check_model_name, read_verified
 from steps.core.names import Artifact, Env, ModelFile, Param
 from steps.core.registry import DATASET_URI, MODEL_NAME
 from steps.core.specs import EvaluateSpec, SliceGroup
@@ -30,6 +31,7 @@ from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import FeatureSchema, encode, load_schema
 from steps.evaluate.behaviour import run_checks
 from steps.evaluate.evaluation import Evaluation, SliceResult
+from steps.evaluate.expectation import expect
 from steps.evaluate.gate import SlicePair, compare, judge
 from steps.evaluate.metrics import Assessment, Settings, assess
 from steps.evaluate.report import render_report
@@ -73,14 +75,12 @@ class Champion:
 
 
 def read_champion(store: ArtifactStore, model_name: str) -> Champion | None:
-    stable = read_stable(store, model_name)
-    if stable is None:
-        return None
+    """The registry's stable model, verified against stable.json and its provenance."""
     with tempfile.TemporaryDirectory() as tmp:
-        schema_path = Path(tmp) / ModelFile.FEATURE_SCHEMA.value
-        store.download_file(stable.key(ModelFile.FEATURE_SCHEMA.value), schema_path)
-        schema = load_schema(schema_path)
-    return Champion(stable.digest, store.get_bytes(stable.key(Artifact.ONNX.filename)), schema)
+        stable = read_verified(store, model_name, Path(tmp))
+        if stable is None:
+            return None
+        return Champion(stable.version.digest, stable.onnx.read_bytes(), load_schema(stable.schema))
 
 
 def within(scored: Scored, rows: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
@@ -156,10 +156,15 @@ def evaluate_rows(
             pairs.append(SlicePair(piece.name, result.judged, assessment, their_assessment))
         progress(done, len(slices))
     comparison = None
+    expected = expect(ours.scores, overall.metrics.auc)
     if champion is not None and theirs is not None:
         their_overall = assess(labels, theirs.scores, theirs.order, settings, rng)
         overall_pair = SlicePair("overall", True, overall, their_overall)
         comparison = compare(champion.digest, overall_pair, pairs, spec.confidence)
+        expected = expect(
+            ours.scores, overall.metrics.auc, theirs.scores, their_overall.metrics.auc,
+            champion.digest,
+        )  # fmt: skip
     results.sort(key=_worst_first)
     worst = next((a for r, a in results if r.judged and a is not None), None)
     worst_name = next((r.name for r, a in results if r.judged and a is not None), None)
@@ -189,6 +194,7 @@ def evaluate_rows(
         robustness=robustness,
         behaviour=behaviour,
         champion=comparison,
+        expected_scores=expected,
         gate=gate,
         report_uri=report_uri,
     )

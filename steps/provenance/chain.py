@@ -131,6 +131,18 @@ def load_chain(
     return Chain(root=root, links=ordered, sources=sources)
 
 
+def producers(
+    store: ArtifactStore, digest: str, public_key: Ed25519PublicKey | None = None
+) -> list[Link]:
+    """The statements that made artifact `digest` (not those that copied it, like deploy's
+    copy into the registry), each checked against its content address; [] when none did."""
+    links = [
+        _read_link(store, key, public_key)
+        for key in _pointers(store, f"{SUBJECTS_PREFIX}/{digest}/")
+    ]
+    return [link for link in links if digest not in {d.digest for d in link.dependencies}]
+
+
 def _producer(digest: str, consumer: Link, candidates: list[Link]) -> Link | None:
     """The statement that made `digest`: not a copy, the consumer's run first, else latest."""
     originals = [c for c in candidates if digest not in {d.digest for d in c.dependencies}]

@@ -15,11 +15,11 @@ import pandas as pd
 import psutil
 import pytest
 
-from steps.core.names import Env
 from steps.core.store import ArtifactStore
 from steps.deploy.local import read_server, stop_server
 from tests.support.commands import mlpipe
 from tests.support.paths import ROOT
+from tests.support.s3 import external
 from workflows.s3server import EmbeddedS3
 
 FAST = ["--set", "train.rounds=15", "--set", "audit.min_rows=100"]
@@ -137,17 +137,6 @@ EXPECTED = (
     "rollout.json",
     "main.log",
 )
-
-
-def external(s3_env: dict[str, str]) -> list[str]:
-    return [
-        "--set",
-        "storage.mode=external",
-        "--set",
-        f"storage.endpoint={s3_env[Env.S3_ENDPOINT]}",
-        "--set",
-        f"storage.bucket={s3_env[Env.S3_BUCKET]}",
-    ]
 
 
 def test_a_failing_task_stops_the_run_and_names_its_log(

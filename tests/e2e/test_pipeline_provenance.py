@@ -19,7 +19,8 @@ import pytest
 
 from steps.core.store import ArtifactStore
 from steps.deploy.local import stop_server
-from tests.e2e.test_end_to_end import ROOT, external, mlpipe
+from tests.e2e.test_end_to_end import ROOT, mlpipe
+from tests.support.s3 import external
 
 RUN = ["--set", "train.rounds=10", "--set", "audit.min_rows=100",
        "--set", "provenance.code_version=test-chain"]  # fmt: skip

@@ -5,6 +5,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import boto3
+from botocore.config import Config
+from mypy_boto3_s3 import S3Client
 
 from steps.core.names import Env
 from steps.core.store import DEFAULT_REGION, ArtifactStore
@@ -27,17 +29,23 @@ def fresh_bucket(server: EmbeddedS3) -> Iterator[ArtifactStore]:
     )
     store.ensure_bucket()
     yield store
-    client = boto3.client(
+    client = plain_client(server)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=store.bucket, Key=item["Key"])
+    client.delete_bucket(Bucket=store.bucket)
+
+
+def plain_client(server: EmbeddedS3) -> S3Client:
+    """boto3 without the store, to look at and tamper with what the store wrote."""
+    return boto3.client(
         "s3",
         endpoint_url=server.endpoint,
         aws_access_key_id=server.access_key,
         aws_secret_access_key=server.secret_key,
         region_name=DEFAULT_REGION,
+        config=Config(s3={"addressing_style": "path"}),
     )
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=store.bucket):
-        for item in page.get("Contents", []):
-            client.delete_object(Bucket=store.bucket, Key=item["Key"])
-    client.delete_bucket(Bucket=store.bucket)
 
 
 def store_env(server: EmbeddedS3, store: ArtifactStore) -> dict[str, str]:
@@ -49,3 +57,15 @@ def store_env(server: EmbeddedS3, store: ArtifactStore) -> dict[str, str]:
         Env.ACCESS_KEY.value: server.access_key,
         Env.SECRET_KEY.value: server.secret_key,
     }
+
+
+def external(s3_env: dict[str, str]) -> list[str]:
+    """`mlpipe` settings for a run against the bucket `s3_env` names (not its own server)."""
+    return [
+        "--set",
+        "storage.mode=external",
+        "--set",
+        f"storage.endpoint={s3_env[Env.S3_ENDPOINT]}",
+        "--set",
+        f"storage.bucket={s3_env[Env.S3_BUCKET]}",
+    ]

@@ -2,8 +2,9 @@
 
 The pieces are the real ones, without the pipeline around them: the canonical dataset
 layout (tests/support/datasets.py), a real XGBoost model, the reference profile counted by
-steps/data/profile.py, the ONNX export of steps/quantize/step.py, and the registry entry written by
-steps/deploy/step.py's `register`, exactly the files the drift check reads after a real run.
+steps/data/profile.py, the ONNX export of steps/quantize/step.py with the provenance statement
+quantize writes, and the registry entry as steps/deploy/step.py writes it: exactly the files
+the registry reader verifies and the drift check reads after a real run.
 """
 
 import tempfile
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from steps.core.model_registry import stable_key, version_key
-from steps.core.names import ModelFile
+from steps.core.attestation import attest
+from steps.core.model_registry import stable_key, version_key, write_stable
+from steps.core.names import Env, ModelFile, Step
 from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import schema_from_manifest
 from steps.data.profile import assemble, count, layout_for, quantile_edges
-from steps.deploy.step import Rollout, register
+from steps.deploy.step import Rollout, stage, write_record
 from steps.quantize.step import load_booster, to_onnx
 from steps.train.worker import model_prefix
 from tests.support.datasets import quick_bundle, write_dataset
@@ -45,15 +47,22 @@ def register_stable_model(
             layout = layout_for(
                 schema, manifest.label, quantile_edges(train, schema), manifest.slice_column
             )
-            profile = assemble(count(train, layout), layout)
-            store.put_bytes(
-                f"{model_prefix(model_digest)}/{ModelFile.REFERENCE_PROFILE.value}",
-                profile.model_dump_json().encode(),
-            )
+            profile = bundle / ModelFile.REFERENCE_PROFILE
+            profile.write_text(assemble(count(train, layout), layout).model_dump_json())
+            store.upload_file(profile, f"{model_prefix(model_digest)}/{profile.name}")
         onnx = Path(tmp) / "model.onnx"
         onnx.write_bytes(to_onnx(load_booster(bundle), 15))
         digest = file_sha256(onnx)
-        when = deployed_at or datetime.now(UTC)
+        # The statement quantize writes in a run: the registry reader trusts the model only
+        # with the provenance that produced it from this bundle.
+        run = f"wf-{digest[:8]}"
+        store.upload_file(onnx, f"{run}/pod/{onnx.name}")
+        attest(
+            Step.QUANTIZE, onnx.parent, store, datetime.now(UTC),
+            outputs=[onnx], input_paths=[bundle],
+            environ={Env.WORKFLOW_NAME.value: run, Env.ARTIFACT_PREFIX.value: f"{run}/pod"},
+        )  # fmt: skip
+        when = (deployed_at or datetime.now(UTC)).isoformat(timespec="seconds")
         rollout = Rollout(
             model_name=model_name,
             digest=digest,
@@ -63,14 +72,9 @@ def register_stable_model(
             max_abs_diff=0.0,
             version_key=version_key(model_name, digest),
             stable_key=stable_key(model_name),
-            deployed_at=when.isoformat(timespec="seconds"),
+            deployed_at=when,
         )
-        register(
-            store,
-            rollout,
-            onnx,
-            bundle / ModelFile.FEATURE_SCHEMA,
-            bundle / ModelFile.BOOSTER,
-            dataset_uri,
-        )
+        stage(store, model_name, onnx, digest, bundle / ModelFile.FEATURE_SCHEMA)
+        write_record(store, rollout, bundle / ModelFile.BOOSTER, dataset_uri)
+        write_stable(store, model_name, digest, when)
     return digest

@@ -1,12 +1,15 @@
-"""`mlpipe deploy status|stop|render`: the local stable server deploy leaves running, and the
-Kubernetes manifests the deploy task applies."""
+"""`mlpipe deploy status|stop|render`: what is served against what the registry names, the
+local stable server deploy leaves running, and the Kubernetes manifests the deploy task
+applies."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from steps.core.errors import MlpipeError
+from steps.core.specs import DeploySpec
 from workflows.cli.options import ConfigOption, SetOption, console, load
 from workflows.config import DEFAULT_CONFIG
 
@@ -18,30 +21,53 @@ app = typer.Typer(
 
 @app.command("status")
 def deploy_status(config: ConfigOption = DEFAULT_CONFIG, set_: SetOption = None) -> None:
-    """The local stable model server that deploy started (it keeps serving after the run);
-    exit 1 when none is running or it serves no model."""
+    """What the stable track serves against what the registry's stable.json names, after
+    repairing a promotion a deploy left half done; exit 1 when they disagree."""
+    from steps.deploy.backend import backend_for
+    from steps.deploy.promotion import status
+    from workflows.local_run import local_storage
+
+    loaded = load(config, set_)
+    pipeline = loaded.pipeline
+    spec = loaded.spec(DeploySpec)
+    with local_storage(pipeline, dict(os.environ)) as storage:
+        backend = backend_for(spec, storage.store, pipeline.model_name)
+        state = status(storage.store, backend, pipeline.model_name)
+    if state.repaired is not None:
+        console.print(
+            f"repaired the promotion {state.repaired.from_digest or 'none'} -> "
+            f"{state.repaired.to_digest} left by {state.repaired.workflow or 'a deploy'} "
+            f"at {state.repaired.started_at}",
+            soft_wrap=True,
+        )
+    console.print(
+        f"{pipeline.model_name}: registry stable.json {state.registered or 'none'}", soft_wrap=True
+    )
+    console.print(f"{pipeline.model_name}: serving {state.served or 'nothing'}", soft_wrap=True)
+    if not state.agrees:
+        raise MlpipeError(
+            f"{pipeline.model_name}: served {state.served or 'nothing'} but the registry names "
+            f"{state.registered or 'none'}"
+        )
+    if state.served is None:
+        raise MlpipeError(f"{pipeline.model_name}: no model deployed yet")
+    if spec.kubernetes is None:
+        _print_local_server(Path(pipeline.deploy.state_dir).expanduser())
+
+
+def _print_local_server(state_dir: Path) -> None:
+    """The local stable server deploy left running, and every model it serves."""
     import httpx
 
     from steps.deploy.local import read_server
 
-    state_dir = Path(load(config, set_).pipeline.deploy.state_dir).expanduser()
     server = read_server(state_dir)
     if server is None:
-        raise MlpipeError(f"no stable model server running for {state_dir}")
-    # A live pid is not a serving model: ask the server itself what it serves.
-    try:
-        models = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=5)
-        models.raise_for_status()
-    except httpx.HTTPError as error:
-        raise MlpipeError(
-            f"stable model server {server.base_url} does not answer: {error}"
-        ) from error
-    served = models.json()
-    if not served:
-        raise MlpipeError(f"stable model server {server.base_url} serves no model")
-    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", highlight=False)
+        return
+    served = httpx.post(f"{server.base_url}/v2/repository/index", json={}, timeout=5).json()
+    console.print(f"{server.base_url} (pid {server.pid}, log {server.log})", soft_wrap=True)
     for model in served:
-        console.print(f"  {model['name']} {model['version']}", highlight=False)
+        console.print(f"  {model['name']} {model['version']}", soft_wrap=True)
 
 
 @app.command("stop")

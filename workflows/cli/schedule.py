@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from workflows.cli.data import ConceptDriftOption, CovariateDriftOption, NewCategoryOption
 from workflows.cli.options import ConfigOption, SetOption, console, load
 from workflows.compiler import compile_manifests
 from workflows.config import DEFAULT_CONFIG
@@ -57,33 +56,33 @@ def schedule_run_once(
 
 @app.command("simulate")
 def schedule_simulate(
-    days: Annotated[int, typer.Option("--days", min=1, help="Days after day 0.")] = 10,
-    drift_day: Annotated[
-        int, typer.Option("--drift-day", min=0, help="First drifted day; 0: none.")
-    ] = 6,
-    covariate_drift: CovariateDriftOption = None,
-    new_category: NewCategoryOption = None,
-    concept_drift: ConceptDriftOption = 0.0,
-    rows: Annotated[int, typer.Option("--rows", min=100, help="Rows per day.")] = 3000,
+    days: Annotated[int, typer.Option("--days", min=1, help="Days after day 0.")] = 60,
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--event",
+            help="DAY:KIND[=ARGUMENT], KIND covariate (FEATURE=STRENGTH), category "
+            "(FEATURE=VALUE:SHARE), concept (STRENGTH), corrupt or outage (repeatable). "
+            "Default: covariate day 10, category 25, concept 40, corrupt 50, outage 55 "
+            "(those within --days).",
+        ),
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", min=100, help="Rows per day.")] = 5000,
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Boosting rounds.")] = 20,
     seed: Annotated[int, typer.Option("--seed")] = 7,
     config: ConfigOption = DEFAULT_CONFIG,
     set_: SetOption = None,
 ) -> None:
-    """Feed a synthetic stream through the scheduled run, day by day, and print what it
-    decided (default drift: monthly_charges moves by one standard deviation)."""
-    from workflows.simulate import DEFAULT_DRIFT, Scenario, simulate
+    """Feed a synthetic stream with events through the scheduled run, day by day; print each
+    day, then the days against an oracle retrained daily and the loop's summary. Exit 1 when
+    a target is missed."""
+    from workflows.simulate import DEFAULT_EVENTS, Event, Scenario, simulate
 
-    drifts = covariate_drift or ([] if new_category or concept_drift else list(DEFAULT_DRIFT))
-    scenario = Scenario(
-        days=days,
-        drift_day=drift_day or None,
-        covariate_drift=tuple(drifts),
-        new_categories=tuple(new_category or []),
-        concept_drift=concept_drift,
-        rows=rows,
-        rounds=rounds,
-        seed=seed,
-    )
-    simulated = simulate(load(config, set_), scenario, console)
-    raise typer.Exit(0 if all(day.succeeded for day in simulated) else 1)
+    loaded = load(config, set_)
+    if event:
+        events = tuple(Event.parse(text) for text in event)
+    else:
+        events = tuple(e for e in DEFAULT_EVENTS if e.day <= days)
+    scenario = Scenario(days=days, events=events, rows=rows, rounds=rounds, seed=seed)
+    _, summary = simulate(loaded, scenario, console)
+    raise typer.Exit(0 if all(summary.targets.values()) else 1)

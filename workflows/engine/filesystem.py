@@ -315,9 +315,28 @@ class PodFiles:
         return self.folder / VOLUMES_DIR / name
 
     def discard(self) -> None:
-        """Remove what the pod wrote (its log has been archived by then)."""
+        """Remove what the pod wrote (its log has been archived by then), unless a process
+        the task started still runs inside its view: the local deploy backend's stable server
+        outlives its deploy task as a Deployment outlives the pod that created it, and removing
+        a folder the view binds onto would unmount it under that process (Linux detaches a
+        mount in every namespace when its mount point is removed)."""
+        if self.view is not None and _runs_inside(self.view.root):
+            return
         for name in (VOLUMES_DIR, ROOT_DIR, PRIVATE_DIR):
             shutil.rmtree(self.folder / name, ignore_errors=True)
+
+
+def _runs_inside(root: Path) -> bool:
+    """Whether any process on this machine has `root` as its root folder (chrooted there)."""
+    target = os.path.realpath(root)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry.name}/root") == target:
+                    return True
+            except OSError:  # gone meanwhile, or another user's
+                continue
+    return False
 
 
 def pod_files(

@@ -11,14 +11,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
-from mypy_boto3_s3 import S3Client
 
 from steps.core.errors import BadInput, StorageError
 from steps.core.names import Env
 from steps.core.store import ArtifactStore, _HashingTarget, parse_s3_uri
+from tests.support.s3 import plain_client
 from workflows import s3server
 from workflows.s3server import (
     EmbeddedS3,
@@ -28,18 +26,6 @@ from workflows.s3server import (
 )
 
 WEED_DEFAULT_PORTS = (8333, 9333, 9340, 8888, 23646, 18333, 19333, 19340, 18888, 33646, 8181)
-
-
-def plain_client(server: EmbeddedS3) -> S3Client:
-    """boto3 without the store, to look at and tamper with what the store wrote."""
-    return boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
 
 
 def weed_pids(data_dir: Path) -> list[int]:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,18 +32,28 @@ NAME = "churn"
 # Latency floor 50 ms: two cores shared with other test runs make a good canary's p99 wobble
 # by tens of ms; the slow canary of tests/unit/deploy/test_canary.py is past 100 ms.
 CANARY = CanarySpec(
-    steps=[25, 50, 100], hold_seconds=0.8, min_requests=5, latency_floor_seconds=0.05
+    steps=[25, 50, 100],
+    hold_seconds=0.8,
+    min_requests=5,
+    latency_floor_seconds=0.05,
+    min_labelled_rows=10,
 )
+
+
+@contextmanager
+def serving_spec(tmp_path: Path, canary: CanarySpec) -> Iterator[DeploySpec]:
+    """Tiny holds, and a state dir of the test's own whose stable server is stopped after."""
+    state_dir = tmp_path / "serving"
+    yield DeploySpec(
+        smoke_rows=40, startup_timeout_seconds=30, state_dir=str(state_dir), canary=canary
+    )
+    stop_server(state_dir)
 
 
 @pytest.fixture
 def spec(tmp_path: Path) -> Iterator[DeploySpec]:
-    """Tiny holds, and a state dir of the test's own whose stable server is stopped after."""
-    state_dir = tmp_path / "serving"
-    yield DeploySpec(
-        smoke_rows=40, startup_timeout_seconds=30, state_dir=str(state_dir), canary=CANARY
-    )
-    stop_server(state_dir)
+    with serving_spec(tmp_path, CANARY) as deploy_spec:
+        yield deploy_spec
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from steps.deploy.manifests import (
     SERVING_UID,
     TRACK_KINDS,
     Track,
+    restore_plan,
 )
 from tests.integration.workflows.test_hardening import (
     LABEL_VALUE,
@@ -219,7 +220,7 @@ def test_the_deploy_role_grants_only_what_the_backend_calls(
         *(("apps", "deployments", v) for v in (*apply, "get", "delete")),
         *(("", "services", v) for v in (*apply, "delete")),
         *(("policy", "poddisruptionbudgets", v) for v in (*apply, "delete")),
-        *(("gateway.networking.k8s.io", "httproutes", v) for v in (*apply, "get")),
+        *(("gateway.networking.k8s.io", "httproutes", v) for v in (*apply, "get", "delete")),
         ("discovery.k8s.io", "endpointslices", "list"),
         ("", "pods/proxy", "get"),
     }
@@ -233,8 +234,11 @@ def test_the_deploy_role_grants_only_what_the_backend_calls(
     # Every kind a track or the route is made of can be applied; a track can be removed.
     for kind in (*TRACK_KINDS, HTTP_ROUTE):
         assert {(kind.group, kind.plural, v) for v in apply} <= granted, kind
-    for kind in TRACK_KINDS:
+    # A track can be removed, and the route too when a first deploy is rolled back.
+    for kind in (*TRACK_KINDS, HTTP_ROUTE):
         assert (kind.group, kind.plural, "delete") in granted, kind
+    for step in restore_plan(kube_spec(), "churn", None).delete:
+        assert (step[0].group, step[0].plural, "delete") in granted, step
 
 
 def test_a_first_deploy_renders_the_model_as_stable_alone(tmp_path: Path) -> None:

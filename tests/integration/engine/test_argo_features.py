@@ -7,9 +7,11 @@ compare the timestamps the engine recorded, never wall-clock thresholds.
 """
 
 import os
+import signal
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -420,6 +422,37 @@ def test_features_that_need_kubernetes_are_refused_by_name(
     with pytest.raises(UnsupportedField, match=named):
         run(manifest, ctx)
     assert not ctx.workdir.exists()
+
+
+@needs_isolation
+def test_a_process_that_outlives_its_task_keeps_its_view(
+    ctx: EngineContext, tmp_path: Path
+) -> None:
+    """The local deploy backend's stable server outlives its deploy task. The shared folder
+    bound into the task's view must stay bound for it after the task ends: a later run writes
+    a model there and the server must read it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    server = (
+        f"while [ ! -f {shared}/model ]; do sleep 0.05; done; cat {shared}/model > {shared}/loaded"
+    )
+    starter = sh(
+        "starter",
+        f"setsid sh -c 'echo $$ > {shared}/pid; {server}' </dev/null >/dev/null 2>&1 &"
+        f" while [ ! -s {shared}/pid ]; do sleep 0.05; done",
+    )
+    isolated = EngineContext(**{**vars(ctx), "shared_paths": (shared,)})
+    result = run(workflow(starter, entrypoint="starter"), isolated)
+    assert result.succeeded, result.message
+    pid = int((shared / "pid").read_text())
+    try:
+        (shared / "model").write_text("v2")
+        deadline = time.monotonic() + 10
+        while not (shared / "loaded").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (shared / "loaded").read_text() == "v2"
+    finally:
+        os.kill(pid, signal.SIGKILL)
 
 
 def test_without_namespaces_our_kind_of_manifest_still_runs(ctx: EngineContext) -> None:

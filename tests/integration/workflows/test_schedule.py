@@ -14,13 +14,23 @@ import pytest
 from tests.support.commands import mlpipe
 
 
-def test_simulate_refuses_a_drift_day_after_the_last_day(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        ("5:corrupt", "event corrupt on day 5: days run 1 to --days (3)"),
+        ("2:meteor", "--event '2:meteor': expected DAY:KIND[=ARGUMENT]"),
+        ("2:concept", "--event '2:concept': a concept event needs an argument"),
+    ],
+)
+def test_simulate_refuses_a_bad_event_before_starting_anything(
+    event: str, message: str, tmp_path: Path
+) -> None:
     result = mlpipe(
-        "schedule", "simulate", "--days", "3", "--drift-day", "5", "--set",
+        "schedule", "simulate", "--days", "3", "--event", event, "--set",
         f"storage.data_dir={tmp_path / 's3'}",
     )  # fmt: skip
-    assert result.returncode == 2
-    assert "--drift-day must be between 1 and --days (3)" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
     assert not (tmp_path / "s3").exists()
 
 

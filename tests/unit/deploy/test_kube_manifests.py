@@ -20,11 +20,16 @@ from steps.deploy.kube import (
     slice_pods,
 )
 from steps.deploy.manifests import (
+    DEPLOYMENT,
+    HTTP_ROUTE,
     SERVING_UID,
+    TRACK_KINDS,
     Track,
     deploy_rules,
     http_route,
     object_name,
+    restore_plan,
+    served_digest,
     split,
 )
 from tests.support.kube import grants, kube_spec
@@ -250,3 +255,42 @@ def test_prometheus_series_read_like_a_scrape_of_each_pod() -> None:
     assert track.scores == {0.5: 7, float("inf"): 10}
     with pytest.raises(ClusterError, match="not an instant vector"):
         prometheus_texts({"status": "error", "error": "bad query"})
+
+
+# --- repairing a promotion (steps/deploy/promotion.py) without a cluster ---------------------
+
+
+def test_a_restore_puts_stable_on_the_registry_version_with_all_traffic_and_no_canary() -> None:
+    plan = restore_plan(kube_spec(), "churn", OLD)
+    kinds = [(manifest["kind"], manifest["metadata"]["name"]) for manifest in plan.apply]
+    assert kinds == [
+        ("Service", "churn-stable"),
+        ("PodDisruptionBudget", "churn-stable"),
+        ("Deployment", "churn-stable"),
+        ("HTTPRoute", "churn"),
+    ]
+    deployment = plan.apply[2]
+    assert served_digest(deployment) == OLD
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--digest") + 1] == OLD
+    assert args[args.index("--model") + 1] == (
+        f"s3://{kube_spec().bucket}/registry/churn/versions/{OLD}/model.onnx"
+    )
+    [rule] = plan.apply[3]["spec"]["rules"]
+    assert [(ref["name"], ref["weight"]) for ref in rule["backendRefs"]] == [("churn-stable", 100)]
+    assert plan.delete == [(kind, "churn-canary") for kind in reversed(TRACK_KINDS)]
+
+
+def test_restoring_no_model_removes_the_route_and_both_tracks() -> None:
+    plan = restore_plan(kube_spec(), "churn", None)
+    assert plan.apply == []
+    assert plan.delete[0] == (HTTP_ROUTE, "churn")
+    assert (DEPLOYMENT, "churn-stable") in plan.delete and (
+        DEPLOYMENT,
+        "churn-canary",
+    ) in plan.delete
+
+
+def test_the_served_digest_is_read_from_the_pod_template() -> None:
+    assert served_digest(restore_plan(kube_spec(), "churn", NEW).apply[2]) == NEW
+    assert served_digest({"spec": {"template": {"metadata": {}}}}) is None
