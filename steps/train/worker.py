@@ -62,7 +62,8 @@ TRAINING_SECONDS_LABEL = "training seconds (quantile sketch and boosting)"
 
 
 class LearningCurve(Record):
-    """`learning-curve.json`: every metric on train and valid, one value per round."""
+    """`learning-curve.json`: every metric on valid (and on train with
+    `train.eval_train_split`), one value per round."""
 
     rounds: int
     best_iteration: int
@@ -290,12 +291,15 @@ def _fit(
                 maximize=True,
             )
         )
+    # Each evaluation predicts its whole split every round: the training split is the
+    # largest, and nothing but the learning curve reads its metrics.
+    evals = [(dtrain, TRAIN_NAME)] if spec.eval_train_split else []
     evals_log: dict[str, Any] = {}
     booster = xgboost.train(
         params,
         dtrain,
         num_boost_round=spec.rounds,
-        evals=[(dtrain, TRAIN_NAME), (dvalid, VALID_NAME)],
+        evals=[*evals, (dvalid, VALID_NAME)],
         evals_result=evals_log,
         verbose_eval=False,
         callbacks=callbacks,

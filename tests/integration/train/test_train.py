@@ -155,11 +155,11 @@ def test_worker_zero_publishes_the_bundle(trained: Trained, tmp_path: Path) -> N
     best = int(trained.workers[0].params[Param.BEST_ITERATION])
     assert curve.best_iteration == best
     assert float(trained.workers[0].params[Param.VALID_AUC]) == curve.metrics["valid"]["auc"][best]
-    for data in ("train", "valid"):
-        assert {metric: len(values) for metric, values in curve.metrics[data].items()} == {
-            "logloss": curve.rounds,
-            "auc": curve.rounds,
-        }
+    # Only the validation split is evaluated unless train.eval_train_split asks.
+    assert {
+        data: {metric: len(values) for metric, values in metrics.items()}
+        for data, metrics in curve.metrics.items()
+    } == {"valid": {"logloss": curve.rounds, "auc": curve.rounds}}
     # The bundle holds the early-stopped model: exactly the rounds up to the best one.
     booster = xgboost.Booster(model_file=bytearray(raw))
     assert booster.num_boosted_rounds() == best + 1

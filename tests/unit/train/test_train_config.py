@@ -68,3 +68,29 @@ def test_the_booster_runs_with_nthread_equal_to_cpu() -> None:
     booster, _ = _fit(data, data, spec, 1.0, None)
     config = json.loads(booster.save_config())
     assert config["learner"]["generic_param"]["nthread"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("eval_train_split", "recorded"), [(False, ["valid"]), (True, ["train", "valid"])]
+)
+def test_the_training_split_is_evaluated_only_when_asked(
+    eval_train_split: bool, recorded: list[str]
+) -> None:
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(200, 3)).astype(np.float32)
+    labels = (features[:, 0] + rng.normal(scale=0.5, size=200) > 0).astype(np.float32)
+    train = xgboost.DMatrix(features[:150], label=labels[:150])
+    valid = xgboost.DMatrix(features[150:], label=labels[150:])
+    spec = TrainSpec(rounds=4, early_stopping_rounds=2, eval_train_split=eval_train_split)
+    _, curve = _fit(train, valid, spec, 1.0, None)
+    assert sorted(curve.metrics) == recorded
+    assert all(len(curve.metrics[data]["auc"]) == curve.rounds for data in recorded)
+
+
+def test_eval_train_split_comes_from_the_config() -> None:
+    workflow_spec = compile_manifests(load_config(LOCAL, ["train.eval_train_split=true"])).workflow[
+        "spec"
+    ]
+    assert TrainSpec.model_validate_json(arguments(workflow_spec)["train-spec"]).eval_train_split
+    default = compile_manifests(load_config(LOCAL, [])).workflow["spec"]
+    assert not TrainSpec.model_validate_json(arguments(default)["train-spec"]).eval_train_split
