@@ -31,7 +31,7 @@ from steps.core.attestation import data_resource
 from steps.core.errors import BadInput, GateFailed
 from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import read_verified, stable_key
-from steps.core.names import Artifact, ModelFile, Param
+from steps.core.names import Artifact, ModelFile, Param, model_prefix
 from steps.core.outputs import report_progress
 from steps.core.registry import DATA_URI, MODEL_NAME
 from steps.core.specs import AuditSpec, DataSpec
@@ -111,10 +111,6 @@ def stable_reference(store: ArtifactStore | None, model_name: str | None) -> Ref
 
 
 def _verified_reference(store: ArtifactStore, model_name: str, folder: Path) -> Reference | str:
-    # Imported here: the model bundle layout lives with train, which pulls in xgboost, and an
-    # audit without a model name never needs it.
-    from steps.train.worker import model_prefix
-
     stable = read_verified(store, model_name, folder)
     if stable is None:
         return (

@@ -131,6 +131,16 @@ class ModelFile(StrEnum):
     REFERENCE_PROFILE = "reference-profile.json"
 
 
+MODELS_PREFIX = "models"
+"""Content-addressed home of model bundles in the bucket: `models/<model_digest>/`."""
+
+
+def model_prefix(digest: str) -> str:
+    """Where train publishes a bundle; here, not with train, so that the steps that read a
+    bundle (audit, drift, model check) do not import xgboost to find it."""
+    return f"{MODELS_PREFIX}/{digest}"
+
+
 class InitFile(StrEnum):
     """What `python -m steps init` writes into its folder (steps/data/init.py)."""
 

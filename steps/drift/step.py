@@ -33,7 +33,7 @@ from scipy import stats
 from steps.core.errors import BadInput
 from steps.core.harness import Outcome, StepContext
 from steps.core.model_registry import read_verified, stable_key
-from steps.core.names import Artifact, ModelFile, Param
+from steps.core.names import Artifact, ModelFile, Param, model_prefix
 from steps.core.outputs import report_progress
 from steps.core.registry import MODEL_NAME, WINDOW_URI
 from steps.core.specs import DataSpec, DriftSpec
@@ -69,8 +69,7 @@ from steps.drift.stats import (
     shares,
 )
 from steps.evaluate.metrics import score_metrics
-from steps.quantize.step import open_session, predict_proba
-from steps.train.worker import model_prefix
+from steps.quantize.session import open_session, predict_proba
 
 WINDOW_FORMATS = (".parquet", ".csv")
 SCORE_BINS = 10

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import onnxruntime
-from sklearn.metrics import roc_auc_score
 
 from steps.core.errors import BadInput
 from steps.core.names import Encoding
@@ -72,6 +71,10 @@ class TestSplit:
 
 
 def auc(labels: npt.NDArray[np.int8], scores: npt.NDArray[np.float32]) -> float:
+    # Imported here: the model card reads this module's records and never computes an AUC,
+    # and sklearn costs it about a second.
+    from sklearn.metrics import roc_auc_score
+
     if len(np.unique(labels)) < 2:
         raise BadInput(
             f"the test split's {len(labels)} rows hold one class: AUC, and so the "

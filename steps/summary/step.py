@@ -17,8 +17,6 @@ import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import httpx
-
 from steps.core import html_report as h
 from steps.core.errors import BadInput
 from steps.core.harness import Outcome, StepContext
@@ -243,6 +241,8 @@ def render_html(summary: RunSummary) -> str:
 def notify(url: str, summary: RunSummary, timeout: float) -> str:
     """POST the headline (Slack-style `text`, plus the fields a bot may want); returns what
     happened. Messages never contain the URL: a webhook URL is a credential."""
+    import httpx  # here: most runs configure no webhook, and httpx costs a tenth of a second
+
     body = {
         "text": summary.headline(),
         "workflow": summary.workflow,

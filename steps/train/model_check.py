@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from steps.core.errors import BadInput, GateFailed, StorageError
 from steps.core.harness import Outcome, StepContext
-from steps.core.names import Artifact, ModelFile, Param
+from steps.core.names import Artifact, ModelFile, Param, model_prefix
 from steps.core.registry import WORKER_OUTPUTS
 from steps.core.store import ArtifactStore, file_sha256
-from steps.train.worker import TRAIN_NAME, VALID_NAME, LearningCurve, model_prefix
+from steps.train.worker import TRAIN_NAME, VALID_NAME, LearningCurve
 
 
 class WorkerOutput(BaseModel):

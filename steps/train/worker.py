@@ -29,7 +29,7 @@ from xgboost.core import XGBoostError
 
 from steps.core.errors import BadInput
 from steps.core.harness import Outcome, Statement, StepContext
-from steps.core.names import CategoricalSplits, ModelFile, Param
+from steps.core.names import CategoricalSplits, ModelFile, Param, model_prefix
 from steps.core.outputs import report_progress
 from steps.core.records import Record
 from steps.core.registry import DATASET_URI, RANK, TRACKER_HOST, TRACKER_PORT
@@ -45,9 +45,6 @@ from steps.data.features import (
 )
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
 from steps.train.tracker import CollectiveError, xgboost_reason
-
-MODELS_PREFIX = "models"
-"""Content-addressed home of model bundles in the bucket: `models/<model_digest>/`."""
 
 BATCH_ROWS = 65_536
 """Rows encoded per DataIter batch: bounds the float32 copy held while XGBoost sketches.
@@ -332,10 +329,6 @@ def write_bundle(model: TrainedModel, folder: Path) -> None:
     (folder / ModelFile.REFERENCE_PROFILE).write_text(
         model.profile.model_dump_json(indent=2) + "\n"
     )
-
-
-def model_prefix(digest: str) -> str:
-    return f"{MODELS_PREFIX}/{digest}"
 
 
 def publish_bundle(store: ArtifactStore, model: TrainedModel) -> str:

@@ -15,14 +15,13 @@ import pandas as pd
 
 from steps.core.attestation import attest
 from steps.core.model_registry import stable_key, version_key, write_stable
-from steps.core.names import Env, ModelFile, Step
+from steps.core.names import Env, ModelFile, Step, model_prefix
 from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split, read_manifest
 from steps.data.features import schema_from_manifest
 from steps.data.profile import assemble, count, layout_for, quantile_edges
 from steps.deploy.step import Rollout, stage, write_record
 from steps.quantize.step import load_booster, to_onnx
-from steps.train.worker import model_prefix
 from tests.support.datasets import quick_bundle, write_dataset
 
 

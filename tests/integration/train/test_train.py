@@ -20,12 +20,12 @@ import pytest
 import xgboost
 
 from steps.__main__ import main
-from steps.core.names import Artifact, Env, ModelFile, Param
+from steps.core.names import Artifact, Env, ModelFile, Param, model_prefix
 from steps.core.store import ArtifactStore
 from steps.data.dataset import FeatureKind, Split, load_split, read_manifest
 from steps.data.features import Feature, FeatureSchema
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
-from steps.train.worker import LearningCurve, model_prefix
+from steps.train.worker import LearningCurve
 from tests.support.commands import run_step
 from tests.support.datasets import churn_frame, read_parameters, write_dataset
 from workflows.s3server import EmbeddedS3

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import xgboost
 
-from steps.core.names import CategoricalSplits, ModelFile, Param
+from steps.core.names import CategoricalSplits, ModelFile, Param, model_prefix
 from steps.core.store import ArtifactStore
 from steps.data.dataset import FeatureKind, Split, load_split
 from steps.data.features import Feature, FeatureSchema, categorical_frame, encode, load_schema
-from steps.train.worker import model_prefix
 from tests.integration.train.test_train import SPEC, train_group
 from tests.support.datasets import churn_frame, write_dataset
 

@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from steps.core.names import Env, ModelFile, Param
+from steps.core.names import Env, ModelFile, Param, model_prefix
 from steps.core.store import ArtifactStore
-from steps.train.worker import model_prefix
 from tests.support.datasets import churn_frame, write_dataset
 from tests.support.paths import LOCAL
 from workflows.compiler import compile_manifests
