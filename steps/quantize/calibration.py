@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
 
 from steps.core.errors import BadInput
 from steps.core.records import Record
@@ -120,6 +119,10 @@ def fit_calibration(margins: npt.ArrayLike, labels: Labels, seed: int = 0) -> Ca
 
 def _platt(margins: Floats, labels: Labels) -> tuple[float, float]:
     """Unpenalised logistic regression of the label on the margin (Platt, 1999)."""
+    # Imported here: the model card and deploy read Calibration records and never fit one,
+    # and sklearn costs them about a second.
+    from sklearn.linear_model import LogisticRegression
+
     model = LogisticRegression(C=np.inf).fit(margins[:, None], labels)
     return float(model.coef_[0, 0]), float(model.intercept_[0])
 
