@@ -14,14 +14,11 @@ import pytest
 from steps.audit.checks import Reference, Severity, builtin_checks
 from steps.audit.step import audit_frame, stable_reference
 from steps.core.attestation import open_envelope
-from steps.core.names import Artifact, ModelFile, Param
+from steps.core.names import Artifact, Param
 from steps.core.store import ArtifactStore
-from steps.data.dataset import Split, load_split, read_manifest
-from steps.data.features import schema_from_manifest
-from steps.data.profile import assemble, count, layout_for, quantile_edges
 from steps.data.synth import generate
-from steps.provenance.step import run_provenance
 from tests.support.audit import AUDIT, DATA, as_read, failures
+from tests.support.stable_model import register_stable_model
 
 
 @pytest.fixture(scope="module")
@@ -29,29 +26,9 @@ def clean() -> pd.DataFrame:
     return generate(3000, seed=21)
 
 
-def publish_stable(store: ArtifactStore, frame: pd.DataFrame, tmp: Path) -> None:
-    """A registry whose stable model was trained on `frame`: the profile train would write,
-    and the pointers deploy writes (stable.json -> version record -> model digest)."""
-    frame.to_parquet(tmp / "train.parquet", index=False)
-    record = run_provenance(str(tmp / "train.parquet"), DATA, 1, store, tmp / "prov")
-    manifest = read_manifest(store, record.dataset_uri)
-    schema = schema_from_manifest(manifest)
-    rows = pd.concat([load_split(store, record.dataset_uri, s) for s in Split])
-    layout = layout_for(schema, manifest.label, quantile_edges(rows, schema), "region")
-    profile = assemble(count(rows, layout), layout)
-    store.put_bytes(
-        f"models/m1/{ModelFile.REFERENCE_PROFILE.value}", profile.model_dump_json().encode()
-    )
-    version = "registry/churn/versions/v1"
-    record = {"model_digest": "m1", "dataset_uri": "s3://b/d", "digest": "v1"}
-    store.put_json(f"{version}/record.json", record)
-    pointer = {"version_key": version, "digest": "v1", "deployed_at": "2026-11-01T00:00:00+00:00"}
-    store.put_json("registry/churn/stable.json", pointer)
-
-
 @pytest.fixture
 def reference(store: ArtifactStore, clean: pd.DataFrame, tmp_path: Path) -> Reference:
-    publish_stable(store, clean, tmp_path)
+    register_stable_model(store, clean)
     found = stable_reference(store, "churn")
     assert isinstance(found, Reference), found
     return found
@@ -198,7 +175,7 @@ def test_bad_data_fails_the_gate_with_a_message_and_a_whole_report(
     tmp_path: Path,
 ) -> None:
     change, message = GATED[case]
-    publish_stable(store, clean, tmp_path)
+    register_stable_model(store, clean)
     data = tmp_path / "bad.parquet"
     change(generate(3000, seed=24)).to_parquet(data, index=False)
     out = tmp_path / "out"
