@@ -2,6 +2,7 @@
 
 Only integration and end-to-end tests use them; tests/unit/conftest.py refuses them."""
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -9,6 +10,15 @@ import pytest
 from steps.core.store import ArtifactStore
 from tests.support.s3 import fresh_bucket, store_env
 from workflows.s3server import EmbeddedS3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests press Ctrl-C on the processes they start (SIGINT). Started in the background
+    (`cmd &`, nohup), pytest inherits SIGINT ignored, and so would those processes: Python
+    then never raises KeyboardInterrupt in them. A handler of our own is reset to the default
+    in every child, as a terminal's processes have it."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

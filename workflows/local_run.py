@@ -12,6 +12,7 @@ import _thread
 import hashlib
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -47,6 +48,7 @@ from workflows.step_template import SIGNING_SECRET_KEY
 
 INPUTS_PREFIX = "inputs"
 STORE_POLL_SECONDS = 0.5
+WATCHER_SIGNAL = signal.SIGUSR1
 
 
 @dataclass(frozen=True)
@@ -335,15 +337,23 @@ def run_pipeline(config: LoadedConfig, console: Console, resume: str | None = No
             except KeyboardInterrupt:
                 resume_hint = f"mlpipe run --resume {view.workflow_name}"
                 if store_died.is_set():
-                    raise StorageError(
-                        f"the embedded S3 server (pid {storage.access.pid}) died during the "
-                        f"run; its log: {pipeline.storage.data_dir / LOG_FILE}; every task was "
-                        f"stopped; after fixing it: {resume_hint}"
-                    ) from None
+                    raise store_death(storage.access, pipeline, resume_hint) from None
                 raise RunInterrupted(
                     f"interrupted: every task was stopped; to go on: {resume_hint}"
                 ) from None
+            # A task may fail on the dead store before the watcher's next look: same cause.
+            pid = storage.access.pid
+            if not result.succeeded and pid is not None and not is_alive(pid):
+                raise store_death(storage.access, pipeline, f"mlpipe run --resume {result.name}")
     return report(result, console)
+
+
+def store_death(access: S3Access, pipeline: PipelineConfig, resume_hint: str) -> StorageError:
+    return StorageError(
+        f"the embedded S3 server (pid {access.pid}) died during the run; its log: "
+        f"{pipeline.storage.data_dir / LOG_FILE}; every task was stopped; after fixing it: "
+        f"{resume_hint}"
+    )
 
 
 @contextmanager
@@ -358,9 +368,12 @@ def watch_store(access: S3Access, pipeline: PipelineConfig) -> Iterator[threadin
         while not done.wait(STORE_POLL_SECONDS):
             if not is_alive(pid):
                 died.set()
-                _thread.interrupt_main()
+                _thread.interrupt_main(WATCHER_SIGNAL)
                 return
 
+    # The watcher interrupts through a signal of its own: SIGINT may be ignored (a run started
+    # with `&` or nohup), and interrupt_main does nothing for an ignored signal.
+    previous = signal.signal(WATCHER_SIGNAL, signal.default_int_handler)
     watcher = None
     if access.pid is not None:
         watcher = threading.Thread(target=watch, args=(access.pid,), daemon=True)
@@ -371,6 +384,7 @@ def watch_store(access: S3Access, pipeline: PipelineConfig) -> Iterator[threadin
         done.set()
         if watcher is not None:
             watcher.join()
+        signal.signal(WATCHER_SIGNAL, previous)
 
 
 def with_overrides(config: LoadedConfig, values: dict[str, object]) -> LoadedConfig:

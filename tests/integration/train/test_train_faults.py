@@ -2,28 +2,25 @@
 whole group (tracker and workers, the `train` DAG template's retryStrategy) succeeds.
 
 Runs the compiled training group with the local engine, the real tracker and worker
-processes and the embedded S3; a watcher thread SIGKILLs worker 1 of the first attempt
-once it has trained a round. About 100 s, most of it the group's 60 s retry backoff (which
+processes and the embedded S3; an engine observer SIGKILLs worker 1 of the first attempt
+once it reports a trained round. About 100 s, most of it the group's 60 s retry backoff (which
 lets the tracker's port leave TCP TIME_WAIT before the retried tracker binds it again).
 """
 
 import os
 import signal
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from steps.core.names import Env, ModelFile, Param, model_prefix
+from steps.core.names import ModelFile, Param, model_prefix
 from steps.core.store import ArtifactStore
 from tests.support.datasets import churn_frame, write_dataset
 from tests.support.paths import LOCAL
 from workflows.compiler import compile_manifests
 from workflows.config import load_config
-from workflows.engine import EngineContext, NodePhase, run_workflow
+from workflows.engine import EngineContext, NodePhase, Observer, run_workflow
 from workflows.local_run import S3Access, credentials_secret, step_environment
 from workflows.pipeline import TRAIN_GROUP, TaskName
 from workflows.s3server import EmbeddedS3
@@ -90,45 +87,23 @@ def worker_pid(dataset_uri: str, rank: int) -> int | None:
     return None
 
 
-def progress_file(pid: int) -> Path | None:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return None
-    prefix = f"{Env.PROGRESS_FILE.value}=".encode()
-    return next((Path(v[len(prefix) :].decode()) for v in environ if v.startswith(prefix)), None)
+class KillWorkerOnceTraining(Observer):
+    """SIGKILLs worker `rank` of the group's first attempt once it reports a round done (the
+    engine's own progress events, read from the task's ARGO_PROGRESS_FILE)."""
 
+    def __init__(self, dataset_uri: str, rank: int) -> None:
+        self.dataset_uri = dataset_uri
+        self.node = f"train(0).worker({rank}:{rank})"
+        self.rank = rank
+        self.killed: list[float] = []
 
-def rounds_done(progress: Path) -> int:
-    try:
-        return int(progress.read_text().split("/")[0])
-    except (OSError, ValueError):
-        return 0
-
-
-@contextmanager
-def kill_worker_once_training(dataset_uri: str, rank: int) -> Iterator[list[float]]:
-    """SIGKILL worker `rank` once it reports a round done; yields [kill time] once it has."""
-    killed: list[float] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            pid = worker_pid(dataset_uri, rank)
-            progress = progress_file(pid) if pid is not None else None
-            if pid is not None and progress is not None and rounds_done(progress) > 0:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(time.monotonic())
-                return
-            time.sleep(0.01)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        yield killed
-    finally:
-        stop.set()
-        watcher.join()
+    def node_progress(self, path: str, done: int, total: int) -> None:
+        if self.killed or done == 0 or not path.endswith(self.node):
+            return
+        pid = worker_pid(self.dataset_uri, self.rank)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append(time.monotonic())
 
 
 def test_a_killed_worker_fails_the_group_in_time_and_the_retry_trains_the_model(
@@ -158,8 +133,9 @@ def test_a_killed_worker_fails_the_group_in_time_and_the_retry_trains_the_model(
         stop_grace_seconds=2.0,
     )
     manifest = group_workflow(compile_manifests(config).template, uri)
-    with kill_worker_once_training(uri, rank=1) as killed:
-        result = run_workflow(manifest, {}, context)
+    killer = KillWorkerOnceTraining(uri, rank=1)
+    result = run_workflow(manifest, {}, context, killer)
+    killed = killer.killed
     assert killed, f"worker 1 was never seen training: {result.phase} {result.message}"
     assert result.succeeded, result.message
 

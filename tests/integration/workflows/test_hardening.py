@@ -408,7 +408,7 @@ def test_the_local_engine_accepts_every_compiled_field(
         kinds = {d["kind"]: d for n, d in documents if n.startswith(f"{variant}/")}
         template = kinds["WorkflowTemplate"]
         plan = check_workflow(kinds["Workflow"], {template["metadata"]["name"]: template})
-        assert plan.on_exit is not None and plan.on_exit.template.name == "summary"
+        assert plan.on_exit is not None and plan.on_exit.entry.template.name == "summary"
 
 
 @pytest.fixture
