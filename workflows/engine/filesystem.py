@@ -327,7 +327,9 @@ class PodFiles:
 
 
 def _runs_inside(root: Path) -> bool:
-    """Whether any process on this machine has `root` as its root folder (chrooted there)."""
+    """Whether any process on this machine has `root` as its root folder (chrooted there).
+
+    Read from /proc directly: psutil, used elsewhere for processes, does not expose a root."""
     target = os.path.realpath(root)
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
