@@ -31,7 +31,6 @@ from steps.core.errors import BadInput
 from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.names import CategoricalSplits, ModelFile, Param, model_prefix
 from steps.core.outputs import report_progress
-from steps.core.records import Record
 from steps.core.registry import DATASET_URI, RANK, TRACKER_HOST, TRACKER_PORT
 from steps.core.specs import TrainSpec
 from steps.core.store import ArtifactStore
@@ -44,6 +43,7 @@ from steps.data.features import (
     schema_from_manifest,
 )
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
+from steps.train.curve import TRAIN_NAME, VALID_NAME, LearningCurve
 from steps.train.tracker import CollectiveError, xgboost_reason
 
 BATCH_ROWS = 65_536
@@ -54,18 +54,7 @@ Part of what makes a model reproducible: a different batch size may move a bin e
 # recorded for the learning curve.
 EVAL_METRICS = ["logloss", "auc"]
 STOPPING_METRIC = "auc"
-TRAIN_NAME, VALID_NAME = "train", "valid"
 TRAINING_SECONDS_LABEL = "training seconds (quantile sketch and boosting)"
-
-
-class LearningCurve(Record):
-    """`learning-curve.json`: every metric on valid (and on train with
-    `train.eval_train_split`), one value per round."""
-
-    rounds: int
-    best_iteration: int
-    early_stopping_rounds: int | None
-    metrics: dict[str, dict[str, list[float]]]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from steps.core.store import ArtifactStore
 from steps.data.dataset import FeatureKind, Split, load_split, read_manifest
 from steps.data.features import Feature, FeatureSchema
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
-from steps.train.worker import LearningCurve
+from steps.train.curve import LearningCurve
 from tests.support.commands import run_step
 from tests.support.datasets import churn_frame, read_parameters, write_dataset
 from workflows.s3server import EmbeddedS3
