@@ -383,9 +383,12 @@ def decode_categories(table: pa.Table) -> pa.Table:
 
 
 def _require_columns(
-    frame: pd.DataFrame | pa.Table, names: Iterable[str], where: str, role: str
+    frame: pd.DataFrame | pa.Table | pa.Schema, names: Iterable[str], where: str, role: str
 ) -> None:
-    present = set(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
+    if isinstance(frame, pa.Schema):
+        present = set(frame.names)
+    else:
+        present = set(frame.column_names if isinstance(frame, pa.Table) else frame.columns)
     missing = [n for n in names if n not in present]
     if missing:
         raise BadInput(
@@ -439,6 +442,21 @@ def load_split(
     Columns and dtypes are as the contract states (row key string, numeric float64, categorical
     string, label int8); every file's checksum is verified by the store on download.
     """
+    frame: pd.DataFrame = read_split(store, dataset_uri, split, shard).to_pandas()
+    return frame
+
+
+def read_split(
+    store: ArtifactStore,
+    dataset_uri: str,
+    split: Split,
+    shard: int | None = None,
+    *,
+    model_inputs: bool = False,
+) -> pa.Table:
+    """`load_split` in Arrow. With `model_inputs`, only the features and the label, the
+    categorical features dictionary-encoded: what a model reads, at a fraction of the memory
+    of the strings (and without the row key, the widest column)."""
     manifest = read_manifest(store, dataset_uri)
     split = Split(split)
     if shard is not None and split is not Split.TEST and not 0 <= shard < manifest.shards:
@@ -449,17 +467,23 @@ def load_split(
         files = [split_file(split, shard)]
     else:
         files = [split_file(split, index) for index in range(manifest.shards)]
+    expected = [*([manifest.row_key] if manifest.row_key else []), manifest.label]
+    features = [f.name for f in manifest.features]
+    columns = [*features, manifest.label] if model_inputs else None
+    categorical = [f.name for f in manifest.features if f.kind is FeatureKind.CATEGORICAL]
     prefix = _key_in_store(store, dataset_uri, "dataset")
     with tempfile.TemporaryDirectory(prefix="mlpipe-split-") as tmp:
         tables = []
         for index, name in enumerate(files):
             local = Path(tmp) / f"{index}.parquet"
             store.download_file(f"{prefix}/{name}", local)
-            tables.append(pq.read_table(local))
-    frame: pd.DataFrame = pa.concat_tables(tables).to_pandas()
-    expected = [*([manifest.row_key] if manifest.row_key else []), manifest.label]
-    _require_columns(frame, [*expected, *(f.name for f in manifest.features)], dataset_uri, "split")
-    return frame
+            _require_columns(pq.read_schema(local), [*expected, *features], dataset_uri, "split")
+            tables.append(
+                pq.read_table(
+                    local, columns=columns, read_dictionary=categorical if model_inputs else None
+                )
+            )
+    return pa.concat_tables(tables)
 
 
 def _key_in_store(store: ArtifactStore, uri: str, what: str) -> str:
