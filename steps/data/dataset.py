@@ -123,7 +123,9 @@ def read_table(uri: str, spec: DataSpec, store: ArtifactStore | None) -> pd.Data
     problems (missing, unreadable, empty, ragged, declared column absent) are BadInput here.
     """
     table = read_arrow(uri, spec, store)
-    frame: pd.DataFrame = table.to_pandas()
+    # Each column's Arrow buffers are freed as soon as pandas has its own: the table and the
+    # frame never exist whole side by side.
+    frame: pd.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
     del table
     # Arrow's allocator keeps the pages of the intermediate tables for reuse; handing them
     # back halves the step's memory while it audits the frame.
