@@ -444,7 +444,9 @@ def load_split(
     Columns and dtypes are as the contract states (row key string, numeric float64, categorical
     string, label int8); every file's checksum is verified by the store on download.
     """
-    frame: pd.DataFrame = read_split(store, dataset_uri, split, shard).to_pandas()
+    table = read_split(store, dataset_uri, split, shard)
+    # As in read_table: each column's Arrow buffers go as pandas takes them over.
+    frame: pd.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
     return frame
 
 
