@@ -65,6 +65,9 @@ EVAL_METRICS = ["logloss", "auc"]
 STOPPING_METRIC = "auc"
 TRAIN_NAME, VALID_NAME = "train", "valid"
 TRAINING_SECONDS_LABEL = "training seconds (quantile sketch and boosting)"
+SHARD_WORKING_SET = 2.5
+"""A worker's peak above its libraries, in multiples of its train shard held in Arrow
+(benchmarks/end_to_end.py measures it: about 2x at 4M rows and 2 workers)."""
 
 
 class LearningCurve(Record):
@@ -185,6 +188,7 @@ def train_worker(
             f"--rank {rank} out of range: dataset {dataset_uri} has {manifest.shards} shards"
         )
     schema = schema_from_manifest(manifest, spec.categorical)
+    check_memory(manifest, dataset_uri, spec.memory_limit_mb)
     train = _shard(store, dataset_uri, manifest, Split.TRAIN, rank)
     valid = _shard(store, dataset_uri, manifest, Split.VALID, rank)
     rows = train.num_rows
@@ -239,6 +243,22 @@ def train_worker(
             key=lambda item: -item[1],
         ),
         profile=profile,
+    )
+
+
+def check_memory(manifest: DatasetManifest, dataset_uri: str, limit_mb: int | None) -> None:
+    """Refuse, before reading anything, a shard the worker's memory cannot hold."""
+    rows = -(-manifest.rows.train // manifest.shards)  # the largest shard
+    # The shard in Arrow as _shard reads it: float64 numbers, int32 category codes, int8 label.
+    row_bytes = 1 + sum(8 if f.kind is FeatureKind.NUMERIC else 4 for f in manifest.features)
+    need_mb = SHARD_WORKING_SET * rows * row_bytes / 2**20
+    if limit_mb is None or need_mb <= limit_mb:
+        return
+    workers = int(np.ceil(manifest.shards * need_mb / limit_mb))
+    raise BadInput(
+        f"dataset {dataset_uri}: a train shard of {rows} rows needs about {need_mb:.0f} MB in "
+        f"a worker, over train.memory_limit_mb {limit_mb}: use at least {workers} workers "
+        f"(train.workers; it has {manifest.shards} shards) or raise the limit"
     )
 
 

@@ -4,6 +4,7 @@ real S3; then the model check that compares the workers' digests and fetches the
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,12 +21,13 @@ import pytest
 import xgboost
 
 from steps.__main__ import main
+from steps.core.errors import BadInput
 from steps.core.names import Artifact, Env, ModelFile, Param, model_prefix
 from steps.core.store import ArtifactStore
 from steps.data.dataset import FeatureKind, Split, load_split, read_manifest
 from steps.data.features import Feature, FeatureSchema
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
-from steps.train.worker import LearningCurve
+from steps.train.worker import LearningCurve, check_memory
 from tests.support.commands import run_step
 from tests.support.datasets import churn_frame, read_parameters, write_dataset
 from workflows.s3server import EmbeddedS3
@@ -305,6 +307,34 @@ def test_worker_rank_outside_the_shards_is_bad_input(
     assert main([*argv, "--train-spec", '{"rounds": 0}', "--rank", "0"]) == 2
     assert "invalid TrainSpec: rounds" in capsys.readouterr().err
     assert not (tmp_path / "parameters").exists()
+
+
+def test_a_shard_too_big_for_the_memory_limit_fails_up_front_naming_enough_workers(
+    store: ArtifactStore,
+    s3_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    frame = churn_frame(40_000, seed=5)
+    uri = write_dataset(store, frame, shards=1)
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    argv = ["train", "--dataset-uri", uri, "--tracker-host", "127.0.0.1", "--tracker-port", "1"]
+    argv += ["--out", str(tmp_path), "--rank", "0", "--train-spec", '{"memory_limit_mb": 1}']
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    found = re.search(r"over train.memory_limit_mb 1: use at least (\d+) workers", error)
+    assert found, error
+    assert not (tmp_path / "parameters").exists()
+    # The number it names is the fewest that fit: that many shards pass the check, one fewer not.
+    enough = int(found.group(1))
+    assert enough > 1
+    fits = write_dataset(store, frame, shards=enough)
+    check_memory(read_manifest(store, fits), fits, 1)
+    short = write_dataset(store, frame, shards=enough - 1)
+    with pytest.raises(BadInput, match="use at least"):
+        check_memory(read_manifest(store, short), short, 1)
 
 
 # ---------------------------------------------------------------- model check
