@@ -290,6 +290,16 @@ def test_tracker_refuses_a_bad_train_spec() -> None:
     assert "invalid TrainSpec: timeout_seconds" in result.stderr
 
 
+def lone_worker(
+    uri: str, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, out: Path
+) -> list[str]:
+    """Arguments of a worker whose tracker never answers: for failures before the group forms."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    argv = ["train", "--dataset-uri", uri, "--tracker-host", "127.0.0.1", "--tracker-port", "1"]
+    return [*argv, "--out", str(out)]
+
+
 def test_worker_rank_outside_the_shards_is_bad_input(
     store: ArtifactStore,
     s3_env: dict[str, str],
@@ -298,10 +308,7 @@ def test_worker_rank_outside_the_shards_is_bad_input(
     tmp_path: Path,
 ) -> None:
     uri = write_dataset(store, churn_frame(200, seed=4), shards=2)
-    for name, value in s3_env.items():
-        monkeypatch.setenv(name, value)
-    argv = ["train", "--dataset-uri", uri, "--tracker-host", "127.0.0.1", "--tracker-port", "1"]
-    argv += ["--out", str(tmp_path)]
+    argv = lone_worker(uri, s3_env, monkeypatch, tmp_path)
     assert main([*argv, "--train-spec", "{}", "--rank", "2"]) == 2
     assert "--rank 2 out of range" in capsys.readouterr().err
     assert main([*argv, "--train-spec", '{"rounds": 0}', "--rank", "0"]) == 2
@@ -317,12 +324,8 @@ def test_a_shard_too_big_for_the_memory_limit_fails_up_front_naming_enough_worke
     tmp_path: Path,
 ) -> None:
     frame = churn_frame(40_000, seed=5)
-    uri = write_dataset(store, frame, shards=1)
-    for name, value in s3_env.items():
-        monkeypatch.setenv(name, value)
-    argv = ["train", "--dataset-uri", uri, "--tracker-host", "127.0.0.1", "--tracker-port", "1"]
-    argv += ["--out", str(tmp_path), "--rank", "0", "--train-spec", '{"memory_limit_mb": 1}']
-    assert main(argv) == 2
+    argv = lone_worker(write_dataset(store, frame, shards=1), s3_env, monkeypatch, tmp_path)
+    assert main([*argv, "--rank", "0", "--train-spec", '{"memory_limit_mb": 1}']) == 2
     error = capsys.readouterr().err
     found = re.search(r"over train.memory_limit_mb 1: use at least (\d+) workers", error)
     assert found, error
