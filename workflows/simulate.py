@@ -21,7 +21,7 @@ judges the loop: retrains, promotions, rollbacks, and for each event the day it 
 and the days served by a model trained before it.
 
 A simulation uses its own model name (`<model>-sim-<time>`), so it never moves the real
-model's `stable.json`; it shrinks the pipeline's settings to small days (SMALL_DAYS).
+model's `stable.json`; it shrinks the pipeline's settings to small days (`small_days`).
 """
 
 import json
@@ -159,9 +159,19 @@ def drift_arguments(shifts: Sequence[str], categories: Sequence[str], concept: f
 
 
 def small_days(pipeline_rows: int, scenario: Scenario) -> dict[str, object]:
-    """Settings for days of a few thousand rows that each take seconds, not minutes."""
+    """Settings for days of a few thousand rows that each take seconds, not minutes.
+
+    Early stopping is off: with `rounds` (20) no more than its patience (20 rounds) it can
+    never stop, only cut the model back to the round of best validation AUC, and on a
+    validation split of ~500 rows whose AUC is flat within its noise after the first
+    rounds that round is chance. In the 60-day run it cut day 25's model to 2 trees
+    (validation AUC 0.8203 at round 1, 0.8200 at round 19, while the log loss fell from 0.637
+    to 0.514): 0.026 AUC below the champion on the test rows and 0.02-0.03 below the
+    oracle on every day it served. The oracle trains `rounds` rounds, and so does this.
+    """
     return {
         "train.rounds": scenario.rounds,
+        "train.early_stopping_rounds": None,
         "train.workers": 1,
         "audit.min_rows": min(pipeline_rows, scenario.rows),
         # New categories are what retraining must absorb: the reference check may not

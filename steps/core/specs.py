@@ -224,10 +224,12 @@ class EvaluateSpec(Spec):
         default=0.05,
         gt=0,
         le=1,
-        description="expected calibration error of the served (calibrated) probabilities; "
-        "a breach when even the low end of its interval is above it",
+        description="expected calibration error of the served (calibrated) probabilities, "
+        "debiased; a breach when even the low end of its interval is above it",
     )
-    auc_margin: float = Field(default=0.01, ge=0, le=1, description="overall drop vs champion")
+    auc_margin: float = Field(
+        default=0.01, ge=0, le=1, description="overall drop vs champion, beyond its CI"
+    )
     slice_auc_margin: float = Field(
         default=0.02, ge=0, le=1, description="slice drop vs champion, beyond its CI"
     )

@@ -23,7 +23,8 @@ METRICS = [
     ("precision", "precision"),
     ("recall", "recall"),
     ("f1", "F1"),
-    ("ece", "expected calibration error"),
+    ("ece", "expected calibration error (plug-in)"),
+    ("ece_debiased", "expected calibration error, debiased (gate)"),
 ]
 METHODS = {
     "auc": "DeLong",
@@ -34,7 +35,8 @@ METHODS = {
     "precision": "bootstrap",
     "recall": "bootstrap",
     "f1": "bootstrap",
-    "ece": "bootstrap",
+    "ece": "bin rates resampled, percentile",
+    "ece_debiased": "Kumar 2019; basic bootstrap",
 }
 
 
@@ -137,7 +139,10 @@ def _metrics_table(metrics: Metrics, intervals: Intervals) -> html.Markup:
 
 def _calibration(evaluation: Evaluation) -> html.Markup:
     parts = [
-        html.paragraph(f"Overall: ECE {evaluation.metrics.ece:.4f}"),
+        html.paragraph(
+            f"Overall: ECE {evaluation.metrics.ece:.4f} (plug-in), "
+            f"{evaluation.metrics.ece_debiased:.4f} debiased"
+        ),
         reliability_svg(evaluation.reliability),
     ]
     if evaluation.worst_slice is not None:

@@ -180,7 +180,8 @@ def evaluate_rows(
     gate = judge(
         overall.metrics.auc,
         overall.metrics.ece,
-        overall.intervals.ece,
+        overall.metrics.ece_debiased,
+        overall.intervals.ece_debiased,
         comparison,
         behaviour,
         robustness,

@@ -95,15 +95,16 @@ def test_one_class_makes_auc_undefined() -> None:
 
 def test_gate_names_each_breach_with_its_numbers() -> None:
     spec = EvaluateSpec(min_auc=0.8, max_ece=0.05)
-    gate = judge(0.75, 0.3375, Interval(low=0.31, high=0.36), None, [], [], spec)
+    gate = judge(0.75, 0.3375, 0.33, Interval(low=0.31, high=0.36), None, [], [], spec)
     assert not gate.passed
     assert [b.message for b in gate.breaches] == [
         "AUC 0.7500 < min_auc 0.8",
-        "ECE 0.3375 (interval 0.3100..0.3600) > max_ece 0.05",
+        "ECE 0.3300 debiased (plug-in 0.3375; interval 0.3100..0.3600) > max_ece 0.05 by "
+        "0.2600 beyond its interval",
     ]
-    assert judge(0.9, 0.01, Interval(low=0.005, high=0.02), None, [], [], spec).passed
+    assert judge(0.9, 0.01, 0.008, Interval(low=0.005, high=0.02), None, [], [], spec).passed
     # An ECE above the bound only by its noise (a small test split) does not fail.
-    assert judge(0.9, 0.06, Interval(low=0.03, high=0.08), None, [], [], spec).passed
+    assert judge(0.9, 0.06, 0.055, Interval(low=0.03, high=0.08), None, [], [], spec).passed
 
 
 def test_a_slice_drop_within_its_interval_does_not_fail() -> None:
@@ -129,9 +130,9 @@ def test_a_slice_drop_within_its_interval_does_not_fail() -> None:
     )  # fmt: skip
     spec = EvaluateSpec(max_ece=0.5)
     ece = Interval(low=0.01, high=0.03)
-    assert judge(0.8, 0.02, ece, comparison, [], [], spec).passed
+    assert judge(0.8, 0.02, 0.02, ece, comparison, [], [], spec).passed
     grown = comparison.model_copy(update={"gap": 0.2})
-    (breach,) = judge(0.8, 0.02, ece, grown, [], [], spec).breaches
+    (breach,) = judge(0.8, 0.02, 0.02, ece, grown, [], [], spec).breaches
     assert breach.message == (
         "best-worst slice AUC gap 0.2000 vs champion 0.1000: grew 0.1000 > max_gap_increase 0.05"
     )
