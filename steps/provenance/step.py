@@ -117,8 +117,9 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     if not _strictly_increasing(keys):
         # One chunk: Arrow sorts and gathers a contiguous string array about twice as fast.
         position = table.column_names.index(dataset.row_key)
-        table = table.set_column(position, dataset.row_key, keys.combine_chunks())
-        table = table.take(pc.sort_indices(table.column(position)))
+        combined = keys.combine_chunks()
+        table = table.set_column(position, dataset.row_key, combined)
+        table = table.take(_key_order(combined))
         keys = table.column(position)
         repeated = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
         if pc.any(repeated).as_py():
@@ -129,6 +130,32 @@ def canonical_table(dataset: Dataset) -> pa.Table:
                 f"{len(values)} repeated ({shown})"
             )
     return table
+
+
+WORD_SORT_MAX_BYTES = 40
+"""Longest row key (in UTF-8 bytes) sorted as machine words: 5 words, a UUID's 36 characters."""
+
+
+def _key_order(keys: pa.Array) -> pa.Array:
+    """Indices that put the row keys (strings, none missing) in bytewise order, the order
+    Arrow's own string sort gives.
+
+    Keys that all have the same length (generated IDs, UUIDs) are sorted as the big-endian
+    64-bit words of their zero-padded bytes: Arrow's multi-column sort of integers measured
+    ~2x faster here than its string comparison sort (6M shuffled 11-byte keys). Any other
+    keys go to the string sort.
+    """
+    offsets, data = _string_span(keys)
+    lengths = np.diff(offsets)
+    width = int(lengths[0]) if len(lengths) else 0
+    if data is None or not 0 < width <= WORD_SORT_MAX_BYTES or bool((lengths != width).any()):
+        return pc.sort_indices(keys)
+    rows = np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
+    padded = np.zeros((len(rows), -(-width // 8) * 8), np.uint8)
+    padded[:, :width] = rows
+    words = padded.view(">u8").astype(np.uint64)
+    columns = pa.table({f"w{i}": words[:, i] for i in range(words.shape[1])})
+    return pc.sort_indices(columns, [(name, "ascending") for name in columns.column_names])
 
 
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:

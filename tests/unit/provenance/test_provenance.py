@@ -12,7 +12,7 @@ import pytest
 
 from steps.data.dataset import load_dataset
 from steps.data.synth import data_spec, generate
-from steps.provenance.step import assign, canonical_table, data_digest
+from steps.provenance.step import _key_order, assign, canonical_table, data_digest
 
 SPEC = data_spec()
 
@@ -134,3 +134,19 @@ def test_digest_is_pinned_and_independent_of_slicing(
     # Slices that start mid-byte of the validity bitmap and span row groups unevenly.
     monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+
+
+def test_key_order_is_arrows_bytewise_string_order() -> None:
+    """Same-length keys are sorted as machine words; that must be the string order exactly,
+    including bytes >= 0x80 (UTF-8), keys that differ only in their last byte, widths that
+    are not a multiple of 8 and a slice of a larger array."""
+    rng = np.random.default_rng(3)
+    alphabet = np.array(list("aZ09é€\x00"))
+    for width in (1, 7, 8, 11, 16, 36):
+        keys = ["".join(rng.choice(alphabet, width)) for _ in range(3000)]
+        keys = [k for k in dict.fromkeys(k for k in keys if len(k.encode()) == len(keys[0].encode()))]
+        array = pa.array(["pad", *keys, "pad"]).slice(1, len(keys))
+        expected = pc.sort_indices(array).to_pylist()
+        assert _key_order(array).to_pylist() == expected, width
+    mixed = pa.array(["b", "ab", "a", "abc", "B"])  # lengths differ: Arrow's own sort
+    assert _key_order(mixed).to_pylist() == pc.sort_indices(mixed).to_pylist()
