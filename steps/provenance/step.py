@@ -186,7 +186,9 @@ def _recoded(chunk: pa.DictionaryArray, categories: pa.Array) -> pa.DictionaryAr
     if not len(position):  # an empty dictionary: every row is missing
         return pa.DictionaryArray.from_arrays(pa.nulls(len(chunk), pa.int32()), categories)
     # A missing row's code is whatever sits in its slot: clipped into range, then masked.
-    codes = np.take(position.to_numpy().astype(np.int32), _values(chunk.indices), mode="clip")
+    codes = np.take(
+        position.to_numpy().astype(np.int32), _values(chunk.indices).astype(np.int64), mode="clip"
+    )
     present = _validity(chunk.indices)
     indices = pa.array(codes, pa.int32(), mask=None if present is None else ~present)
     return pa.DictionaryArray.from_arrays(indices, categories)
