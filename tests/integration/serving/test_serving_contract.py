@@ -256,3 +256,37 @@ def test_schema_served_is_the_file_beside_the_model(server: Server, model: Model
         {k: f[k] for k in ("name", "kind", "categories")} for f in written["features"]
     ]
     assert all(f["nullable"] is True for f in served["features"])
+
+
+def test_a_missing_value_does_not_hide_a_refused_one(
+    server: Server, model: ModelFiles, frame: pd.DataFrame
+) -> None:
+    """The numeric columns of a small request are checked together (one min, one max),
+    where a missing value first in the row could mask the rest: an out-of-range number
+    after a missing one is still refused and named, and the missing one alone is scored."""
+    numeric = [i for i, f in enumerate(model.schema.features) if f.kind == "numeric"]
+    assert len(numeric) >= 2
+    first, last = numeric[0], numeric[-1]
+    row = _matrix(model, frame, rows=1)[0]
+    row[first] = np.nan
+    url = f"{server.url}/v2/models/{NAME}/infer"
+
+    def send(values: np.ndarray) -> httpx.Response:
+        data = [None if np.isnan(v) else float(v) for v in values]
+        tensor = {"name": ONNX_INPUT, "datatype": "FP64", "shape": [1, len(data)], "data": data}
+        return httpx.post(url, json={"inputs": [tensor]})
+
+    scored = send(row)
+    assert scored.status_code == 200, scored.text
+    assert np.isclose(
+        scored.json()["outputs"][0]["data"][0],
+        reference(model.onnx, row[None, :].astype(np.float32))[0],
+    )
+    row[last] = 1e39
+    refused = send(row)
+    name = model.schema.names[last]
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": f"feature {name!r} (column {last}), row 0 is 1e+39: "
+        "not a finite number that fits FP32"
+    }
