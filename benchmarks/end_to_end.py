@@ -6,14 +6,21 @@ file, a random 80/10/10 split, `xgboost.train` with the pipeline's parameters on
 predict, AUC. Both are timed wall-clock and their whole process tree's RSS is sampled every
 50 ms (peak of the sum). Per-step times come from the run's record (`run.json`).
 
-Targets: ours / bare <= 3 at 200k rows and <= 1.5 at 4M, with at least the bare script's
-test AUC. Last line: `ratio=<ours/bare at the largest size>`.
+Memory per step: each step process's peak RSS (the same samples) minus its import baseline
+(the RSS of a fresh process that imported the step's module), against the largest input the
+step holds: the whole file as a DataFrame for audit and provenance, one train shard (0.8 of
+the rows over the shards) for a training worker, the test split (0.1) for evaluate.
 
-    .venv/bin/python benchmarks/end_to_end.py [--rows 200000 1000000 4000000]
+Targets: ours / bare <= 3 at 200k rows and <= 1.5 at 4M, with at least the bare script's
+test AUC; every step's peak above its baseline <= 2x its input; the whole tree <= 1.2x the
+bare script's peak. Last line: `ratio=<ours/bare at the largest size>`.
+
+    .venv/bin/python benchmarks/end_to_end.py [--rows 200000 1000000 4000000] [--shards 2]
 """
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -22,8 +29,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import psutil
 
+from steps.core.registry import STEPS
 from steps.deploy.local import stop_server
 from workflows.config import PipelineConfig, load_config
 from workflows.run_record import RECORD_FILE
@@ -60,17 +69,22 @@ class Measured:
     peak_rss: int
     auc: float
     steps: dict[str, float]
+    step_peaks: dict[str, int]
+    """Peak RSS of the largest process of each step (`python -m steps <name>`)."""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[200_000, 1_000_000, 4_000_000])
+    parser.add_argument("--shards", type=int, help="training workers (default: the config's)")
     args = parser.parse_args()
     pipeline = load_config(ROOT / "config" / "local.yaml").pipeline
+    shards = args.shards or pipeline.train.workers
     ratio = 0.0
+    baselines: dict[str, int] = {}
     for rows in args.rows:
         data = sample(rows)
-        ours = run_pipeline(data)
+        ours = run_pipeline(data, shards)
         bare = run_bare(data, pipeline)
         ratio = ours.seconds / bare.seconds
         print(
@@ -80,6 +94,24 @@ def main() -> None:
         )
         steps = ", ".join(f"{name} {seconds:.1f}" for name, seconds in ours.steps.items())
         print(f"{'':>15} steps (s): {steps}", flush=True)
+        frame = frame_bytes(data)
+        inputs = {"audit": frame, "provenance": frame, "evaluate": frame // 10}
+        inputs["train"] = math.ceil(frame * 0.8 / shards)
+        for name, peak in ours.step_peaks.items():
+            if name not in baselines:
+                baselines[name] = import_baseline(name)
+            above = peak - baselines[name]
+            held = inputs.get(name)
+            versus = f", {above / held:.2f}x its input {held / 2**20:.0f} MB" if held else ""
+            print(
+                f"{'':>15} {name}: peak {peak / 2**20:.0f} MB, "
+                f"{above / 2**20:.0f} MB above its import baseline{versus}"
+            )
+        print(
+            f"{'':>15} whole tree / bare: {ours.peak_rss / bare.peak_rss:.2f}x "
+            f"(input as a DataFrame {frame / 2**20:.0f} MB, {shards} shards)",
+            flush=True,
+        )
     print(f"ratio={ratio:.3f}")
 
 
@@ -92,7 +124,26 @@ def sample(rows: int) -> Path:
     return path
 
 
-def run_pipeline(data: Path) -> Measured:
+def frame_bytes(data: Path) -> int:
+    """The file's size as the DataFrame a script would hold."""
+    return int(pd.read_parquet(data).memory_usage(deep=True).sum())
+
+
+def import_baseline(step: str) -> int:
+    """RSS of a fresh process that imported the step's module (what running it costs before
+    it reads any data)."""
+    code = (
+        "import importlib, psutil; from steps.core.registry import STEPS; "
+        f"importlib.import_module(STEPS[{step!r}].module); "
+        "print(psutil.Process().memory_info().rss)"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    return int(output.split()[-1])
+
+
+def run_pipeline(data: Path, shards: int) -> Measured:
     with tempfile.TemporaryDirectory(prefix="e2e-") as tmp:
         folder = Path(tmp)
         settings = {
@@ -100,12 +151,13 @@ def run_pipeline(data: Path) -> Measured:
             "engine.workdir": folder / "runs",
             "deploy.state_dir": folder / "serving",
             "provenance.memoize": "false",
+            "train.workers": shards,
         }
         command = [sys.executable, "-m", "workflows.cli", "run", "--data", str(data)]
         for key, value in settings.items():
             command += ["--set", f"{key}={value}"]
         try:
-            seconds, peak, _ = measure(command)
+            seconds, peak, _, step_peaks = measure(command)
         finally:
             stop_server(folder / "serving")
         (record_path,) = (folder / "runs").glob(f"*/*/{RECORD_FILE}")
@@ -114,7 +166,7 @@ def run_pipeline(data: Path) -> Measured:
             raise SystemExit(f"pipeline run {record['name']} {record['phase']}")
         steps = {node["path"]: node["seconds"] or 0.0 for node in record["nodes"]}
         evaluate = next(node for node in record["nodes"] if node["template"] == "evaluate")
-        return Measured(seconds, peak, float(evaluate["parameters"]["auc"]), steps)
+        return Measured(seconds, peak, float(evaluate["parameters"]["auc"]), steps, step_peaks)
 
 
 def run_bare(data: Path, pipeline: PipelineConfig) -> Measured:
@@ -130,16 +182,18 @@ def run_bare(data: Path, pipeline: PipelineConfig) -> Measured:
         str(train.early_stopping_rounds),
         str(train.seed),
     ]
-    seconds, peak, output = measure([sys.executable, "-c", BARE, *arguments])
+    seconds, peak, output, _ = measure([sys.executable, "-c", BARE, *arguments])
     auc = float(output.split("auc", 1)[1])
-    return Measured(seconds, peak, auc, {})
+    return Measured(seconds, peak, auc, {}, {})
 
 
-def measure(command: list[str]) -> tuple[float, int, str]:
-    """Wall time, peak RSS of the whole process tree (sampled), and stdout."""
+def measure(command: list[str]) -> tuple[float, int, str, dict[str, int]]:
+    """Wall time, peak RSS of the whole process tree (sampled), stdout, and the peak RSS
+    of the largest process of each step."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     peak = 0
+    step_peaks: dict[str, int] = {}
     done = threading.Event()
 
     def sample_rss() -> None:
@@ -153,9 +207,13 @@ def measure(command: list[str]) -> tuple[float, int, str]:
             total = 0
             for member in tree:
                 try:
-                    total += member.memory_info().rss
+                    rss = member.memory_info().rss
+                    step = step_name(member.cmdline())
                 except psutil.NoSuchProcess:
                     continue
+                total += rss
+                if step is not None:
+                    step_peaks[step] = max(step_peaks.get(step, 0), rss)
             peak = max(peak, total)
 
     sampler = threading.Thread(target=sample_rss, daemon=True)
@@ -166,7 +224,15 @@ def measure(command: list[str]) -> tuple[float, int, str]:
     sampler.join()
     if process.returncode != 0:
         raise SystemExit(f"{command[:4]} exited {process.returncode}:\n{output[-2000:]}")
-    return seconds, peak, output
+    return seconds, peak, output, step_peaks
+
+
+def step_name(cmdline: list[str]) -> str | None:
+    """`<python> -m steps <name> ...` -> name."""
+    for index in range(len(cmdline) - 2):
+        if cmdline[index : index + 2] == ["-m", "steps"] and cmdline[index + 2] in STEPS:
+            return cmdline[index + 2]
+    return None
 
 
 if __name__ == "__main__":

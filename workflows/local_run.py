@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -116,20 +117,33 @@ def credentials_secret(access: S3Access) -> dict[str, str]:
     }
 
 
-def stage_data(store: ArtifactStore, data_uri: str) -> str:
-    """A local dataset is uploaded under a content-addressed key; the steps only read S3."""
+def input_key(data_uri: str) -> str | None:
+    """The content-addressed key a local dataset is staged under; None for an S3 URI."""
     if data_uri.startswith("s3://"):
-        return data_uri
+        return None
     path = Path(data_uri)
     if path.is_dir():
         raise ConfigError(f"key 'data.uri': {path} is a folder; give one CSV or Parquet file")
     if not path.is_file():
         raise ConfigError(f"key 'data.uri': no such file: {path}")
-    digest = file_sha256(path)
-    key = f"{INPUTS_PREFIX}/{digest}/{path.name}"
-    if not store.exists(key):
-        store.upload_file(path, key)
-    return store.uri(key)
+    return f"{INPUTS_PREFIX}/{file_sha256(path)}/{path.name}"
+
+
+def staged_uri(bucket: str, data_uri: str, key: str | None) -> str:
+    """Where the steps read the dataset: its S3 URI, or the key it is staged under."""
+    return data_uri if key is None else f"s3://{bucket}/{key}"
+
+
+def upload_input(store: ArtifactStore, data_uri: str, key: str | None) -> None:
+    if key is not None and not store.exists(key):
+        store.upload_file(Path(data_uri), key)
+
+
+def stage_data(store: ArtifactStore, data_uri: str) -> str:
+    """A local dataset is uploaded under a content-addressed key; the steps only read S3."""
+    key = input_key(data_uri)
+    upload_input(store, data_uri, key)
+    return staged_uri(store.bucket, data_uri, key)
 
 
 def free_port() -> int:
@@ -314,20 +328,37 @@ def exit_code(result: RunResult) -> int:
     return next((code for code in EXIT_PRECEDENCE if code in codes), 1)
 
 
+@contextmanager
+def prepared_run(
+    config: LoadedConfig, environ: dict[str, str], resume: str | None
+) -> Iterator[tuple[LocalStorage, Path, list[Path]]]:
+    """The run's storage, folder and manifests: those of the run to resume, or compiled in a
+    thread while the store starts (neither needs the other; each takes up to a second)."""
+    pipeline = config.pipeline
+    if resume is not None:
+        run_dir = resumed_directory(pipeline, resume)
+        manifests = [run_dir / "manifests" / name for name in (TEMPLATE_FILE, WORKFLOW_FILE)]
+        with local_storage(pipeline, environ) as storage:
+            yield storage, run_dir, manifests
+        return
+    run_dir = run_directory(pipeline)
+    data_uri = pipeline.data.uri
+    key = input_key(data_uri)
+    staged = staged_uri(pipeline.storage.bucket, data_uri, key)
+    with ThreadPoolExecutor(max_workers=1) as background:
+        compiled = background.submit(compile_local, config, staged, run_dir)
+        with local_storage(pipeline, environ) as storage:
+            upload_input(storage.store, data_uri, key)
+            yield storage, run_dir, compiled.result()
+
+
 def run_pipeline(config: LoadedConfig, console: Console, resume: str | None = None) -> int:
     """Stage the data, compile, execute locally, print the summary; the exit code says how
     it went (`report`). With `resume`, run that interrupted run again."""
     pipeline = config.pipeline
     environ = dict(os.environ)
     secrets = signing_secrets(config)
-    with local_storage(pipeline, environ) as storage:
-        if resume is not None:
-            run_dir = resumed_directory(pipeline, resume)
-            manifests = [run_dir / "manifests" / name for name in (TEMPLATE_FILE, WORKFLOW_FILE)]
-        else:
-            run_dir = run_directory(pipeline)
-            data_uri = stage_data(storage.store, pipeline.data.uri)
-            manifests = compile_local(config, data_uri, run_dir)
+    with prepared_run(config, environ, resume) as (storage, run_dir, manifests):
         template, workflow = (load_manifest(path) for path in manifests[:2])
         context = engine_context(config, storage, run_dir, environ, secrets)
         console.print(f"manifests: {run_dir / 'manifests'}", highlight=False, markup=False)

@@ -30,7 +30,10 @@ RARE_CATEGORY_ROWS = 20
 """Categories with fewer rows are pooled before judging a categorical feature's predictive
 power, so an ID-like column does not look like a perfect predictor by memorising rows."""
 
-Codes = npt.NDArray[np.intp]
+_HASH_MULTIPLIER = np.uint64(0x100000001B3)  # the 64-bit FNV prime: mixes one column's hash in
+Codes = npt.NDArray[np.int32]
+"""Factorised codes: every feature's are held at once, and half the bytes of numpy's intp
+keep the audit within twice its DataFrame (a column has fewer than 2**31 distinct values)."""
 Labels = npt.NDArray[np.int8]
 
 
@@ -112,7 +115,7 @@ def builtin_checks(
     checks += _null_shares(frame, used, bounds)
     checks += _identifiers_and_text(frame, data, columns, rows)
     checks += _near_constant(columns, rows, bounds)
-    checks += _duplicates_and_conflicts(frame, features, labels, bounds)
+    checks += _duplicates_and_conflicts(columns, rows, labels, bounds)
     if labels is not None:
         checks += _leakage(columns, labels, bounds)
     if reference is not None:
@@ -160,7 +163,7 @@ def _factorise(column: pd.Series) -> _Column:
     numeric = pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column)
     # Sorted uniques for numbers: their order is the feature's order when judging leakage.
     codes, uniques = pd.factorize(column, sort=numeric, use_na_sentinel=True)
-    return _Column(np.asarray(codes, dtype=np.intp), np.asarray(uniques), numeric)
+    return _Column(codes.astype(np.int32), np.asarray(uniques), numeric)
 
 
 def _summary(
@@ -239,15 +242,26 @@ def _near_constant(columns: dict[str, _Column], rows: int, bounds: AuditBounds) 
     return failed or _summary("top value share per feature", worst, bound, Severity.WARNING)
 
 
+def _row_hashes(columns: Sequence[_Column], rows: int) -> npt.NDArray[np.uint64]:
+    """One 64-bit hash per row of its features' codes (equal values, equal codes).
+
+    Hashing the int32 codes rather than the values: pandas hashes a string column through
+    one Python object per row, a transient several times the column's size."""
+    hashed = np.zeros(rows, dtype=np.uint64)
+    for column in columns:
+        hashed *= _HASH_MULTIPLIER  # wraps modulo 2**64, as intended
+        hashed ^= pd.util.hash_array(column.codes)
+    return hashed
+
+
 def _duplicates_and_conflicts(
-    frame: pd.DataFrame, features: Sequence[str], labels: Labels | None, bounds: AuditBounds
+    columns: dict[str, _Column], rows: int, labels: Labels | None, bounds: AuditBounds
 ) -> list[Check]:
     """Duplicated rows (features and label, not the row key) and, among rows with identical
     features, the share whose group carries both labels. One 64-bit hash per row."""
-    if not features:
+    if not columns:
         return []
-    hashed = pd.util.hash_pandas_object(frame[list(features)], index=False).to_numpy()
-    rows = len(frame)
+    hashed = _row_hashes(list(columns.values()), rows)
     # One sort serves both checks (numpy's hash-based unique is slower on a million keys):
     # rows with equal features form a group; with a binary label a group holds one or two
     # distinct rows, so duplicates are the rows beyond the distinct (features, label) pairs.

@@ -117,6 +117,13 @@ class TrainSpec(Spec):
         "learning curve's train line); off, only the validation split is evaluated, which at "
         "1M rows halves the boosting time",
     )
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=1,
+        description="memory one worker may use for its shard (its pod's limit less the "
+        "libraries); a shard needing more fails before it is read, naming how many workers "
+        "would do. null: no check",
+    )
 
 
 class QuantizeSpec(Spec):

@@ -40,6 +40,7 @@ from steps.evaluate.slices import Slice, build_slices, default_groups
 from steps.quantize.session import open_session, predict_proba
 
 Scores = npt.NDArray[np.float64]
+SCORE_ROWS = 65_536
 Progress = Callable[[int, int], None]
 
 
@@ -60,8 +61,13 @@ def scorer(model: bytes | Path) -> Callable[[npt.NDArray[np.float32]], npt.NDArr
 def score_rows(
     model: bytes | Path, frame: pd.DataFrame, schema: FeatureSchema
 ) -> tuple[Scored, Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]]:
+    """Scores encoded and computed SCORE_ROWS rows at a time: neither the float32 matrix of
+    the whole split nor ONNX Runtime's buffers for it exist at once. (The session runs on
+    one thread, so a row's score does not depend on the batch it is in.)"""
     score = scorer(model)
-    scores = score(encode(frame, schema)).astype(np.float64)
+    starts = range(0, max(len(frame), 1), SCORE_ROWS)
+    parts = [score(encode(frame.iloc[start : start + SCORE_ROWS], schema)) for start in starts]
+    scores = np.concatenate(parts).astype(np.float64)
     return Scored(scores, np.argsort(scores, kind="stable")), score
 
 

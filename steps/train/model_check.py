@@ -18,7 +18,7 @@ from steps.core.harness import Outcome, StepContext
 from steps.core.names import Artifact, ModelFile, Param, model_prefix
 from steps.core.registry import WORKER_OUTPUTS
 from steps.core.store import ArtifactStore, file_sha256
-from steps.train.worker import TRAIN_NAME, VALID_NAME, LearningCurve
+from steps.train.curve import TRAIN_NAME, VALID_NAME, LearningCurve
 
 
 class WorkerOutput(BaseModel):

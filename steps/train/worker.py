@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xgboost
 from xgboost import collective
 from xgboost.callback import EarlyStopping, TrainingCallback
@@ -31,11 +33,17 @@ from steps.core.errors import BadInput
 from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.names import CategoricalSplits, ModelFile, Param, model_prefix
 from steps.core.outputs import report_progress
-from steps.core.records import Record
 from steps.core.registry import DATASET_URI, RANK, TRACKER_HOST, TRACKER_PORT
 from steps.core.specs import TrainSpec
 from steps.core.store import ArtifactStore
-from steps.data.dataset import DatasetManifest, Split, load_split, read_manifest
+from steps.data.dataset import (
+    DatasetManifest,
+    FeatureKind,
+    Split,
+    decode_categories,
+    read_manifest,
+    read_split,
+)
 from steps.data.features import (
     FeatureSchema,
     categorical_frame,
@@ -44,6 +52,7 @@ from steps.data.features import (
     schema_from_manifest,
 )
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
+from steps.train.curve import TRAIN_NAME, VALID_NAME, LearningCurve
 from steps.train.tracker import CollectiveError, xgboost_reason
 
 BATCH_ROWS = 65_536
@@ -54,18 +63,10 @@ Part of what makes a model reproducible: a different batch size may move a bin e
 # recorded for the learning curve.
 EVAL_METRICS = ["logloss", "auc"]
 STOPPING_METRIC = "auc"
-TRAIN_NAME, VALID_NAME = "train", "valid"
 TRAINING_SECONDS_LABEL = "training seconds (quantile sketch and boosting)"
-
-
-class LearningCurve(Record):
-    """`learning-curve.json`: every metric on valid (and on train with
-    `train.eval_train_split`), one value per round."""
-
-    rounds: int
-    best_iteration: int
-    early_stopping_rounds: int | None
-    metrics: dict[str, dict[str, list[float]]]
+SHARD_WORKING_SET = 2.5
+"""A worker's peak above its libraries, in multiples of its train shard held in Arrow
+(benchmarks/end_to_end.py measures it: about 2x at 4M rows and 2 workers)."""
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,17 @@ class TrainedModel:
     profile: ReferenceProfile
 
 
+def batches(shard: pa.Table) -> Iterator[pd.DataFrame]:
+    """The shard as DataFrames of BATCH_ROWS rows, categories as strings: only one batch
+    at a time exists in pandas, next to the shard held in Arrow (categories as codes)."""
+    for start in range(0, shard.num_rows, BATCH_ROWS):
+        frame: pd.DataFrame = decode_categories(shard.slice(start, BATCH_ROWS)).to_pandas()
+        yield frame
+
+
 class ShardBatches(xgboost.DataIter):
-    """Feeds a shard to XGBoost one encoded batch at a time, so the float32 matrix for
-    the whole shard never exists next to the DataFrame.
+    """Feeds a shard to XGBoost one encoded batch at a time: neither the float32 matrix nor
+    a DataFrame of the whole shard ever exists.
 
     Categorical features arrive as their index in the schema's categories
     (steps.data.features.encode). With `codes` (the default) they get ordinary numeric splits,
@@ -93,20 +102,20 @@ class ShardBatches(xgboost.DataIter):
     ONNX export is the quantize step's to accept or refuse.
     """
 
-    def __init__(self, frame: pd.DataFrame, schema: FeatureSchema, label: str) -> None:
+    def __init__(self, shard: pa.Table, schema: FeatureSchema, label: str) -> None:
         super().__init__(release_data=True)
-        self._frame = frame
+        self._shard = shard
         self._schema = schema
         self._label = label
-        self._start = 0
+        self._batches = batches(shard)
 
     def reset(self) -> None:
-        self._start = 0
+        self._batches = batches(self._shard)
 
     def next(self, input_data: Callable[..., None]) -> bool:
-        if self._start >= len(self._frame):
+        batch = next(self._batches, None)
+        if batch is None:
             return False
-        batch = self._frame.iloc[self._start : self._start + BATCH_ROWS]
         matrix = encode(batch, self._schema)
         native = self._schema.categorical is CategoricalSplits.NATIVE
         input_data(
@@ -114,7 +123,6 @@ class ShardBatches(xgboost.DataIter):
             label=batch[self._label].to_numpy(dtype=np.float32),
             feature_names=self._schema.names,
         )
-        self._start += BATCH_ROWS
         return True
 
 
@@ -169,8 +177,10 @@ def train_worker(
             f"--rank {rank} out of range: dataset {dataset_uri} has {manifest.shards} shards"
         )
     schema = schema_from_manifest(manifest, spec.categorical)
+    check_memory(manifest, dataset_uri, spec.memory_limit_mb)
     train = _shard(store, dataset_uri, manifest, Split.TRAIN, rank)
     valid = _shard(store, dataset_uri, manifest, Split.VALID, rank)
+    rows = train.num_rows
     with training_group(rank, tracker_host, tracker_port, spec.timeout_seconds):
         if collective.get_world_size() != manifest.shards or collective.get_rank() != rank:
             raise BadInput(
@@ -191,10 +201,12 @@ def train_worker(
             nthread=spec.cpu,
             enable_categorical=native,
         )
+        # The matrices hold their own compressed copy: the shards are no longer needed.
+        del train, valid
         booster, curve = _fit(dtrain, dvalid, spec, _scale_pos_weight(spec, profile), progress_file)
         # The log says where a slow worker spent its time (benchmarks/train.py reads it too).
         print(
-            f"worker {rank}: {len(train)} rows, {curve.rounds} rounds, "
+            f"worker {rank}: {rows} rows, {curve.rounds} rounds, "
             f"{TRAINING_SECONDS_LABEL} {time.perf_counter() - started:.3f}",
             flush=True,
         )
@@ -223,27 +235,45 @@ def train_worker(
     )
 
 
+def check_memory(manifest: DatasetManifest, dataset_uri: str, limit_mb: int | None) -> None:
+    """Refuse, before reading anything, a shard the worker's memory cannot hold."""
+    rows = -(-manifest.rows.train // manifest.shards)  # the largest shard
+    # The shard in Arrow as _shard reads it: float64 numbers, int32 category codes, int8 label.
+    row_bytes = 1 + sum(8 if f.kind is FeatureKind.NUMERIC else 4 for f in manifest.features)
+    need_mb = SHARD_WORKING_SET * rows * row_bytes / 2**20
+    if limit_mb is None or need_mb <= limit_mb:
+        return
+    workers = int(np.ceil(manifest.shards * need_mb / limit_mb))
+    raise BadInput(
+        f"dataset {dataset_uri}: a train shard of {rows} rows needs about {need_mb:.0f} MB in "
+        f"a worker, over train.memory_limit_mb {limit_mb}: use at least {workers} workers "
+        f"(train.workers; it has {manifest.shards} shards) or raise the limit"
+    )
+
+
 def _shard(
     store: ArtifactStore, dataset_uri: str, manifest: DatasetManifest, split: Split, rank: int
-) -> pd.DataFrame:
-    frame = load_split(store, dataset_uri, split, shard=rank)
+) -> pa.Table:
+    """The worker's shard of `split` in Arrow: features and label only."""
+    shard = read_split(store, dataset_uri, split, shard=rank, model_inputs=True)
     where = f"dataset {dataset_uri} {split} shard {rank}"
-    if frame.empty:
+    if shard.num_rows == 0:
         raise BadInput(f"{where} has no rows; every worker needs data (use fewer shards)")
-    labels = frame[manifest.label]
-    if labels.isna().any() or not labels.isin([0, 1]).all():
+    labels = shard.column(manifest.label)
+    if labels.null_count or not pc.all(pc.is_in(labels, pa.array([0, 1], labels.type))).as_py():
         raise BadInput(f"{where}: label {manifest.label!r} must be 0/1 without missing values")
-    return frame
+    return shard
 
 
 def _reference_profile(
-    frame: pd.DataFrame, schema: FeatureSchema, manifest: DatasetManifest
+    shard: pa.Table, schema: FeatureSchema, manifest: DatasetManifest
 ) -> ReferenceProfile:
     """The profile of the whole training split: worker 0's deciles as cut points for
-    everyone, then every worker's counts summed."""
-    edges = collective.broadcast(quantile_edges(frame, schema), 0)
+    everyone, then every worker's counts summed (over batches, then over workers)."""
+    numeric = [f.name for f in schema.features if f.kind is FeatureKind.NUMERIC]
+    edges = collective.broadcast(quantile_edges(shard.select(numeric).to_pandas(), schema), 0)
     layout = layout_for(schema, manifest.label, edges, manifest.slice_column)
-    local = count(frame, layout)
+    local = np.sum([count(batch, layout) for batch in batches(shard)], axis=0)
     total = collective.allreduce(local, collective.Op.SUM).reshape(local.shape)
     return assemble(total, layout)
 

@@ -33,28 +33,76 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_make_run_path_embedded_s3_whole_pipeline(
-    sample: Path, tmp_path: Path, serving_dir: Path
+def test_the_readme_command_from_a_fresh_folder_runs_the_whole_pipeline(
+    sample: Path, tmp_path: Path
 ) -> None:
-    s3_dir = tmp_path / "s3"
-    result = mlpipe(
-        "run",
-        "--data",
-        str(sample),
-        *FAST,
-        "--set",
-        f"storage.data_dir={s3_dir}",
-        "--set",
-        f"engine.workdir={tmp_path / 'runs'}",
-        "--set",
-        f"deploy.state_dir={serving_dir}",
+    """`mlpipe run` as a new user runs it: the default config's relative paths (data, S3 data,
+    workdir: relative to config/) and a relative `--set` (relative to the working directory),
+    while every step runs in its own task folder. The same run (each costs tens of seconds)
+    is then checked for every artifact, the model it keeps serving, and its reports."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "config", project / "config")
+    (project / "data").mkdir()
+    shutil.copy(sample, project / "data" / "sample.parquet")
+    s3_dir, runs, serving_dir = (
+        project / ".mlpipe" / "s3",
+        project / ".mlpipe" / "runs",
+        project / "serving",
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "Succeeded" in result.stdout
-    for step in ("audit", "provenance", "train", "quantize", "evaluate", "model-card", "deploy"):
-        assert step in result.stdout
+    try:
+        result = mlpipe("run", *FAST, "--set", "deploy.state_dir=serving", cwd=project)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "Succeeded" in result.stdout
+        for step in (
+            "audit",
+            "provenance",
+            "train",
+            "quantize",
+            "evaluate",
+            "model-card",
+            "deploy",
+        ):
+            assert step in result.stdout
+        status = mlpipe("deploy", "status", "--set", "deploy.state_dir=serving", cwd=project)
+        assert status.returncode == 0, status.stderr
+        assert "churn" in status.stdout, "the server answers but serves no churn model"
+        assert_artifacts(s3_dir, serving_dir, tmp_path)
+    finally:
+        stop_server(serving_dir)
+    status = mlpipe("deploy", "status", "--set", "deploy.state_dir=serving", cwd=project)
+    # Stopped: nothing serves what stable.json names, which status reports as a failure.
+    assert status.returncode == 1, status.stderr
+    assert status.stderr.startswith("error: churn: served nothing but the registry names ")
+    assert list(runs.glob("*/*/journal.json"))
+    assert s3_dir.is_dir()
+    assert not (project / "config" / ".mlpipe").exists()
 
-    # The server was stopped with the run; its data stays on disk for the next one.
+    # The reports and any artifact, by run name, without starting the store by hand.
+    (run,) = re.findall(r"^Succeeded (\S+) in ", result.stdout, re.MULTILINE)
+    where = ["--set", f"storage.data_dir={s3_dir}", "--set", f"engine.workdir={runs}"]
+    fetched = mlpipe("reports", run, "--out", str(tmp_path / "reports"), *where)
+    assert fetched.returncode == 0, fetched.stderr
+    paths = [Path(line) for line in fetched.stdout.splitlines()]
+    names = {path.name for path in paths}
+    assert {"audit-report.html", "evaluation-report.html", "run-summary.json"} <= names, names
+    assert all(path.is_file() and path.stat().st_size > 0 for path in paths)
+    html = next(path for path in paths if path.name == "audit-report.html")
+    got = mlpipe("artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"))
+    assert got.returncode == 2, "the run is not under the default workdir"
+    got = mlpipe(
+        "artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"), *where
+    )
+    assert got.returncode == 0, got.stderr
+    assert (tmp_path / "a.html").read_bytes() == html.read_bytes()
+    unknown = mlpipe("artifacts", "get", run, "audit", "nope", "-o", str(tmp_path / "b"), *where)
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith(f"error: step 'audit' of {run} has no artifact 'nope': ")
+    assert "audit-report" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def assert_artifacts(s3_dir: Path, serving_dir: Path, tmp_path: Path) -> None:
+    """The server was stopped with the run; its data stays on disk for the next one: every
+    artifact, the registry naming the model the detached server keeps serving, its card."""
     with EmbeddedS3(s3_dir) as server:
         store = ArtifactStore(server.endpoint, "mlpipe", server.access_key, server.secret_key)
         keys = store.list("")
@@ -78,55 +126,6 @@ def test_make_run_path_embedded_s3_whole_pipeline(
         for key in keys:
             if key.endswith((".html", ".json", ".onnx", ".ubj")):
                 assert store.get_bytes(key), f"{key} is empty"
-
-    # The reports and any artifact, by run name, without starting the store by hand.
-    (run,) = re.findall(r"^Succeeded (\S+) in ", result.stdout, re.MULTILINE)
-    where = ["--set", f"storage.data_dir={s3_dir}", "--set", f"engine.workdir={tmp_path / 'runs'}"]
-    fetched = mlpipe("reports", run, "--out", str(tmp_path / "reports"), *where)
-    assert fetched.returncode == 0, fetched.stderr
-    paths = [Path(line) for line in fetched.stdout.splitlines()]
-    names = {path.name for path in paths}
-    assert {"audit-report.html", "evaluation-report.html", "run-summary.json"} <= names, names
-    assert all(path.is_file() and path.stat().st_size > 0 for path in paths)
-    html = next(path for path in paths if path.name == "audit-report.html")
-    got = mlpipe("artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"))
-    assert got.returncode == 2, "the run is not under the default workdir"
-    got = mlpipe(
-        "artifacts", "get", run, "audit", "audit-report", "-o", str(tmp_path / "a.html"), *where
-    )
-    assert got.returncode == 0, got.stderr
-    assert (tmp_path / "a.html").read_bytes() == html.read_bytes()
-    unknown = mlpipe("artifacts", "get", run, "audit", "nope", "-o", str(tmp_path / "b"), *where)
-    assert unknown.returncode == 2
-    assert unknown.stderr.startswith(f"error: step 'audit' of {run} has no artifact 'nope': ")
-    assert "audit-report" in unknown.stderr and "Traceback" not in unknown.stderr
-
-
-def test_the_readme_command_from_a_fresh_folder_with_relative_paths(
-    sample: Path, tmp_path: Path
-) -> None:
-    """`mlpipe run` as a new user runs it: the default config's relative paths (data, S3 data,
-    workdir: relative to config/) and a relative `--set` (relative to the working directory),
-    while every step runs in its own task folder."""
-    project = tmp_path / "project"
-    shutil.copytree(ROOT / "config", project / "config")
-    (project / "data").mkdir()
-    shutil.copy(sample, project / "data" / "sample.parquet")
-    try:
-        result = mlpipe("run", *FAST, "--set", "deploy.state_dir=serving", cwd=project)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        status = mlpipe("deploy", "status", "--set", "deploy.state_dir=serving", cwd=project)
-        assert status.returncode == 0, status.stderr
-        assert "churn" in status.stdout, "the server answers but serves no churn model"
-    finally:
-        stop_server(project / "serving")
-    status = mlpipe("deploy", "status", "--set", "deploy.state_dir=serving", cwd=project)
-    # Stopped: nothing serves what stable.json names, which status reports as a failure.
-    assert status.returncode == 1, status.stderr
-    assert status.stderr.startswith("error: churn: served nothing but the registry names ")
-    assert list((project / ".mlpipe" / "runs").glob("*/*/journal.json"))
-    assert (project / ".mlpipe" / "s3").is_dir()
-    assert not (project / "config" / ".mlpipe").exists()
 
 
 EXPECTED = (

@@ -17,6 +17,8 @@ from steps.core.names import Artifact, ModelFile, Param
 from steps.core.store import ArtifactStore
 from steps.data.dataset import Split, load_split
 from steps.data.features import encode, load_schema
+from steps.evaluate import step as evaluate_step
+from steps.quantize.session import open_session, predict_proba
 from steps.quantize.step import load_booster, to_onnx
 from tests.support.commands import run_step
 from tests.support.datasets import (
@@ -168,6 +170,19 @@ def test_evaluation_by_slice_matches_an_independent_computation(
     name = one_class[0]["name"].replace("&", "&amp;")
     assert re.search(rf"<td>{re.escape(name)}</td>(<td>[^<]*</td>){{3}}<td>n/a</td>", report)
     assert report.count("<svg") == 3  # two reliability diagrams and the slice bars
+
+
+def test_scores_do_not_depend_on_the_batch_a_row_is_scored_in(
+    store: ArtifactStore, dataset_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, onnx = exported(store, dataset_uri, tmp_path)
+    test = load_split(store, dataset_uri, Split.TEST)
+    schema = load_schema(bundle / ModelFile.FEATURE_SCHEMA)
+    whole = predict_proba(open_session(onnx), encode(test, schema)).astype(np.float64)
+    monkeypatch.setattr(evaluate_step, "SCORE_ROWS", 97)  # 800 rows: 8 batches and a part
+    scored, _ = evaluate_step.score_rows(onnx, test, schema)
+    assert np.array_equal(scored.scores, whole)
+    assert np.array_equal(scored.order, np.argsort(whole, kind="stable"))
 
 
 def test_a_challenger_worse_on_one_slice_only_is_rejected_naming_it(

@@ -4,6 +4,7 @@ real S3; then the model check that compares the workers' digests and fetches the
 import hashlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,12 +21,14 @@ import pytest
 import xgboost
 
 from steps.__main__ import main
+from steps.core.errors import BadInput
 from steps.core.names import Artifact, Env, ModelFile, Param, model_prefix
 from steps.core.store import ArtifactStore
 from steps.data.dataset import FeatureKind, Split, load_split, read_manifest
 from steps.data.features import Feature, FeatureSchema
 from steps.data.profile import ReferenceProfile, assemble, count, layout_for, quantile_edges
-from steps.train.worker import LearningCurve
+from steps.train.curve import LearningCurve
+from steps.train.worker import check_memory
 from tests.support.commands import run_step
 from tests.support.datasets import churn_frame, read_parameters, write_dataset
 from workflows.s3server import EmbeddedS3
@@ -288,6 +291,16 @@ def test_tracker_refuses_a_bad_train_spec() -> None:
     assert "invalid TrainSpec: timeout_seconds" in result.stderr
 
 
+def lone_worker(
+    uri: str, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, out: Path
+) -> list[str]:
+    """Arguments of a worker whose tracker never answers: for failures before the group forms."""
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    argv = ["train", "--dataset-uri", uri, "--tracker-host", "127.0.0.1", "--tracker-port", "1"]
+    return [*argv, "--out", str(out)]
+
+
 def test_worker_rank_outside_the_shards_is_bad_input(
     store: ArtifactStore,
     s3_env: dict[str, str],
@@ -296,15 +309,36 @@ def test_worker_rank_outside_the_shards_is_bad_input(
     tmp_path: Path,
 ) -> None:
     uri = write_dataset(store, churn_frame(200, seed=4), shards=2)
-    for name, value in s3_env.items():
-        monkeypatch.setenv(name, value)
-    argv = ["train", "--dataset-uri", uri, "--tracker-host", "127.0.0.1", "--tracker-port", "1"]
-    argv += ["--out", str(tmp_path)]
+    argv = lone_worker(uri, s3_env, monkeypatch, tmp_path)
     assert main([*argv, "--train-spec", "{}", "--rank", "2"]) == 2
     assert "--rank 2 out of range" in capsys.readouterr().err
     assert main([*argv, "--train-spec", '{"rounds": 0}', "--rank", "0"]) == 2
     assert "invalid TrainSpec: rounds" in capsys.readouterr().err
     assert not (tmp_path / "parameters").exists()
+
+
+def test_a_shard_too_big_for_the_memory_limit_fails_up_front_naming_enough_workers(
+    store: ArtifactStore,
+    s3_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    frame = churn_frame(40_000, seed=5)
+    argv = lone_worker(write_dataset(store, frame, shards=1), s3_env, monkeypatch, tmp_path)
+    assert main([*argv, "--rank", "0", "--train-spec", '{"memory_limit_mb": 1}']) == 2
+    error = capsys.readouterr().err
+    found = re.search(r"over train.memory_limit_mb 1: use at least (\d+) workers", error)
+    assert found, error
+    assert not (tmp_path / "parameters").exists()
+    # The number it names is the fewest that fit: that many shards pass the check, one fewer not.
+    enough = int(found.group(1))
+    assert enough > 1
+    fits = write_dataset(store, frame, shards=enough)
+    check_memory(read_manifest(store, fits), fits, 1)
+    short = write_dataset(store, frame, shards=enough - 1)
+    with pytest.raises(BadInput, match="use at least"):
+        check_memory(read_manifest(store, short), short, 1)
 
 
 # ---------------------------------------------------------------- model check

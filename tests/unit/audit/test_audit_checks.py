@@ -32,6 +32,19 @@ def test_thirty_percent_duplicated_rows_fail(clean: pd.DataFrame, tmp_path: Path
     assert "expected <= 5.00%" in message
 
 
+def test_duplicates_with_missing_values_are_counted_as_pandas_counts_them(
+    clean: pd.DataFrame, tmp_path: Path
+) -> None:
+    holed = clean.copy()
+    holed.loc[holed.index[:200], "age"] = None
+    holed.loc[holed.index[100:300], "region"] = None
+    copies = holed.iloc[:600].assign(customer_id=lambda f: f["customer_id"] + "-copy")
+    frame = pd.concat([holed, copies], ignore_index=True)
+    expected = int(frame.drop(columns="customer_id").duplicated().sum())
+    [message] = failures(as_read(frame, tmp_path))["duplicated rows"]
+    assert f"{expected} of {len(frame)} rows" in message
+
+
 @pytest.mark.parametrize("as_number", [True, False])
 def test_a_feature_equal_to_the_label_is_leakage(
     clean: pd.DataFrame, tmp_path: Path, as_number: bool
