@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +54,11 @@ SPLIT_SCHEME = "sha256-rowkey-80-10-10-v1"
 """How rows are assigned to splits and shards (see `assign`); part of the dataset digest."""
 
 _TRAIN_PERCENT, _VALID_PERCENT = 80, 10
+
+SLICE_ROWS = 1 << 16
+"""Rows of a column hashed at a time: the temporaries (validity bytes, floats with -0.0 as
+0.0, string lengths) stay a few hundred KB, in the CPU cache, instead of a copy of the
+whole column; the bytes hashed, and so the digest, do not depend on it."""
 
 
 class RowCounts(Record):
@@ -111,8 +117,9 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     if not _strictly_increasing(keys):
         # One chunk: Arrow sorts and gathers a contiguous string array about twice as fast.
         position = table.column_names.index(dataset.row_key)
-        table = table.set_column(position, dataset.row_key, keys.combine_chunks())
-        table = table.take(pc.sort_indices(table.column(position)))
+        combined = keys.combine_chunks()
+        table = table.set_column(position, dataset.row_key, combined)
+        table = table.take(_key_order(combined))
         keys = table.column(position)
         repeated = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
         if pc.any(repeated).as_py():
@@ -125,24 +132,66 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     return table
 
 
+WORD_SORT_MAX_BYTES = 40
+"""Longest row key (in UTF-8 bytes) sorted as machine words: 5 words, a UUID's 36 characters."""
+
+
+def _key_order(keys: pa.Array) -> pa.Array:
+    """Indices that put the row keys (strings, none missing) in bytewise order, the order
+    Arrow's own string sort gives.
+
+    Keys that all have the same length (generated IDs, UUIDs) are sorted as the big-endian
+    64-bit words of their zero-padded bytes: Arrow's multi-column sort of integers measured
+    ~2x faster here than its string comparison sort (6M shuffled 11-byte keys). Any other
+    keys go to the string sort.
+    """
+    offsets, data = _string_span(keys)
+    lengths = np.diff(offsets)
+    width = int(lengths[0]) if len(lengths) else 0
+    if data is None or not 0 < width <= WORD_SORT_MAX_BYTES or bool((lengths != width).any()):
+        return pc.sort_indices(keys)
+    rows = np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
+    padded = np.zeros((len(rows), -(-width // 8) * 8), np.uint8)
+    padded[:, :width] = rows
+    words = padded.view(">u8").astype(np.uint64)
+    columns = pa.table({f"w{i}": words[:, i] for i in range(words.shape[1])})
+    return pc.sort_indices(columns, [(name, "ascending") for name in columns.column_names])
+
+
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """One dictionary for all chunks: the categories that occur, sorted; codes remapped.
 
     A chunk's own dictionary (one per Parquet row group, in order of appearance, perhaps
     with markers no row uses any more) says nothing about the data, so it is replaced.
+    Codes are counted and remapped with numpy: Arrow's `unique` and `take` on a dictionary
+    column measured ~5x slower here (they unify and re-check the dictionaries chunk by chunk).
     """
     if not pa.types.is_dictionary(column.type):
         column = column.dictionary_encode()
-    occurring = pc.unique(column)
-    categories = occurring.dictionary.take(occurring.indices.drop_null()).sort()
-    chunks = [
-        pa.DictionaryArray.from_arrays(
-            pc.take(pc.index_in(chunk.dictionary, value_set=categories), chunk.indices),
-            categories,
-        )
-        for chunk in column.chunks
-    ]
+    used = [_occurring(chunk) for chunk in column.chunks]
+    categories = pc.unique(pa.chunked_array(used, column.type.value_type)).sort()
+    chunks = [_recoded(chunk, categories) for chunk in column.chunks]
     return pa.chunked_array(chunks, pa.dictionary(pa.int32(), categories.type))
+
+
+def _occurring(chunk: pa.DictionaryArray) -> pa.Array:
+    """The entries of the chunk's dictionary that some row uses."""
+    counts = np.bincount(chunk.indices.drop_null().to_numpy(), minlength=len(chunk.dictionary))
+    return chunk.dictionary.filter(pa.array(counts > 0))
+
+
+def _recoded(chunk: pa.DictionaryArray, categories: pa.Array) -> pa.DictionaryArray:
+    """The chunk with `categories` as its dictionary."""
+    position = pc.fill_null(pc.index_in(chunk.dictionary, value_set=categories), -1)
+    if not len(position):  # an empty dictionary: every row is missing
+        return pa.DictionaryArray.from_arrays(pa.nulls(len(chunk), pa.int32()), categories)
+    # A missing row's code is whatever sits in its slot: clipped into range, then masked.
+    codes = np.take(
+        position.to_numpy().astype(np.int32), _values(chunk.indices).astype(np.int64), mode="clip"
+    )
+    present = _validity(chunk.indices)
+    indices = pa.array(codes, pa.int32(), mask=None if present is None else ~present)
+    return pa.DictionaryArray.from_arrays(indices, categories)
 
 
 def _codes(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -204,9 +253,9 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
             raise ValueError("a categorical column must have one dictionary (canonical_table)")
         digest.update(_raw(np.array([len(categories)], dtype="<i8")))
         _update_strings(digest, pa.chunked_array([categories]))
-        for chunk in column.chunks:
-            codes = _values(chunk.indices).astype("<i4", copy=True)
-            present = _validity(chunk)
+        for piece in _slices(column):
+            codes = _values(piece.indices).astype("<i4", copy=True)
+            present = _validity(piece)
             if present is not None:
                 codes[~present] = -1
             digest.update(_raw(codes))
@@ -214,13 +263,13 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
         _update_strings(digest, column)
     else:
         digest.update(_raw(np.array([column.null_count], dtype="<i8")))
-        for chunk in column.chunks if column.null_count else ():
-            present = _validity(chunk)
-            digest.update(_raw(np.ones(len(chunk), np.uint8) if present is None else present))
-        for chunk in column.chunks:
-            values = _values(chunk)
+        for piece in _slices(column) if column.null_count else ():
+            present = _validity(piece)
+            digest.update(_raw(np.ones(len(piece), np.uint8) if present is None else present))
+        for piece in _slices(column):
+            values = _values(piece)
             little = values.astype(values.dtype.newbyteorder("<"), copy=False)
-            present = _validity(chunk)
+            present = _validity(piece)
             if little.dtype.kind == "f":
                 little = little + 0.0  # a copy, with -0.0 as 0.0
             elif present is not None:
@@ -231,13 +280,21 @@ def _column_digest(column: pa.ChunkedArray) -> bytes:
     return digest.digest()
 
 
+def _slices(column: pa.ChunkedArray) -> Iterator[pa.Array]:
+    """The column's rows in order, SLICE_ROWS at a time (zero-copy views)."""
+    for chunk in column.chunks:
+        for start in range(0, len(chunk), SLICE_ROWS):
+            yield chunk.slice(start, SLICE_ROWS)
+
+
 def _update_strings(digest: "blake3.blake3", column: pa.ChunkedArray) -> None:
-    # Arrow lets a null slot span bytes: a chunk with nulls is hashed filled with "".
-    chunks = [pc.fill_null(c, "") if c.null_count else c for c in column.chunks]
-    spans = [_string_span(chunk) for chunk in chunks]
-    for offsets, _ in spans:
+    # Arrow lets a null slot span bytes: a slice with nulls is hashed filled with "".
+    pieces = [pc.fill_null(p, "") if p.null_count else p for p in _slices(column)]
+    for piece in pieces:
+        offsets, _ = _string_span(piece)
         digest.update(_raw(np.diff(offsets).astype("<i8")))
-    for offsets, data in spans:
+    for piece in pieces:
+        offsets, data = _string_span(piece)
         if data is not None:
             digest.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
 
@@ -254,9 +311,15 @@ def _validity(chunk: pa.Array) -> npt.NDArray[np.bool_] | None:
     """One bool per row from the validity bitmap, or None when nothing is missing."""
     if not chunk.null_count:
         return None
-    bits = np.frombuffer(chunk.buffers()[0], dtype=np.uint8)
-    unpacked = np.unpackbits(bits, count=chunk.offset + len(chunk), bitorder="little")
-    return unpacked[chunk.offset :].view(np.bool_)
+    skip = chunk.offset % 8  # bits of the first byte that belong to rows before this slice
+    bits = np.frombuffer(
+        chunk.buffers()[0],
+        dtype=np.uint8,
+        count=(skip + len(chunk) + 7) // 8,
+        offset=chunk.offset // 8,
+    )
+    unpacked = np.unpackbits(bits, count=skip + len(chunk), bitorder="little")
+    return unpacked[skip:].view(np.bool_)
 
 
 def _string_span(chunk: pa.Array) -> tuple[npt.NDArray[np.int64], pa.Buffer | None]:

@@ -26,7 +26,8 @@ def session_options() -> onnxruntime.SessionOptions:
     graph is a chain; one intra-op thread, because on a shared 2-core machine a second one
     made neither single rows nor 1024-row batches faster (the hand-off to a busy core costs
     what it saves; measured with benchmarks/inference.py's model), and the process stays a
-    good neighbour."""
+    good neighbour. The other options tried (denormals as zero, no spinning, basic graph
+    optimisation) changed nothing or were slower: README, Benchmarks."""
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL

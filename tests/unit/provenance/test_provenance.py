@@ -8,10 +8,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 
 from steps.data.dataset import load_dataset
 from steps.data.synth import data_spec, generate
-from steps.provenance.step import assign, canonical_table, data_digest
+from steps.provenance.step import _key_order, assign, canonical_table, data_digest
 
 SPEC = data_spec()
 
@@ -113,3 +114,40 @@ def test_a_row_keeps_its_split_when_rows_are_added(tmp_path: Path) -> None:
     assert abs(shares["train"] - 0.8) < 0.03
     assert abs(shares["valid"] - 0.1) < 0.02
     assert abs(shares["test"] - 0.1) < 0.02
+
+
+CANONICAL_V3_VECTOR = "8ed07ad48c25f615bf1bfe8c188985a6dffa29da96921ef23800a437d9734f21"
+"""data_digest of the table below, computed by the whole-column implementation that first
+defined mlpipe-canonical-v3 (before hashing went slice by slice): any change to the bytes
+hashed shows here, and needs a new CANONICAL_FORMAT."""
+
+
+def test_digest_is_pinned_and_independent_of_slicing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frame = generate(70_000, seed=11)
+    frame.loc[[3, 40, 69_999], "region"] = None
+    frame.loc[[5, 66_000], "usage_gb"] = None
+    frame.loc[7, "usage_gb"] = -0.0
+    frame.to_parquet(tmp_path / "g.parquet", index=False, row_group_size=30_000)
+    assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+    # Slices that start mid-byte of the validity bitmap and span row groups unevenly.
+    monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
+    assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+
+
+def test_key_order_is_arrows_bytewise_string_order() -> None:
+    """Same-length keys are sorted as machine words; that must be the string order exactly,
+    including bytes >= 0x80 (UTF-8), keys that differ only in their last byte, widths that
+    are not a multiple of 8 and a slice of a larger array."""
+    rng = np.random.default_rng(3)
+    alphabet = np.array(list("aZ09é€\x00"))
+    for width in (1, 7, 8, 11, 16, 36):
+        keys = ["".join(rng.choice(alphabet, width)) for _ in range(3000)]
+        size = len(keys[0].encode())
+        keys = list(dict.fromkeys(k for k in keys if len(k.encode()) == size))
+        array = pa.array(["pad", *keys, "pad"]).slice(1, len(keys))
+        expected = pc.sort_indices(array).to_pylist()
+        assert _key_order(array).to_pylist() == expected, width
+    mixed = pa.array(["b", "ab", "a", "abc", "B"])  # lengths differ: Arrow's own sort
+    assert _key_order(mixed).to_pylist() == pc.sort_indices(mixed).to_pylist()
