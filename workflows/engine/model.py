@@ -222,8 +222,8 @@ class ObjectFieldSelector(Spec):
         path = data.get("fieldPath") if isinstance(data, dict) else None
         if isinstance(path, str) and path != POD_IP_FIELD:
             reason = (
-                f"{path!r} is not implemented by the local engine (it fills {POD_IP_FIELD!r} "
-                "only: a local process has no pod object to read other fields from)"
+                f"{path!r} is not implemented by the local engine, which fills "
+                f"{POD_IP_FIELD!r} (the task's own IP) only"
             )
             raise PydanticCustomError(
                 REFUSED_FIELD, "{reason}", {"field": "fieldPath", "reason": reason}
