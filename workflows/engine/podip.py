@@ -5,7 +5,8 @@ Linux routes all of 127.0.0.0/8 to the loopback interface, so any of its address
 bound and reached without setup. One shared address would make pods meet where a cluster's
 never do: a retried tracker would find its predecessor's port in TCP TIME_WAIT (XGBoost's
 socket sets no SO_REUSEADDR), and two daemons could not listen on one port. So every attempt
-of a pod gets the next address of its run's block, never one a pod of the run had before.
+of a pod gets the next address of its run's block, one no earlier pod of the run had (until
+a run's 65,025th pod).
 
 A run's block is 127.B.0.0/16 with B taken from its uid (1 to 254): deterministic per run,
 and two runs of one machine rarely share a block. 127.0.x.x is left alone: 127.0.0.1 is
