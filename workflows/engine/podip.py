@@ -12,15 +12,21 @@ A run's block is 127.B.0.0/16 with B taken from its uid (1 to 254): deterministi
 and two runs of one machine rarely share a block. 127.0.x.x is left alone: 127.0.0.1 is
 where SeaweedFS and other local services listen (127.0.0.53 is systemd-resolved's, 127.0.1.1
 Debian's host name), and none of them should ever meet a pod's port.
+
+Elsewhere (macOS configures 127.0.0.1 alone on its loopback) every pod shares 127.0.0.1, as
+before: daemons then cannot share a port, and a retried tracker may find its port in
+TIME_WAIT and fail that attempt.
 """
 
 import ipaddress
+import sys
 import zlib
 
-BLOCK_SIZE = 1 << 16
-HOSTS_PER_SUBNET = 254
-"""x.y.z.1 to x.y.z.254 of each /24: no address a program could take for a network or
-broadcast address."""
+SHARED = "127.0.0.1"
+SUBNETS = 256
+HOSTS = 254
+"""x.y.z.1 to x.y.z.254 of each /24 of the block: never an address a program could take
+for a network or broadcast address."""
 
 
 class PodAddresses:
@@ -33,7 +39,8 @@ class PodAddresses:
 
     def next(self) -> str:
         """A new address; after the block's 65,024 the first ones come round again."""
-        index = self._handed % (BLOCK_SIZE // 256 * HOSTS_PER_SUBNET)
+        if sys.platform != "linux":
+            return SHARED
+        subnet, host = divmod(self._handed % (SUBNETS * HOSTS), HOSTS)
         self._handed += 1
-        subnet, host = divmod(index, HOSTS_PER_SUBNET)
         return str(ipaddress.IPv4Address(self._base + subnet * 256 + host + 1))
