@@ -51,7 +51,8 @@ async def _probe_once(probe: Probe, pod_ip: str, port: int) -> bool:
     if probe.http_get is not None:
         url = f"http://{pod_ip}:{port}{probe.http_get.path}"
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
+            # As the kubelet's: straight to the pod, never through a proxy from the environment.
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
                 response = await client.get(url)
         except httpx.HTTPError:
             return False
