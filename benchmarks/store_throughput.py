@@ -1,6 +1,6 @@
 """Artifact store throughput: ArtifactStore vs plain boto3 on a 256 MB file, both directions.
 
-Ours does more work (a SHA-256 at upload, a HEAD and a SHA-256 check at download), so the
+Ours does more work (a SHA-256 before upload, a SHA-256 check as the download streams), so the
 question is what that integrity costs. Both clients talk to the same embedded SeaweedFS;
 plain boto3 keeps boto3's default TransferConfig. Repetitions alternate which client goes
 first, and medians are compared. Last line: `ratio=<min(up, down) ours/plain throughput>`.

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from io import BufferedRandom
+from contextlib import closing, contextmanager
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from boto3.exceptions import Boto3Error, RetriesExceededError, S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from steps.core.errors import BadInput, StorageError
@@ -40,15 +45,21 @@ MAX_ATTEMPTS = 3
 (plus connect timeouts), so an unreachable store fails a step fast instead of hanging it."""
 
 MIB = 1024 * 1024
-# Measured by benchmarks/store_throughput.py against SeaweedFS: larger parts and reads than
-# boto3's defaults (8 MiB, 256 KiB) cut per-request and per-read overhead, which pays for
-# part of the hashing.
+# Uploads. Measured by benchmarks/store_throughput.py against SeaweedFS: larger parts and
+# reads than boto3's defaults (8 MiB, 256 KiB) cut per-request and per-read overhead.
 TRANSFER = TransferConfig(
     multipart_threshold=16 * MIB,
     multipart_chunksize=16 * MIB,
     max_concurrency=8,
     io_chunksize=1 * MIB,
 )
+
+READ_SIZE = 1 * MIB
+"""Bytes a download reads, writes and hashes at a time."""
+
+_CUT_OFF = (IncompleteReadError, ReadTimeoutError, ResponseStreamingError)
+"""botocore's errors for a response body that stopped before its end (what boto3's transfer
+manager retries on)."""
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -135,22 +146,50 @@ class ArtifactStore:
         The bytes land in a temporary file beside `path` and are renamed only once verified,
         so a failed or tampered download never leaves a file that looks complete.
         """
-        expected = self.digest(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A unique sibling name (not mkstemp) so the final file gets the usual permissions.
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         try:
-            with tmp.open("xb+") as handle, self._errors(key):
-                target = _HashingTarget(handle)
-                # The stubs ask for a full IO; the transfer manager only seeks, tells, writes.
-                self._client.download_fileobj(self.bucket, key, target, Config=TRANSFER)  # type: ignore[arg-type]
-            # If the object was replaced since the HEAD above, this fails: a false alarm at
-            # worst, never a wrong file accepted.
-            self._verify(key, expected, target.hexdigest())
+            with tmp.open("xb") as handle, self._errors(key):
+                expected, actual = self._get_hashed(key, handle)
+            self._verify(key, expected, actual)
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
         return expected
+
+    def _get_hashed(self, key: str, out: BinaryIO) -> tuple[str, str]:
+        """Write the object to `out`, hashing it on the way: (recorded, actual) SHA-256.
+
+        One GET, read in order, so each chunk is hashed as it is written: nothing is read
+        back and no other thread is involved. boto3's transfer manager measured slower here
+        once the hash was added (README, Benchmarks): its parallel ranged GETs deliver the
+        file out of order, and the hash, in the transfer's IO thread or in one of its own,
+        still had half the file to do when the last byte arrived. The recorded digest comes
+        with the body, so both describe the same object. A body cut off midway is resumed
+        where it stopped, pinned to the first response's ETag.
+        """
+        sha = hashlib.sha256()
+        received = 0
+        resume: dict[str, str] = {}
+        attempt = 1
+        while True:
+            # The stubs cannot type a dict of keywords: only str ones (Range, IfMatch) go in.
+            response = self._client.get_object(Bucket=self.bucket, Key=key, **resume)  # type: ignore[arg-type]
+            with closing(response["Body"]) as body:
+                if not resume:
+                    expected = self._recorded_digest(key, response["Metadata"])
+                try:
+                    for chunk in body.iter_chunks(READ_SIZE):
+                        out.write(chunk)
+                        sha.update(chunk)
+                        received += len(chunk)
+                    return expected, sha.hexdigest()
+                except _CUT_OFF:
+                    if attempt == MAX_ATTEMPTS:
+                        raise
+            attempt += 1
+            resume = {"Range": f"bytes={received}-", "IfMatch": response["ETag"]}
 
     def upload_dir(self, folder: Path, prefix: str) -> dict[str, str]:
         """Upload every file under `folder` to `<prefix>/<relative path>`; rel. path -> sha256."""
@@ -298,56 +337,6 @@ class CorruptedObject(StorageError):
         self.uri = uri
         self.recorded = recorded
         self.actual = actual
-
-
-class _HashingTarget:
-    """A download target that computes the file's SHA-256 while the transfer writes it.
-
-    The transfer manager writes parts at their offsets in whatever order the parallel ranged
-    GETs finish. The digest follows the contiguous prefix: bytes that extend it are hashed as
-    they arrive, bytes that came early are hashed once the gap before them closes, read back
-    from the file (the page cache), so nothing is held in memory. Hashing a finished file
-    instead adds a serial pass that measured ~25% of a 256 MB download. All writes come from
-    the transfer manager's single IO thread, so there is no locking.
-    """
-
-    def __init__(self, handle: BufferedRandom) -> None:
-        self._handle = handle
-        self._sha = hashlib.sha256()
-        self._hashed = 0
-        self._early: dict[int, int] = {}  # offset -> length of bytes written past the prefix
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return self._handle.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._handle.tell()
-
-    def write(self, data: bytes) -> int:
-        offset = self._handle.tell()
-        written = self._handle.write(data)
-        if offset > self._hashed:
-            # A retried part rewrites its offsets with the same bytes: the last write counts.
-            self._early[offset] = written
-        elif offset + written > self._hashed:
-            self._sha.update(memoryview(data)[self._hashed - offset : written])
-            self._hashed = offset + written
-            self._catch_up()
-        return written
-
-    def hexdigest(self) -> str:
-        """The digest of the contiguous prefix: a gap left anywhere makes it a mismatch."""
-        return self._sha.hexdigest()
-
-    def _catch_up(self) -> None:
-        self._handle.flush()
-        while ready := [offset for offset in self._early if offset <= self._hashed]:
-            for offset in ready:
-                end = offset + self._early.pop(offset)
-                if end > self._hashed:
-                    fd = self._handle.fileno()
-                    self._sha.update(os.pread(fd, end - self._hashed, self._hashed))
-                    self._hashed = end
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -10,12 +10,15 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
+from botocore.exceptions import ResponseStreamingError
+from botocore.response import StreamingBody
 
 from steps.core.errors import BadInput, StorageError
 from steps.core.names import Env
-from steps.core.store import ArtifactStore, _HashingTarget, parse_s3_uri
+from steps.core.store import MAX_ATTEMPTS, READ_SIZE, ArtifactStore, parse_s3_uri
 from tests.support.s3 import plain_client
 from workflows import s3server
 from workflows.s3server import (
@@ -71,21 +74,94 @@ def test_file_round_trip_records_and_checks_the_digest(
     assert sorted(p.name for p in target.parent.iterdir()) == ["model.ubj"]
 
 
-def test_download_digest_follows_out_of_order_and_retried_writes(tmp_path: Path) -> None:
-    """The transfer manager's write pattern, made deterministic: parts land in any order, and
-    a retried part rewrites offsets after a short first attempt."""
-    data = os.urandom(10 * 1000 + 7)
-    pieces = [(offset, data[offset : offset + 1000]) for offset in range(0, len(data), 1000)]
-    order = [pieces[i] for i in (3, 1, 7, 0, 10, 2, 5, 4, 9, 8, 6)]
-    short_first_try = (6000, data[6000:6300])  # later rewritten in full by pieces[6]
-    with (tmp_path / "f").open("xb+") as handle:
-        target = _HashingTarget(handle)
-        for offset, piece in [*order[:5], short_first_try, pieces[5], *order[5:]]:
-            target.seek(offset)
-            target.write(piece)
-        handle.flush()
-    assert target.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert (tmp_path / "f").read_bytes() == data
+class CutOffBody:
+    """A GET response body whose connection drops after `limit` bytes."""
+
+    def __init__(self, body: StreamingBody, limit: int) -> None:
+        self._body = body
+        self._limit = limit
+
+    def iter_chunks(self, size: int) -> Iterator[bytes]:
+        sent = 0
+        for chunk in self._body.iter_chunks(size):
+            if sent + len(chunk) > self._limit:
+                yield chunk[: self._limit - sent]
+                raise ResponseStreamingError(error="connection reset by peer (injected)")
+            sent += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._body.close()
+
+
+def cut_off_gets(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch, limit: int, times: int
+) -> list[dict[str, Any]]:
+    """Make the store's next `times` GETs drop after `limit` bytes; returns every GET's
+    arguments as they are made."""
+    real_get = store._client.get_object
+    calls: list[dict[str, Any]] = []
+
+    def get_object(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        response: Any = real_get(**kwargs)
+        if len(calls) <= times:
+            response["Body"] = CutOffBody(response["Body"], limit)
+        return response
+
+    monkeypatch.setattr(store._client, "get_object", get_object)
+    return calls
+
+
+def test_a_download_cut_off_midway_resumes_where_it_stopped(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(3 * READ_SIZE + 5)  # several reads, so the cut falls mid-object
+    source = tmp_path / "data.bin"
+    source.write_bytes(data)
+    digest = store.upload_file(source, "d/data.bin")
+    calls = cut_off_gets(store, monkeypatch, limit=READ_SIZE + 100, times=1)
+
+    target = tmp_path / "down" / "data.bin"
+    assert store.download_file("d/data.bin", target) == digest
+    assert target.read_bytes() == data
+    assert sorted(p.name for p in target.parent.iterdir()) == ["data.bin"]
+    assert len(calls) == 2
+    assert calls[1]["Range"] == f"bytes={READ_SIZE + 100}-"
+    assert calls[1]["IfMatch"]  # pinned to the object the first bytes came from
+
+
+def test_a_download_that_keeps_being_cut_off_fails_and_leaves_no_file(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.put_bytes("d/data.bin", os.urandom(1000))
+    calls = cut_off_gets(store, monkeypatch, limit=100, times=MAX_ATTEMPTS)
+
+    with pytest.raises(StorageError, match=r"d/data\.bin .*connection reset by peer"):
+        store.download_file("d/data.bin", tmp_path / "data.bin")
+    assert len(calls) == MAX_ATTEMPTS
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_object_replaced_while_a_download_resumes_is_refused(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resumed GET must not splice the new object's tail onto the old one's head."""
+    old, new = os.urandom(2 * READ_SIZE), os.urandom(2 * READ_SIZE)
+    store.put_bytes("d/data.bin", old)
+    real_get = store._client.get_object
+
+    def get_then_replace(**kwargs: Any) -> Any:
+        response: Any = real_get(**kwargs)
+        if "Range" not in kwargs:  # the first GET: the object changes before the resume
+            store.put_bytes("d/data.bin", new)
+            response["Body"] = CutOffBody(response["Body"], READ_SIZE)
+        return response
+
+    monkeypatch.setattr(store._client, "get_object", get_then_replace)
+    with pytest.raises(StorageError, match=r"d/data\.bin .*PreconditionFailed"):
+        store.download_file("d/data.bin", tmp_path / "data.bin")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_dir_round_trip_keeps_layout_and_stays_inside_its_prefix(
