@@ -10,6 +10,7 @@ Memory per step: each step process's peak RSS (the same samples) minus its impor
 (the RSS of a fresh process that imported the step's module), against the largest input the
 step holds: the whole file as a DataFrame for audit and provenance, one train shard (0.8 of
 the rows over the shards) for a training worker, the test split (0.1) for evaluate.
+The embedded S3 server's and the engine's own peaks are printed too (no input to compare).
 
 Targets: ours / bare <= 3 at 200k rows and <= 1.5 at 4M, with at least the bare script's
 test AUC; every step's peak above its baseline <= 2x its input; the whole tree <= 1.2x the
@@ -40,6 +41,7 @@ from workflows.run_record import RECORD_FILE
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".mlpipe" / "bench" / "end_to_end"
 SAMPLE_SECONDS = 0.05
+STORE, ENGINE = "s3 server (weed)", "engine (mlpipe run)"
 BARE = """
 import sys, time
 import numpy as np, pandas as pd, xgboost as xgb
@@ -98,6 +100,9 @@ def main() -> None:
         inputs = {"audit": frame, "provenance": frame, "evaluate": frame // 10}
         inputs["train"] = math.ceil(frame * 0.8 / shards)
         for name, peak in ours.step_peaks.items():
+            if name not in STEPS:
+                print(f"{'':>15} {name}: peak {peak / 2**20:.0f} MB")
+                continue
             if name not in baselines:
                 baselines[name] = import_baseline(name)
             above = peak - baselines[name]
@@ -228,10 +233,15 @@ def measure(command: list[str]) -> tuple[float, int, str, dict[str, int]]:
 
 
 def step_name(cmdline: list[str]) -> str | None:
-    """`<python> -m steps <name> ...` -> name."""
+    """`<python> -m steps <name> ...` -> name; the embedded S3 server and the engine itself
+    (`mlpipe run`) get names of their own, so the whole tree's peak can be told apart."""
     for index in range(len(cmdline) - 2):
         if cmdline[index : index + 2] == ["-m", "steps"] and cmdline[index + 2] in STEPS:
             return cmdline[index + 2]
+    if cmdline[1:2] == ["mini"] and Path(cmdline[0]).name == "weed":
+        return STORE
+    if cmdline[1:4] == ["-m", "workflows.cli", "run"]:
+        return ENGINE
     return None
 
 
