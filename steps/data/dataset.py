@@ -193,8 +193,12 @@ def load_dataset(uri: str, spec: DataSpec, store: ArtifactStore | None) -> Datas
         column = raw.column(name)
         columns[name] = column if name in categorical else _numeric(column, name, uri)
     columns[spec.label] = label
+    table = pa.table(columns)
+    del raw, columns
+    # As in read_table: the pages of the file's decoding go back to the system.
+    pa.default_memory_pool().release_unused()
     return Dataset(
-        table=pa.table(columns),
+        table=table,
         label=spec.label,
         row_key=spec.row_key,
         slice_column=spec.slice_column,
