@@ -449,8 +449,11 @@ def load_split(
     string, label int8); every file's checksum is verified by the store on download.
     """
     table = read_split(store, dataset_uri, split, shard)
-    # As in read_table: each column's Arrow buffers go as pandas takes them over.
+    # As in read_table: each column's Arrow buffers go as pandas takes them over, and the
+    # pages of the file's decoding go back to the system.
     frame: pd.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    pa.default_memory_pool().release_unused()
     return frame
 
 
