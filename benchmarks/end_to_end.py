@@ -8,9 +8,9 @@ predict, AUC. Both are timed wall-clock and their whole process tree's RSS is sa
 
 Memory per step: each step process's peak RSS (the same samples) minus its import baseline
 (the RSS of a fresh process that imported the step's module and the modules pyarrow imports
-on first use while the step runs: `pyarrow.dataset` for reading Parquet, `pyarrow.pandas_compat`
-for `to_pandas`, ~6 MB; audit, provenance, training and evaluate import their own libraries
-at module level, so nothing else is missed), against the largest
+on first use while the step runs: `pyarrow.dataset` for reading Parquet and
+`pyarrow.pandas_compat` for `to_pandas`, ~6 MB; audit, provenance, training and evaluate
+import their own libraries at module level, so nothing else is missed), against the largest
 input the step holds: the whole file as a DataFrame for audit and provenance, one train shard
 (0.8 of the rows over the shards) for a training worker, the test split (0.1) for evaluate.
 What remains above the baseline is the step's working set: its data, and what its libraries
