@@ -297,11 +297,12 @@ def _train_group(config: LoadedConfig, tracker_port: str) -> DAG:
             for artifact in MODEL_CHECK.artifacts
         ],
         # Tracker and workers form one collective: a lost worker fails them all, so the
-        # whole group is what gets retried. After a minute: the tracker's port leaves
-        # TCP TIME_WAIT (60 s) by then, which matters where the retried tracker binds it
-        # on the same host (the local engine), and a lost node has time to be replaced.
+        # whole group is what gets retried. The retry's tracker is a new pod binding its
+        # own new IP, so no port of the failed attempt (in TCP TIME_WAIT) is in its way; a
+        # few seconds let the failed pods' processes go, and a lost node's replacement
+        # is waited for anyway, by the retried pods in Pending.
         retry_strategy=RetryStrategy(
-            limit=1, retry_policy="Always", backoff=m.Backoff(duration="60s")
+            limit=1, retry_policy="Always", backoff=m.Backoff(duration="5s")
         ),
     ) as group:
         scope = inputs

@@ -20,6 +20,7 @@ from hera.workflows import (
     Artifact,
     Container,
     Env,
+    FieldEnv,
     NoneArchiveStrategy,
     Parameter,
     Resources,
@@ -86,6 +87,12 @@ def storage_env(settings: ImageSettings) -> list[Env | SecretEnv]:
         Env(name=StepEnv.S3_BUCKET, value=settings.bucket),
         Env(name=StepEnv.S3_REGION, value=settings.region),
     ]
+
+
+def pod_ip_env() -> FieldEnv:
+    """The pod's own IP, from the downward API: what a daemon listens on, so that dependants
+    reach it at `{{tasks.<name>.ip}}` and a retried daemon (a new pod) binds a new address."""
+    return FieldEnv(name=StepEnv.POD_IP, field_path="status.podIP")
 
 
 def output_parameter(param: Param) -> Parameter:
@@ -232,6 +239,7 @@ def step_container(
         env=[
             *storage_env(settings),
             *(attestation_env(attestation(config)) if step.attested else []),
+            *([pod_ip_env()] if step.daemon else []),
             *extra_env,
         ],
         volume_mounts=[m.VolumeMount(name=WORK_VOLUME, mount_path=WORK_MOUNT)],

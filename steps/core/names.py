@@ -179,3 +179,5 @@ class Env(StrEnum):
     ENGINE = "MLPIPE_ENGINE"
     IMAGE_DIGEST = "MLPIPE_IMAGE_DIGEST"
     SIGNING_KEY = "MLPIPE_SIGNING_KEY"
+    POD_IP = "POD_IP"
+    """The pod's own IP, from the downward API (`fieldRef: status.podIP`)."""

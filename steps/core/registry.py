@@ -216,7 +216,12 @@ PROVENANCE = StepDef(
 )
 
 PORT = Input("port", int, "port the workers connect to")
-HOST = Input("host", str, "address to listen on", default="0.0.0.0")
+HOST = Input(
+    "host",
+    str,
+    "address to listen on (default: $POD_IP, the pod's own IP, else 0.0.0.0)",
+    required=False,
+)
 MAX_SECONDS = Input(
     "max-seconds",
     int,

@@ -12,14 +12,13 @@ and the workflow retries tracker and workers together.
 """
 
 import contextlib
-import socket
-import time
 
 from xgboost.core import XGBoostError
 from xgboost.tracker import RabitTracker
 
 from steps.core.errors import MlpipeError
 from steps.core.harness import Outcome, StepContext
+from steps.core.names import Env
 from steps.core.registry import HOST, MAX_SECONDS, PORT, WORKERS
 from steps.core.specs import TrainSpec
 
@@ -46,24 +45,6 @@ def xgboost_reason(error: XGBoostError) -> str:
     return " ".join(causes) or str(error).splitlines()[0]
 
 
-TIME_WAIT_SECONDS = 65
-"""How long to wait for a port that only closed connections hold. XGBoost's tracker socket
-does not set SO_REUSEADDR, and Linux keeps the tracker's side of a connection it closed in
-TIME_WAIT for 60 s; a retried group whose new tracker binds the same port on the same host
-(the local engine: every attempt on one loopback) waits that out instead of failing."""
-
-
-def _held_by_closed_connections(reason: str, host: str, port: int) -> bool:
-    """The bind failed on a port nobody listens on: only TIME_WAIT leftovers hold it."""
-    if "Address already in use" not in reason:
-        return False
-    try:
-        with socket.create_connection(("127.0.0.1" if host == "0.0.0.0" else host, port), 1):
-            return False
-    except OSError:
-        return True
-
-
 def run_tracker(
     workers: int, port: int, host: str, timeout_seconds: int, max_seconds: int | None
 ) -> None:
@@ -74,20 +55,13 @@ def run_tracker(
     Ranks follow the workers' task ids (`sortby="task"`), so worker I gets rank I.
     """
     where = f"tracker on {host}:{port} for {workers} worker(s)"
-    waited_until = time.monotonic() + TIME_WAIT_SECONDS
-    while True:
-        try:
-            tracker = RabitTracker(
-                n_workers=workers, host_ip=host, port=port, sortby="task", timeout=timeout_seconds
-            )
-            break
-        except (XGBoostError, OSError) as error:  # port taken, host unknown
-            reason = xgboost_reason(error) if isinstance(error, XGBoostError) else str(error)
-            if not _held_by_closed_connections(reason, host, port) or (
-                time.monotonic() > waited_until
-            ):
-                raise CollectiveError(f"{where} could not start: {reason}") from None
-            time.sleep(1)
+    try:
+        tracker = RabitTracker(
+            n_workers=workers, host_ip=host, port=port, sortby="task", timeout=timeout_seconds
+        )
+    except (XGBoostError, OSError) as error:  # port taken, host unknown
+        reason = xgboost_reason(error) if isinstance(error, XGBoostError) else str(error)
+        raise CollectiveError(f"{where} could not start: {reason}") from None
     try:
         tracker.start()
         tracker.wait_for(max_seconds)
@@ -104,8 +78,15 @@ def run_tracker(
             tracker.free()
 
 
+def listen_address(ctx: StepContext) -> str:
+    """`--host`, else the pod's own IP, else every address. A retried group's tracker is a
+    new pod with a new IP, so binding that IP (not 0.0.0.0) never meets the port its
+    predecessor left in TCP TIME_WAIT: XGBoost's socket sets no SO_REUSEADDR."""
+    return ctx.optional(HOST) or ctx.environ.get(Env.POD_IP.value) or "0.0.0.0"
+
+
 def run(ctx: StepContext) -> Outcome:
     timeout = ctx.spec(TrainSpec).timeout_seconds
-    workers, port, host = ctx.get(WORKERS), ctx.get(PORT), ctx.get(HOST)
+    workers, port, host = ctx.get(WORKERS), ctx.get(PORT), listen_address(ctx)
     run_tracker(workers, port, host, timeout, ctx.optional(MAX_SECONDS))
     return Outcome()

@@ -30,7 +30,6 @@ from workflows.engine.naming import expanded_name, item_fields, item_value, node
 from workflows.engine.result import NodeKind, NodePhase
 from workflows.engine.retry import parse_count
 from workflows.engine.runtime import Call, Outcome, RunState, TaskError
-from workflows.engine.scopes import LOCAL_IP
 from workflows.engine.variables import (
     SKIPPED_OUTPUT,
     TAG,
@@ -274,8 +273,8 @@ class Composite:
             f"{prefix}.id": node_id(run.identity.name, state.node_name),
             f"{prefix}.hostNodeName": HOST_NAME,
         }
-        if state.entry.template.daemon:
-            values[f"{prefix}.ip"] = LOCAL_IP
+        if state.outcome is not None and state.outcome.pod_ip is not None:
+            values[f"{prefix}.ip"] = state.outcome.pod_ip
         record = run.records.get(state.node_name)
         if record is not None and record.started_at is not None:
             values[f"{prefix}.startedAt"] = record.started_at.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -65,7 +65,8 @@ async def run_container(
         record.exit_code = None
         record.progress = None
         run.begin(record)
-        attempt = _Attempt(run, template, files, record, prefix, pod, node_name)
+        address = run.pod_addresses.next()  # a new pod, a new IP: retries included
+        attempt = _Attempt(run, template, files, record, prefix, pod, node_name, address)
         return await attempt.run(scope, artifacts)
 
 
@@ -111,6 +112,7 @@ class _Attempt:
         prefix: str,
         pod: str,
         node_name: str,
+        pod_ip: str,
     ) -> None:
         self.run_state = run
         self.template = template
@@ -119,6 +121,7 @@ class _Attempt:
         self.prefix = prefix
         self.pod = pod
         self.node_name = node_name
+        self.pod_ip = pod_ip
         self.where = f"{record.path} ({template.name or 'inline'})"
         self.process: LocalProcess | None = None
         self.handed_over = False
@@ -210,6 +213,9 @@ class _Attempt:
                 continue
             assert variable.value_from is not None
             ref = variable.value_from.secret_key_ref
+            if ref is None:  # a fieldRef: the model admits status.podIP only
+                env[variable.name] = self.pod_ip
+                continue
             name = substitute(ref.name, scope, where)
             key = substitute(ref.key, scope, where)
             secret = self.run_state.ctx.secrets.get(name, {})
@@ -369,12 +375,15 @@ class _Attempt:
                 substitute(raw, scope, where) if isinstance(raw, str) else raw, where
             )
         try:
-            problem = await asyncio.wait_for(wait_ready(probe, port, self.process.exited), deadline)
+            problem = await asyncio.wait_for(
+                wait_ready(probe, self.pod_ip, port, self.process.exited), deadline
+            )
         except TimeoutError:
             problem = f"not ready within activeDeadlineSeconds={deadline:g}"
         if problem is None:
             self.handed_over = True
-            return Outcome(NodePhase.DAEMONED, daemon=Daemon(self, progress, deadline, started))
+            daemon = Daemon(self, progress, deadline, started)
+            return Outcome(NodePhase.DAEMONED, daemon=daemon, pod_ip=self.pod_ip)
         code = await self.process.stop(self.run_state.ctx.stop_grace_seconds)
         return Outcome(NodePhase.FAILED, f"daemon {problem}", exit_code=code)
 

@@ -614,6 +614,8 @@ def _check_env(
         if variable.value_from is None or secrets is None:
             continue
         ref = variable.value_from.secret_key_ref
+        if ref is None:
+            continue
         missing = ref.key not in secrets.get(ref.name, {})
         if not ref.optional and not has_tags(ref.name + ref.key) and missing:
             raise ManifestError(

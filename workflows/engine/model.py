@@ -206,8 +206,42 @@ class SecretKeySelector(Spec):
     """As in Kubernetes: a missing secret or key leaves the variable unset."""
 
 
+POD_IP_FIELD = "status.podIP"
+"""The one downward-API field the engine fills: the pod's own IP (engine/podip.py)."""
+
+
+class ObjectFieldSelector(Spec):
+    """`fieldRef`: a field of the task's pod (Kubernetes' downward API)."""
+
+    field_path: str
+    api_version: Literal["v1"] = "v1"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implemented(cls, data: Any) -> Any:
+        path = data.get("fieldPath") if isinstance(data, dict) else None
+        if isinstance(path, str) and path != POD_IP_FIELD:
+            reason = (
+                f"{path!r} is not implemented by the local engine, which fills "
+                f"{POD_IP_FIELD!r} (the task's own IP) only"
+            )
+            raise PydanticCustomError(
+                REFUSED_FIELD, "{reason}", {"field": "fieldPath", "reason": reason}
+            )
+        return data
+
+
 class EnvVarSource(Spec):
-    secret_key_ref: SecretKeySelector
+    """Kubernetes requires exactly one source; these are the ones the engine fills."""
+
+    secret_key_ref: SecretKeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnvVarSource":
+        if (self.secret_key_ref is None) == (self.field_ref is None):
+            raise ValueError("needs exactly one of secretKeyRef or fieldRef")
+        return self
 
 
 class EnvVar(Spec):

@@ -1,5 +1,6 @@
-"""Readiness of a daemon task: Kubernetes' tcpSocket/httpGet probes against 127.0.0.1, and
-exec probes run beside the task (exit code 0 is ready), as the kubelet runs them.
+"""Readiness of a daemon task: Kubernetes' tcpSocket/httpGet probes against the pod's IP
+(engine/podip.py; the kubelet's default host), and exec probes run beside the task (exit
+code 0 is ready), as the kubelet runs them.
 
 Kubernetes probes every `periodSeconds` and a never-ready pod just stays unready; locally
 the probe is polled more often (a daemon is usually ready within a second, and dependants
@@ -15,12 +16,13 @@ import time
 import httpx
 
 from workflows.engine.model import Probe
-from workflows.engine.scopes import LOCAL_IP
 
 POLL_SECONDS = 0.1
 
 
-async def wait_ready(probe: Probe | None, port: int, alive: "asyncio.Task[int]") -> str | None:
+async def wait_ready(
+    probe: Probe | None, pod_ip: str, port: int, alive: "asyncio.Task[int]"
+) -> str | None:
     """None once ready; otherwise why not (process exited, budget spent). `port` is resolved."""
     if probe is None:
         return None
@@ -29,7 +31,7 @@ async def wait_ready(probe: Probe | None, port: int, alive: "asyncio.Task[int]")
     while True:
         if alive.done():
             return f"exited with code {await alive} before its readinessProbe passed"
-        if await _probe_once(probe, port):
+        if await _probe_once(probe, pod_ip, port):
             return None
         if time.monotonic() > deadline:
             budget = probe.failure_threshold * probe.period_seconds
@@ -42,21 +44,22 @@ async def _sleep_unless_exited(seconds: float, alive: "asyncio.Task[int]") -> No
         await asyncio.wait({alive}, timeout=seconds)
 
 
-async def _probe_once(probe: Probe, port: int) -> bool:
+async def _probe_once(probe: Probe, pod_ip: str, port: int) -> bool:
     timeout = max(probe.timeout_seconds, 1)
     if probe.exec_ is not None:
         return await _exec_once(probe.exec_.command, timeout)
     if probe.http_get is not None:
-        url = f"http://{LOCAL_IP}:{port}{probe.http_get.path}"
+        url = f"http://{pod_ip}:{port}{probe.http_get.path}"
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
+            # As the kubelet's: straight to the pod, never through a proxy from the environment.
+            async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
                 response = await client.get(url)
         except httpx.HTTPError:
             return False
         # Kubernetes counts any 2xx or 3xx answer as success.
         return 200 <= response.status_code < 400
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(LOCAL_IP, port), timeout)
+        _, writer = await asyncio.wait_for(asyncio.open_connection(pod_ip, port), timeout)
     except (OSError, TimeoutError):
         return False
     writer.close()

@@ -22,6 +22,7 @@ from workflows.engine.manifest import TemplateEntry, WorkflowPlan
 from workflows.engine.model import Template
 from workflows.engine.naming import node_id
 from workflows.engine.observer import Observer
+from workflows.engine.podip import PodAddresses
 from workflows.engine.process import ProcessGroups
 from workflows.engine.result import NodeKind, NodePhase, NodeResult
 from workflows.engine.variables import Scope, json_text, substitute
@@ -67,6 +68,8 @@ class Outcome:
     """`outputs.result`: the main container's stdout, one trailing newline trimmed."""
     daemon: "Daemon | None" = None
     """The running daemon when phase is Daemoned; its DAG stops it."""
+    pod_ip: str | None = None
+    """A Daemoned pod's IP (`{{tasks.<name>.ip}}`): Argo records it for daemons only."""
 
 
 @dataclass
@@ -166,6 +169,7 @@ class RunState:
             dynamic={"workflow.duration": self.duration},
         )
         self.records: dict[str, NodeRecord] = {}
+        self.pod_addresses = PodAddresses(identity.uid)
         limit = min(ctx.parallelism, plan.parallelism or math.inf)
         self._pods = asyncio.Semaphore(int(limit))
         self.cancel_reason = "interrupted"

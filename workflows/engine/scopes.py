@@ -10,8 +10,6 @@ from collections.abc import Iterable, Mapping
 from workflows.engine.errors import VariableError
 from workflows.engine.variables import CREATION_TIMESTAMP, tags
 
-LOCAL_IP = "127.0.0.1"
-"""Every task's pod IP, locally (`{{tasks.<name>.ip}}` of a daemon)."""
 GLOBAL_NAMES = frozenset(
     {"workflow.name", "workflow.uid", "workflow.namespace", CREATION_TIMESTAMP}
 )

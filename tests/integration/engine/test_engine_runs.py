@@ -616,9 +616,11 @@ def test_a_retried_dag_template_reruns_the_whole_group(ctx: EngineContext, tmp_p
 
 # --- daemons -----------------------------------------------------------------------------
 
+POD_IP = {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+"""The pod's own IP (Kubernetes' downward API): where a daemon listens, as on a cluster."""
 SERVER = """
 import os, socket, sys
-server = socket.create_server(('127.0.0.1', int(sys.argv[1])))
+server = socket.create_server((os.environ['POD_IP'], int(sys.argv[1])))
 print('listening', flush=True)
 while True:
     connection, _ = server.accept()
@@ -635,6 +637,7 @@ out = pathlib.Path(os.environ['OUT']); out.mkdir(); (out / 'pid').write_text(rep
 def test_a_daemon_serves_its_dependants_and_is_stopped_with_its_dag(ctx: EngineContext) -> None:
     port = str(free_port())
     server = py("server", SERVER, "{{inputs.parameters.port}}", inputs=("port",), daemon=True)
+    server["container"]["env"].append(POD_IP)
     server["container"]["readinessProbe"] = {
         "tcpSocket": {"port": "{{inputs.parameters.port}}"},
         "periodSeconds": 1,
@@ -663,6 +666,73 @@ def test_a_daemon_serves_its_dependants_and_is_stopped_with_its_dag(ctx: EngineC
     again = result.node("again")
     assert daemon.finished_at is not None and again.finished_at is not None
     assert daemon.finished_at >= again.finished_at
+
+
+ADDRESS_SERVER = """
+import os, pathlib, socket, sys
+ip = os.environ['POD_IP']
+seen = pathlib.Path(sys.argv[2])
+first = not seen.exists()
+with seen.open('a') as record:
+    record.write(ip + '\\n')
+if first and sys.argv[3] == 'fail-once':
+    sys.exit('the first pod fails before it is ready')
+server = socket.create_server((ip, int(sys.argv[1])))
+while True:
+    connection, _ = server.accept()
+    connection.sendall(ip.encode()); connection.close()
+"""
+ASK_BOTH = """
+import os, pathlib, socket, sys
+out = pathlib.Path(os.environ['OUT']); out.mkdir()
+for name, host in zip(('a', 'b'), sys.argv[2:]):
+    with socket.create_connection((host, int(sys.argv[1])), timeout=5) as connection:
+        (out / name).write_text(host + ' ' + connection.recv(100).decode())
+"""
+
+
+def test_each_pod_has_its_own_ip_and_a_retried_pod_a_new_one(
+    ctx: EngineContext, tmp_path: Path
+) -> None:
+    """As on a cluster: `{{tasks.X.ip}}` is the daemon pod's own IP (its POD_IP), two daemons
+    listen on one port at their own IPs, and a retried daemon, a new pod, gets a new IP."""
+    port = str(free_port())
+    server = py(
+        "server",
+        ADDRESS_SERVER,
+        port,
+        "{{inputs.parameters.seen}}",
+        "{{inputs.parameters.mode}}",
+        inputs=("seen", "mode"),
+        daemon=True,
+        retryStrategy={"limit": 1},
+    )
+    server["container"]["env"].append(POD_IP)
+    server["container"]["readinessProbe"] = {"tcpSocket": {"port": int(port)}, "periodSeconds": 1}
+    seen = {name: tmp_path / f"seen-{name}" for name in ("a", "b")}
+    hosts = ("{{inputs.parameters.a}}", "{{inputs.parameters.b}}")
+    ask = py("ask", ASK_BOTH, port, *hosts, inputs=("a", "b"), outputs=("a", "b"))
+    manifest = workflow(
+        dag(
+            "main",
+            task("a", "server", params={"seen": str(seen["a"]), "mode": "fail-once"}),
+            task("b", "server", params={"seen": str(seen["b"]), "mode": "serve"}),
+            task("ask", "ask", "a && b", params={"a": "{{tasks.a.ip}}", "b": "{{tasks.b.ip}}"}),
+        ),
+        server,
+        ask,
+    )
+    result = run(manifest, ctx)
+    assert result.succeeded, result.message
+    first_a, retried_a = seen["a"].read_text().split()
+    (only_b,) = seen["b"].read_text().split()
+    assert result.node("a").attempts == 2
+    assert len({first_a, retried_a, only_b}) == 3, "every pod has its own IP"
+    # Each daemon answered with its own POD_IP at the address `{{tasks.X.ip}}` gave.
+    answers = result.node("ask").parameters
+    assert answers == {"a": f"{retried_a} {retried_a}", "b": f"{only_b} {only_b}"}
+    for address in (first_a, retried_a, only_b):
+        assert address.startswith("127.") and not address.startswith("127.0.")
 
 
 def test_a_daemon_that_exits_with_an_error_fails_its_dag(ctx: EngineContext) -> None:

@@ -253,7 +253,7 @@ def test_tracker_fails_clearly_when_workers_never_come() -> None:
 
 
 def test_tracker_fails_at_once_on_a_port_another_process_listens_on() -> None:
-    """Only a port held by closed connections (TIME_WAIT) is waited for, not a live one."""
+    """A taken port is a clear failure, not a wait: the group's retry is a new pod."""
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         started = time.monotonic()
@@ -263,22 +263,39 @@ def test_tracker_fails_at_once_on_a_port_another_process_listens_on() -> None:
     assert time.monotonic() - started < 30
 
 
-def test_tracker_waits_for_a_port_that_only_closed_connections_hold() -> None:
-    """A retried tracker on the same host finds its port in TIME_WAIT: it waits, not fails."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
+def listening(address: str, port: int) -> bool:
+    """A socket in LISTEN on address:port, read from the kernel's table (no connection)."""
+    packed = socket.inet_aton(address)[::-1].hex().upper()  # /proc/net/tcp: little-endian
+    table = Path("/proc/net/tcp").read_text()
+    return re.search(rf"{packed}:{port:04X} 00000000:0000 0A ", table) is not None
+
+
+def test_a_retried_tracker_binds_its_own_pod_ip_past_its_predecessors_time_wait() -> None:
+    """Without --host the tracker listens on $POD_IP: a retry is a new pod with a new IP, so
+    its predecessor's port, left in TIME_WAIT on the old IP, is not in its way."""
+    old_ip, new_ip = "127.77.0.1", "127.77.0.2"
+    with socket.create_server((old_ip, 0)) as server:
         port = server.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)) as client:
+        with socket.create_connection((old_ip, port)) as client:
             accepted, _ = server.accept()
             accepted.close()  # the server side closes first: its end goes to TIME_WAIT
             client.recv(1)
+    args = ["tracker", "--workers", "1", "--port", str(port), "--train-spec", "{}"]
     tracker = subprocess.Popen(
-        [sys.executable, "-m", "steps", *tracker_args(1, port, {"timeout_seconds": 5})],
+        [sys.executable, "-m", "steps", *args],
+        env={**os.environ, Env.POD_IP.value: new_ip},
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        with pytest.raises(subprocess.TimeoutExpired):
-            tracker.wait(timeout=8)
+        deadline = time.monotonic() + 30
+        while not listening(new_ip, port) and tracker.poll() is None:
+            assert time.monotonic() < deadline, "the tracker never listened"
+            time.sleep(0.1)
+        assert tracker.poll() is None, "the tracker exited instead of listening"
+        with pytest.raises(OSError, match="Address already in use"):
+            socket.create_server((new_ip, port)).close()
+        socket.create_server(("127.77.0.3", port)).close()  # its own address, not 0.0.0.0
     finally:
         tracker.kill()
         _, stderr = tracker.communicate()

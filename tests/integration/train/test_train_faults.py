@@ -3,8 +3,8 @@ whole group (tracker and workers, the `train` DAG template's retryStrategy) succ
 
 Runs the compiled training group with the local engine, the real tracker and worker
 processes and the embedded S3; an engine observer SIGKILLs worker 1 of the first attempt
-once it reports a trained round. About 100 s, most of it the group's 60 s retry backoff (which
-lets the tracker's port leave TCP TIME_WAIT before the retried tracker binds it again).
+once it reports a trained round. The retried tracker is a new pod with its own IP, so it binds
+its port at once: the group's retry backoff is 5 s, not the 60 s TCP TIME_WAIT on one address.
 """
 
 import os

@@ -25,6 +25,7 @@ import yaml
 
 from steps.core.store import ArtifactStore
 from tests.integration.engine.test_engine_runs import (
+    POD_IP,
     SERVER,
     SLEEP,
     dag,
@@ -230,10 +231,11 @@ def check_container_template(where: str, template: dict[str, Any], spec: dict[st
     assert template["serviceAccountName"] not in ("", "default"), where
     deadline = template["activeDeadlineSeconds"]
     assert 0 < deadline <= spec["activeDeadlineSeconds"], where
+    pod_ip = {"fieldRef": {"fieldPath": "status.podIP"}}
     for variable in container.get("env", []):
         source = variable.get("valueFrom")
-        if source is not None:
-            assert set(source) == {"secretKeyRef"}, f"{where}: {variable['name']}"
+        if source is not None:  # credentials from Secrets; a daemon's own IP (downward API)
+            assert set(source) == {"secretKeyRef"} or source == pod_ip, f"{where}: {variable}"
     check_metrics(where, template, spec)
 
 
@@ -455,6 +457,7 @@ def test_an_optional_secret_that_is_missing_leaves_the_variable_unset(ctx: Engin
 def test_a_daemon_past_its_active_deadline_fails_its_dag(ctx: EngineContext) -> None:
     port = str(free_port())
     server = py("server", SERVER, port, daemon=True, activeDeadlineSeconds=1)
+    server["container"]["env"].append(POD_IP)
     server["container"]["readinessProbe"] = {"tcpSocket": {"port": int(port)}, "periodSeconds": 1}
     manifest = workflow(
         dag("main", task("server", "server"), task("work", "sleep", "server")),

@@ -259,6 +259,23 @@ def test_refused_fields_say_why(where: str, field: str, reason: str) -> None:
     assert caught.value.path.endswith(field)
 
 
+def _env_from(source: dict[str, Any]) -> dict[str, Any]:
+    step = _container()
+    step["container"]["env"] = [{"name": "NODE", "valueFrom": source}]
+    return _workflow(_dag({"name": "a", "template": "step"}), step)
+
+
+def test_a_downward_api_field_other_than_the_pod_ip_is_refused_naming_it() -> None:
+    check_workflow(_env_from({"fieldRef": {"fieldPath": "status.podIP"}}), {})
+    with pytest.raises(UnsupportedField) as caught:
+        check_workflow(_env_from({"fieldRef": {"fieldPath": "spec.nodeName"}}), {})
+    assert caught.value.path == "spec.templates[1].container.env[0].valueFrom.fieldRef.fieldPath"
+    assert "'spec.nodeName' is not implemented by the local engine" in caught.value.reason
+    assert "'status.podIP'" in caught.value.reason
+    with pytest.raises(ManifestError, match="needs exactly one of secretKeyRef or fieldRef"):
+        check_workflow(_env_from({}), {})
+
+
 def test_cluster_only_fields_are_accepted() -> None:
     step = _container(
         metadata={"labels": {"a": "b"}},
