@@ -265,13 +265,16 @@ def _duplicates_and_conflicts(
     # One sort serves both checks (numpy's hash-based unique is slower on a million keys):
     # rows with equal features form a group; with a binary label a group holds one or two
     # distinct rows, so duplicates are the rows beyond the distinct (features, label) pairs.
+    # Each row-sized array is freed once its successor exists (at 4M rows each is 32 MB).
     order = np.argsort(hashed, kind="stable")
     sorted_hashes = hashed[order]
+    sorted_labels = None if labels is None else labels[order]
+    del hashed, order
     starts = np.flatnonzero(np.r_[True, sorted_hashes[1:] != sorted_hashes[:-1]])
+    del sorted_hashes
     sizes = np.diff(np.r_[starts, rows])
     mixed = np.zeros(len(starts), dtype=bool)
-    if labels is not None:
-        sorted_labels = labels[order]
+    if sorted_labels is not None:
         lowest = np.minimum.reduceat(sorted_labels, starts)
         mixed = lowest != np.maximum.reduceat(sorted_labels, starts)
     duplicated = rows - len(starts) - int(mixed.sum())

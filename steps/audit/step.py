@@ -20,6 +20,7 @@ from typing import Any
 import great_expectations as gx
 import great_expectations.execution_engine.pandas_execution_engine as gx_pandas
 import pandas as pd
+import pyarrow as pa
 from great_expectations.exceptions.exceptions import GreatExpectationsError
 from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
@@ -86,13 +87,22 @@ def audit_frame(
     spec: AuditSpec,
     reference: Reference | None = None,
     notes: list[str] | None = None,
+    *,
+    consume: bool = False,
 ) -> AuditResult:
-    """Run the built-in checks and the suite on `frame` (as read_table returns it)."""
+    """Run the built-in checks and the suite on `frame` (as read_table returns it).
+
+    With `consume`, the suite's validation takes each column out of `frame` once the
+    built-in checks are done and frees it when its expectations have run: the audit then
+    never holds the whole frame and GX's working set on its widest column at once. `frame`
+    is left with no columns: for a caller that read it only to audit it (run_audit).
+    """
     suite = build_suite(spec.suite or {})
+    rows = len(frame)
     checks = builtin_checks(frame, data, spec, reference)
-    gx_result = _validate(frame, suite)
+    gx_result = _validate(frame, suite, consume=consume)
     checks += [_check_from_gx(r) for r in gx_result["results"]]
-    return AuditResult(rows=len(frame), checks=checks, gx_result=gx_result, notes=notes or [])
+    return AuditResult(rows=rows, checks=checks, gx_result=gx_result, notes=notes or [])
 
 
 def stable_reference(store: ArtifactStore | None, model_name: str | None) -> Reference | str:
@@ -153,16 +163,20 @@ def build_suite(suite: Mapping[str, Any]) -> gx.ExpectationSuite:
         raise BadInput(f"audit suite: {_one_line(error)}") from error
 
 
-def _validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> dict[str, Any]:
+def _validate(
+    frame: pd.DataFrame, suite: gx.ExpectationSuite, *, consume: bool = False
+) -> dict[str, Any]:
     """GX's result for `suite` on `frame`, validated one column at a time.
 
     GX's pandas engine copies its whole batch, every column, to drop the missing values of
     the one column an expectation looks at, and keeps metrics of all expectations until the
     suite is done: on the whole frame, memory peaks at ~4x the frame (benchmarks/audit.py).
     Each column's expectations therefore run on a batch of that column alone; expectations
-    on the table, on several columns or with a row condition run on the whole frame. The
-    results are put back in suite order,
-    with GX's statistics recomputed, so the result reads like one validation.
+    on the table, on several columns or with a row condition run on the whole frame, first.
+    The columns follow, narrowest first: with `consume` (see audit_frame) each is taken out
+    of `frame` as its turn comes, so the widest, on which GX works hardest (strings become
+    Python objects), runs when the others are gone. The results are put back in suite
+    order, with GX's statistics recomputed, so the result reads like one validation.
     """
     definition = frame_batches()
     groups: dict[str | None, list[int]] = {None: []}
@@ -171,20 +185,31 @@ def _validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> dict[str, Any]
         # A row condition may name other columns: such an expectation sees the whole frame.
         alone = kwargs.get("column") in frame.columns and not kwargs.get("row_condition")
         groups.setdefault(kwargs["column"] if alone else None, []).append(index)
+    columns = sorted(
+        (c for c in groups if c is not None), key=lambda c: frame[c].memory_usage(deep=True)
+    )
     results: dict[int, Any] = {}
     parts = []
     with _without_batch_fingerprint():
-        for column, indices in groups.items():
+        for column in [None, *columns]:
             part = gx.ExpectationSuite(
-                name=suite.name, expectations=[copy.copy(suite.expectations[i]) for i in indices]
+                name=suite.name,
+                expectations=[copy.copy(suite.expectations[i]) for i in groups[column]],
             )
             # GX orders results its own way: an id per expectation tells whose each is.
-            for index, expectation in zip(indices, part.expectations, strict=True):
+            for index, expectation in zip(groups[column], part.expectations, strict=True):
                 expectation.id = str(index)
-            data = _for_gx(frame if column is None else frame[[column]], part)
+            if column is None:
+                data = _for_gx(frame, part)
+                if consume:  # no other expectation reads the columns left without one
+                    frame.drop(columns=[c for c in frame.columns if c not in groups], inplace=True)
+            else:
+                data = _for_gx((frame.pop(column) if consume else frame[column]).to_frame(), part)
             batch = definition.get_batch(batch_parameters={"dataframe": data})
             validated: dict[str, Any] = batch.validate(part).to_json_dict()  # type: ignore[no-untyped-call]
             del batch, data
+            if consume:  # Arrow's allocator keeps freed pages for reuse unless told
+                pa.default_memory_pool().release_unused()
             results.update((int(r["expectation_config"]["id"]), r) for r in validated["results"])
             parts.append(validated)
     ordered = [results[index] for index in range(len(suite.expectations))]
@@ -382,7 +407,8 @@ def run_audit(
 
         origin = {"source": data_uri, "command": "the audit (audit.suite_file: null)"}
         spec = spec.model_copy(update={"suite": infer_suite(frame, data, "inferred", origin)})
-    result = audit_frame(frame, data, spec, reference, [suite_note(spec.suite or {}), note])
+    notes = [suite_note(spec.suite or {}), note]
+    result = audit_frame(frame, data, spec, reference, notes, consume=True)
     report_progress(progress_file, 2, 3)
     out.mkdir(parents=True, exist_ok=True)
     (out / Artifact.AUDIT_RESULT.filename).write_text(

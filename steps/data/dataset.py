@@ -193,8 +193,12 @@ def load_dataset(uri: str, spec: DataSpec, store: ArtifactStore | None) -> Datas
         column = raw.column(name)
         columns[name] = column if name in categorical else _numeric(column, name, uri)
     columns[spec.label] = label
+    table = pa.table(columns)
+    del raw, columns
+    # As in read_table: the pages of the file's decoding go back to the system.
+    pa.default_memory_pool().release_unused()
     return Dataset(
-        table=pa.table(columns),
+        table=table,
         label=spec.label,
         row_key=spec.row_key,
         slice_column=spec.slice_column,
@@ -445,8 +449,11 @@ def load_split(
     string, label int8); every file's checksum is verified by the store on download.
     """
     table = read_split(store, dataset_uri, split, shard)
-    # As in read_table: each column's Arrow buffers go as pandas takes them over.
+    # As in read_table: each column's Arrow buffers go as pandas takes them over, and the
+    # pages of the file's decoding go back to the system.
     frame: pd.DataFrame = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    pa.default_memory_pool().release_unused()
     return frame
 
 

@@ -348,15 +348,7 @@ def assign(table: pa.Table, row_key: str | None, shards: int) -> Assignment:
     none, so a row keeps its split when other rows come and go: 80% train, 10% valid, 10%
     test by `h % 100`; the shard is `(h // 100) % shards`, independent of the split.
     """
-    if row_key is not None:
-        keys = table.column(row_key)
-    else:
-        texts = [pc.fill_null(c.cast(pa.string()), "\x00") for c in table.columns]
-        keys = pc.binary_join_element_wise(*texts, "\x1f")
-    hashes = np.frombuffer(
-        b"".join(hashlib.sha256(k.encode()).digest()[:8] for k in keys.to_pylist()),
-        dtype=">u8",
-    ).astype(np.uint64)
+    hashes = _key_hashes(table, row_key)
     bucket = hashes % 100
     split = np.where(
         bucket < _TRAIN_PERCENT,
@@ -366,22 +358,39 @@ def assign(table: pa.Table, row_key: str | None, shards: int) -> Assignment:
     return Assignment(split=split, shard=((hashes // 100) % shards).astype(np.int64))
 
 
-def split_tables(table: pa.Table, assignment: Assignment, shards: int) -> dict[str, pa.Table]:
-    """Each file of the layout (path relative to the dataset) with its rows, none empty."""
-    files: dict[str, pa.Table] = {}
+def _key_hashes(table: pa.Table, row_key: str | None) -> npt.NDArray[np.uint64]:
+    """The first 8 bytes of SHA-256 of each row's key, as a number, SLICE_ROWS rows at a
+    time: hashlib takes Python strings, and a whole column of them would be several times
+    the table (at 4M rows, ~0.5 GB of str and bytes objects)."""
+    parts = [np.empty(0, dtype=">u8")]
+    for start in range(0, table.num_rows, SLICE_ROWS):
+        piece = table.slice(start, SLICE_ROWS)
+        if row_key is not None:
+            keys = piece.column(row_key)
+        else:
+            texts = [pc.fill_null(c.cast(pa.string()), "\x00") for c in piece.columns]
+            keys = pc.binary_join_element_wise(*texts, "\x1f")
+        digests = b"".join(hashlib.sha256(k.encode()).digest()[:8] for k in keys.to_pylist())
+        parts.append(np.frombuffer(digests, dtype=">u8"))
+    return np.concatenate(parts).astype(np.uint64)
+
+
+def split_masks(assignment: Assignment, shards: int) -> dict[str, npt.NDArray[np.bool_]]:
+    """Each file of the layout (path relative to the dataset) and which rows it holds; none
+    is empty. Masks, not tables: the files are cut and written one at a time."""
+    files: dict[str, npt.NDArray[np.bool_]] = {}
     for split in Split:
         in_split = assignment.split == split.value
         if split is Split.TEST:
-            files[split_file(split)] = table.filter(pa.array(in_split))
+            files[split_file(split)] = in_split
             continue
         for shard in range(shards):
-            mask = in_split & (assignment.shard == shard)
-            files[split_file(split, shard)] = table.filter(pa.array(mask))
-    empty = [name for name, part in files.items() if part.num_rows == 0]
+            files[split_file(split, shard)] = in_split & (assignment.shard == shard)
+    empty = [name for name, rows in files.items() if not rows.any()]
     if empty:
         raise BadInput(
-            f"{table.num_rows} rows are too few for {shards} shard(s): {', '.join(empty)} "
-            "would be empty; use fewer shards or more data"
+            f"{len(assignment.split)} rows are too few for {shards} shard(s): "
+            f"{', '.join(empty)} would be empty; use fewer shards or more data"
         )
     return files
 
@@ -415,15 +424,22 @@ def build_manifest(
 
 
 def upload_dataset(
-    store: ArtifactStore, manifest: DatasetManifest, files: dict[str, pa.Table]
+    store: ArtifactStore,
+    manifest: DatasetManifest,
+    table: pa.Table,
+    files: dict[str, npt.NDArray[np.bool_]],
 ) -> None:
-    """Split files first, the manifest last: readers treat a manifest as "complete"."""
+    """Split files first, the manifest last: readers treat a manifest as "complete".
+
+    Each file is cut from `table`, written, uploaded and freed before the next: only one
+    file's rows (as strings, the split files' form) exist beside the table at a time.
+    """
     prefix = dataset_key(manifest.digest)
     with tempfile.TemporaryDirectory(prefix="mlpipe-dataset-") as tmp:
-        for name, part in files.items():
+        for name, rows in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(decode_categories(part), path)
+            pq.write_table(decode_categories(table.filter(pa.array(rows))), path)
             store.upload_file(path, f"{prefix}/{name}")
     store.put_json(
         f"{prefix}/{DatasetFile.MANIFEST.value}",
@@ -457,9 +473,9 @@ def run_provenance(
         manifest = read_manifest(store, store.uri(prefix))
     else:
         assignment = assign(table, dataset.row_key, shards)
-        files = split_tables(table, assignment, shards)
+        files = split_masks(assignment, shards)
         manifest = build_manifest(dataset, table, assignment, address, data, shards)
-        upload_dataset(store, manifest, files)
+        upload_dataset(store, manifest, table, files)
     report_progress(progress_file, 2, 3)
     record = ProvenanceRecord(
         dataset_digest=address,

@@ -214,3 +214,21 @@ def test_report_helpers_escape_every_value() -> None:
     page = html_report.page("a < b", [html_report.section("s", table)])
     assert "<title>a &lt; b</title>" in page
     assert page.count("<table>") == 1
+
+
+def test_a_consumed_frame_gives_the_same_audit_and_is_left_empty(sample: pd.DataFrame) -> None:
+    """run_audit lets the validation free each column as it goes (`consume`): the checks and
+    GX results must be those of the audit that keeps the frame whole."""
+    broken = sample.copy()
+    broken.loc[broken.index[:30], "total_charges"] = None
+    broken.loc[broken.index[:4], "region"] = "atlantis"
+    kept = audit_frame(broken, DATA, AUDIT)
+    consumed_frame = broken.copy()
+    consumed = audit_frame(consumed_frame, DATA, AUDIT, consume=True)
+    assert consumed.checks == kept.checks
+    assert consumed.rows == kept.rows == len(broken)
+    drop_time = {"meta": None}
+    assert {**consumed.gx_result, **drop_time} == {**kept.gx_result, **drop_time}
+    assert consumed.gx_result["meta"]["column_batches"] == kept.gx_result["meta"]["column_batches"]
+    assert not kept.passed and list(consumed_frame.columns) == []
+    assert list(broken.columns) == list(sample.columns), "without consume the frame is kept"

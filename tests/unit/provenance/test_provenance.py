@@ -1,6 +1,7 @@
 """Provenance: one digest per dataset whatever its format or row order, stable splits, a
 complete content-addressed layout in S3, and nothing written for bad input."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,29 @@ def test_digest_is_pinned_and_independent_of_slicing(
     # Slices that start mid-byte of the validity bitmap and span row groups unevenly.
     monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+
+
+def test_assignment_is_sha256_of_each_key_whatever_the_slicing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are hashed SLICE_ROWS at a time; each row's split and shard must still come from
+    SHA-256 of its own key (the row key, or the row's values joined when there is none)."""
+    generate(3000, seed=12).to_parquet(tmp_path / "d.parquet", index=False)
+    monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
+    unkeyed = SPEC.model_copy(update={"row_key": None, "exclude": ["customer_id"]})
+    for spec in (SPEC, unkeyed):
+        table = canonical_table(load_dataset(str(tmp_path / "d.parquet"), spec, None))
+        if spec.row_key is not None:
+            keys = table.column(spec.row_key).to_pylist()
+        else:
+            rows = zip(*(c.cast(pa.string()).to_pylist() for c in table.columns), strict=True)
+            keys = ["\x1f".join("\x00" if v is None else v for v in row) for row in rows]
+        numbers = [int.from_bytes(hashlib.sha256(k.encode()).digest()[:8]) for k in keys]
+        assignment = assign(table, spec.row_key, 3)
+        buckets = np.array([n % 100 for n in numbers])
+        expected = np.where(buckets < 80, "train", np.where(buckets < 90, "valid", "test"))
+        assert np.array_equal(assignment.split, expected)
+        assert assignment.shard.tolist() == [n // 100 % 3 for n in numbers]
 
 
 def test_key_order_is_arrows_bytewise_string_order() -> None:
