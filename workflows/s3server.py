@@ -57,13 +57,6 @@ AFTER_FILER_GRACE = 0.3
 the volume server; in about half of the pipeline runs measured the volume server's graceful
 gRPC stop then hung until the 10 s timeout. Its needles were written before their PUTs were
 answered, so nothing is lost by not waiting for it."""
-GO_MEMORY_LIMIT = "512MiB"
-"""weed's soft heap limit (Go's GOMEMLIMIT). Left to Go's defaults, weed kept ~1 GB resident
-after 1.2 GB went up and down through it (the heap doubles between collections and goes back
-to the system lazily), next to steps that need the memory: 0.95-1.09 GB peak, 0.91-1.08 GB
-after. With 512 MiB: 0.40-0.41 GB peak, 0.35 GB after, transfers as fast; 256 MiB collected
-so often that the same transfers took 1.5-2.6x as long. A soft limit: weed is never refused
-memory, it collects sooner."""
 LOCK_FILE = "mlpipe-s3.lock"
 POLL_SECONDS = 0.05
 
@@ -226,11 +219,13 @@ class EmbeddedS3:
         ]
         # weed mini creates an S3 identity from these variables and then enforces it. HOME
         # and the working directory point at data_dir so no user-level weed config leaks in.
+        # Go's heap is left at its defaults: weed then holds ~1 GB after 1.2 GB went through
+        # it, but a soft limit (GOMEMLIMIT=512MiB: 0.4 GB) cut upload throughput by a third
+        # (benchmarks/store_throughput.py, 96-98 vs 151-162 MB/s), and 256MiB more than that.
         env = {
             "HOME": str(self.data_dir),
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "GOMEMLIMIT": GO_MEMORY_LIMIT,
         }
         with self.log_path.open("wb") as log:
             return subprocess.Popen(
