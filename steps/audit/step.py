@@ -201,13 +201,16 @@ def _validate(
                 expectation.id = str(index)
             if column is None:
                 data = _for_gx(frame, part)
-                if consume:  # no other expectation reads the columns left without one
-                    frame.drop(columns=[c for c in frame.columns if c not in groups], inplace=True)
             else:
                 data = _for_gx((frame.pop(column) if consume else frame[column]).to_frame(), part)
             batch = definition.get_batch(batch_parameters={"dataframe": data})
             validated: dict[str, Any] = batch.validate(part).to_json_dict()  # type: ignore[no-untyped-call]
             del batch, data
+            if consume and column is None:
+                # Only now: `data` may be `frame` itself, and the table's expectations (its
+                # column set, its row count) must see every column. No later one reads these.
+                for unread in [c for c in frame.columns if c not in groups]:
+                    del frame[unread]
             if consume:  # Arrow's allocator keeps freed pages for reuse unless told
                 pa.default_memory_pool().release_unused()
             results.update((int(r["expectation_config"]["id"]), r) for r in validated["results"])

@@ -216,6 +216,26 @@ def test_report_helpers_escape_every_value() -> None:
     assert page.count("<table>") == 1
 
 
+def test_a_consumed_frame_shows_the_table_expectations_every_column(
+    sample: pd.DataFrame,
+) -> None:
+    """Columns no expectation names are freed only after the table's expectations ran: an
+    inferred suite has no type expectation, so GX validates the frame itself, not a copy."""
+    suite = {
+        "name": "columns",
+        "expectations": [
+            {
+                "type": "expect_table_columns_to_match_set",
+                "kwargs": {"column_set": list(sample.columns), "exact_match": True},
+            },
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "region"}},
+        ],
+    }
+    result = audit_frame(sample.copy(), DATA, AuditSpec(suite=suite), consume=True)
+    table = result.gx_result["results"][0]
+    assert table["success"], table["result"]
+
+
 def test_a_consumed_frame_gives_the_same_audit_and_is_left_empty(sample: pd.DataFrame) -> None:
     """run_audit lets the validation free each column as it goes (`consume`): the checks and
     GX results must be those of the audit that keeps the frame whole."""
