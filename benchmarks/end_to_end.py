@@ -146,9 +146,10 @@ def import_baseline(step: str) -> int:
     """RSS of a fresh process that imported the step's module and pyarrow's lazily imported
     modules (what running it costs before it reads any data)."""
     code = (
-        "import importlib, psutil; from steps.core.registry import STEPS; "
+        "import importlib, sys, psutil; from steps.core.registry import STEPS; "
         f"importlib.import_module(STEPS[{step!r}].module); "
-        f"import {', '.join(LAZY_IMPORTS)}; "
+        # Only into a step that uses pyarrow: the light steps never load it.
+        f"[importlib.import_module(m) for m in {LAZY_IMPORTS!r} if 'pyarrow' in sys.modules]; "
         "print(psutil.Process().memory_info().rss)"
     )
     output = subprocess.run(
