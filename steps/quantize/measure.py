@@ -11,6 +11,7 @@ import gzip
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +56,14 @@ class Measurement(Record):
 
 
 @dataclass(frozen=True)
+class Aucs:
+    """AUC overall and per slice value (None where the slice holds one class only)."""
+
+    overall: float
+    slices: dict[str, float | None]
+
+
+@dataclass(frozen=True)
 class TestSplit:
     """The encoded test rows, their labels, slice membership and XGBoost's probabilities:
     calibrated (what every encoding must reproduce) and its own."""
@@ -65,43 +74,69 @@ class TestSplit:
     expected: npt.NDArray[np.float32]
     uncalibrated: npt.NDArray[np.float32]
 
+    @cached_property
+    def expected_aucs(self) -> Aucs:
+        """XGBoost's AUCs, computed once for every candidate to be compared with."""
+        return aucs(self.labels, self.expected, self.slices)
+
     @property
     def expected_auc(self) -> float:
-        return auc(self.labels, self.expected)
+        return self.expected_aucs.overall
 
 
-def auc(labels: npt.NDArray[np.int8], scores: npt.NDArray[np.float32]) -> float:
-    # Imported here: the model card reads this module's records and never computes an AUC,
-    # and sklearn costs it about a second.
-    from sklearn.metrics import roc_auc_score
+def aucs(
+    labels: npt.NDArray[np.int8],
+    scores: npt.NDArray[np.float32],
+    slices: Mapping[str, npt.NDArray[np.bool_]],
+) -> Aucs:
+    """AUC overall and in each slice, from one sort of the scores.
 
-    if len(np.unique(labels)) < 2:
+    roc_auc_score gets the rows in score order, so its own sort finds them sorted, and a
+    slice's rows are taken from the sorted ones, never sorted again. The AUC is the same
+    number as from the rows in any order: the ROC points are the label counts accumulated
+    at the end of each run of tied scores, whatever the order inside a run.
+    """
+    order = np.argsort(scores, kind="stable")
+    ranked_labels = labels[order]
+    ranked_scores = scores[order].astype(np.float64)
+    if len(np.unique(ranked_labels)) < 2:
         raise BadInput(
             f"the test split's {len(labels)} rows hold one class: AUC, and so the "
             "candidates' AUC change, is undefined"
         )
-    return float(roc_auc_score(labels, scores.astype(np.float64)))
+    per_slice: dict[str, float | None] = {}
+    for value, members in slices.items():
+        inside = members[order]
+        held = ranked_labels[inside]
+        one_class = len(np.unique(held)) < 2
+        per_slice[value] = None if one_class else _auc(held, ranked_scores[inside])
+    return Aucs(_auc(ranked_labels, ranked_scores), per_slice)
 
 
-def slice_deltas(
-    split: TestSplit, scores: npt.NDArray[np.float32], min_rows: int
-) -> list[SliceDelta]:
+def _auc(labels: npt.NDArray[np.int8], scores: npt.NDArray[np.float64]) -> float:
+    # Imported here: the model card reads this module's records and never computes an AUC,
+    # and sklearn costs it about a second.
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores))
+
+
+def slice_deltas(split: TestSplit, candidate: Aucs, min_rows: int) -> list[SliceDelta]:
     deltas = []
     for value, members in split.slices.items():
-        labels = split.labels[members]
-        if len(np.unique(labels)) < 2:
-            deltas.append(SliceDelta(value=value, rows=len(labels), auc=None, auc_delta=None,
+        rows = int(np.count_nonzero(members))
+        actual, expected = candidate.slices[value], split.expected_aucs.slices[value]
+        if actual is None or expected is None:
+            deltas.append(SliceDelta(value=value, rows=rows, auc=None, auc_delta=None,
                                      judged=False))  # fmt: skip
             continue
-        expected = auc(labels, split.expected[members])
-        actual = auc(labels, scores[members])
         deltas.append(
             SliceDelta(
                 value=value,
-                rows=len(labels),
+                rows=rows,
                 auc=actual,
                 auc_delta=actual - expected,
-                judged=len(labels) >= min_rows,
+                judged=rows >= min_rows,
             )
         )
     return deltas
@@ -117,22 +152,21 @@ class _Speed:
 
 def measure(
     models: Mapping[Encoding, bytes],
+    sessions: Mapping[Encoding, onnxruntime.InferenceSession],
+    scores: Mapping[Encoding, npt.NDArray[np.float32]],
     descriptions: Mapping[Encoding, str],
     exact: frozenset[Encoding],
     split: TestSplit,
     min_slice_rows: int,
-    progress: Callable[[int, int], None],
 ) -> list[Measurement]:
-    """One Measurement per model, in the order given."""
-    sessions = {encoding: open_session(model) for encoding, model in models.items()}
+    """One Measurement per model, in the order given, from each model's session and its
+    probabilities on every test row."""
     speeds = _time(models, sessions, split.matrix)
-    expected_auc = split.expected_auc
     measurements = []
-    for done, (encoding, model) in enumerate(models.items(), start=1):
-        scores = predict_proba(sessions[encoding], split.matrix)
-        diff = np.abs(scores.astype(np.float64) - split.expected)
+    for encoding, model in models.items():
+        diff = np.abs(scores[encoding].astype(np.float64) - split.expected)
         worst = int(np.argmax(diff))
-        overall = auc(split.labels, scores)
+        ranked = aucs(split.labels, scores[encoding], split.slices)
         speed = speeds[encoding]
         measurements.append(
             Measurement(
@@ -144,15 +178,14 @@ def measure(
                 session_ms=speed.session_ms,
                 max_abs_diff=float(diff[worst]),
                 worst_row=worst,
-                auc=overall,
-                auc_delta=overall - expected_auc,
-                slices=slice_deltas(split, scores, min_slice_rows),
+                auc=ranked.overall,
+                auc_delta=ranked.overall - split.expected_auc,
+                slices=slice_deltas(split, ranked, min_slice_rows),
                 latency_p50_us=speed.latency_p50_us,
                 latency_p99_us=speed.latency_p99_us,
                 batch_rows_per_second=speed.batch_rows_per_second,
             )
         )
-        progress(done, len(models))
     return measurements
 
 

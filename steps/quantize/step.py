@@ -50,6 +50,7 @@ from steps.quantize.session import ONNX_INPUT as ONNX_INPUT
 from steps.quantize.session import ONNX_PROBABILITIES as ONNX_PROBABILITIES
 from steps.quantize.session import open_session as open_session
 from steps.quantize.session import predict_proba as predict_proba
+from steps.quantize.session import score_all
 
 
 def load_booster(model_dir: Path) -> xgboost.Booster:
@@ -70,27 +71,26 @@ def margins(booster: xgboost.Booster, matrix: npt.NDArray[np.float32]) -> npt.ND
 
 
 def check_parity(
-    session: onnxruntime.InferenceSession,
+    probabilities: npt.NDArray[np.float32],
     expected: npt.NDArray[np.float32],
-    matrix: npt.NDArray[np.float32],
     tolerance: float,
     encoding: Encoding = Encoding.BASELINE,
 ) -> Parity:
-    """Compare ONNX probabilities with XGBoost's (calibrated alike) row by row; GateFailed
-    beyond `tolerance`."""
-    if len(matrix) == 0:
+    """Compare an export's probabilities with XGBoost's (calibrated alike) row by row;
+    GateFailed beyond `tolerance`."""
+    if len(probabilities) == 0:
         raise BadInput("parity needs rows: the test split is empty")
-    diff = np.abs(predict_proba(session, matrix).astype(np.float64) - expected)
+    diff = np.abs(probabilities.astype(np.float64) - expected)
     worst = int(np.argmax(diff))
     max_diff = float(diff[worst])
     if not max_diff <= tolerance:
         raise GateFailed(
             f"ONNX export ({encoding}) disagrees with XGBoost: max |P_onnx - P_xgboost| = "
-            f"{max_diff:.3g} at test row {worst} (of {len(matrix)}), tolerance {tolerance:g}"
+            f"{max_diff:.3g} at test row {worst} (of {len(probabilities)}), tolerance {tolerance:g}"
         )
     return Parity(
         encoding=encoding,
-        rows=len(matrix),
+        rows=len(probabilities),
         max_abs_diff=max_diff,
         worst_row=worst,
         tolerance=tolerance,
@@ -241,9 +241,18 @@ def select(
         encoding: encode_model(booster, encoding, spec.target_opset, calibration)
         for encoding in order
     }
-    session = open_session(models[reference])
-    parity = check_parity(session, split.expected, split.matrix, spec.parity_tolerance, reference)
-    measurements = measure(models, DESCRIPTIONS, EXACT, split, spec.min_slice_rows, progress)
+    sessions = {encoding: open_session(model) for encoding, model in models.items()}
+    # Every model scores every test row once: the reference's probabilities are both its
+    # parity gate and its measurement, and the gate runs before the others are scored.
+    scores = {reference: score_all(sessions[reference], split.matrix)}
+    parity = check_parity(scores[reference], split.expected, spec.parity_tolerance, reference)
+    progress(1, len(order))
+    for done, encoding in enumerate(order[1:], start=2):
+        scores[encoding] = score_all(sessions[encoding], split.matrix)
+        progress(done, len(order))
+    measurements = measure(
+        models, sessions, scores, DESCRIPTIONS, EXACT, split, spec.min_slice_rows
+    )
     candidates = [verdict(m, measurements[0], spec) for m in measurements]
     chosen, reason = choose(candidates, reference)
     encoding = chosen.measurement.encoding

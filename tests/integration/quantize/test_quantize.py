@@ -29,6 +29,7 @@ from steps.quantize.step import (
     check_parity,
     load_booster,
     open_session,
+    predict_proba,
     quantize,
     to_onnx,
     verdict,
@@ -113,6 +114,10 @@ def test_quantize_writes_the_smallest_candidate_inside_the_tolerances(
     assert report["target_opset"] == 15
     candidates = {c["measurement"]["encoding"]: c for c in report["candidates"]}
     assert list(candidates) == [e.value for e in Encoding]
+    # The reference is scored once: its parity gate and its measurement are the same numbers.
+    reference = candidates["opset1-float32"]["measurement"]
+    assert report["parity"]["max_abs_diff"] == reference["max_abs_diff"]
+    assert report["parity"]["worst_row"] == reference["worst_row"]
     chosen = candidates[report["encoding"]]
     eligible = [c for c in candidates.values() if c["eligible"]]
     assert chosen["eligible"] and chosen["measurement"]["bytes"] == len(model)
@@ -227,7 +232,7 @@ def test_parity_failure_reports_the_worst_row(bundle: Path) -> None:
     diffs = np.abs(other.inplace_predict(matrix) - booster.inplace_predict(matrix))
     with pytest.raises(GateFailed) as failure:
         expected = booster.inplace_predict(matrix)
-        check_parity(open_session(to_onnx(other, 15)), expected, matrix, 1e-3)
+        check_parity(predict_proba(open_session(to_onnx(other, 15)), matrix), expected, 1e-3)
     assert f"at test row {int(np.argmax(diffs))} (of 2)" in str(failure.value)
     assert f"= {diffs.max():.3g}" in str(failure.value)
 
@@ -249,9 +254,8 @@ def test_a_corrupted_onnx_model_fails_parity_or_is_refused(
     test = load_split(store, dataset_uri, Split.TEST)
     matrix = encode(test, load_schema(bundle / ModelFile.FEATURE_SCHEMA))
     with pytest.raises(GateFailed, match=r"max \|P_onnx - P_xgboost\| = 0\.\d+ at test row") as e:
-        check_parity(
-            open_session(corrupted), booster.inplace_predict(matrix), matrix, 1e-5, Encoding.OPSET5
-        )
+        scores = predict_proba(open_session(corrupted), matrix)
+        check_parity(scores, booster.inplace_predict(matrix), 1e-5, Encoding.OPSET5)
     assert e.value.exit_code == 1 and "(opset5-float32)" in str(e.value)
 
     truncated = tmp_path / "truncated.onnx"
