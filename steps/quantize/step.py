@@ -20,6 +20,7 @@ where evaluate, drift, deploy and tests import them from.
 
 import hashlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -176,15 +177,32 @@ def fit_on_validation(
     return fit_calibration(margins(booster, encode(valid, schema)), labels)
 
 
+@dataclass(frozen=True)
+class TestRows:
+    """The test rows encoded with the bundle's schema, their labels and slices, and XGBoost's
+    margins and own probabilities: everything the fidelity checks need but the calibration."""
+
+    matrix: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int8]
+    slices: dict[str, npt.NDArray[np.bool_]]
+    slice_column: str | None
+    margins: npt.NDArray[np.float32]
+    uncalibrated: npt.NDArray[np.float32]
+
+    def calibrated(self, calibration: Calibration) -> TestSplit:
+        """The rows with XGBoost's calibrated probabilities, what every encoding must match."""
+        return TestSplit(
+            matrix=self.matrix,
+            labels=self.labels,
+            slices=self.slices,
+            expected=calibration.probabilities(self.margins).astype(np.float32),
+            uncalibrated=self.uncalibrated,
+        )
+
+
 def load_test_split(
-    store: ArtifactStore,
-    dataset_uri: str,
-    schema: FeatureSchema,
-    booster: xgboost.Booster,
-    calibration: Calibration,
-) -> tuple[TestSplit, str | None]:
-    """The test rows encoded with the bundle's schema, XGBoost's calibrated probabilities,
-    and the slice column's name."""
+    store: ArtifactStore, dataset_uri: str, schema: FeatureSchema, booster: xgboost.Booster
+) -> TestRows:
     manifest = read_manifest(store, dataset_uri)
     test = load_split(store, dataset_uri, Split.TEST)
     matrix = encode(test, schema)
@@ -196,14 +214,14 @@ def load_test_split(
         values = test[manifest.slice_column].astype(str)
         for value in sorted(values[present].unique()):
             slices[value] = ((values == value) & present).to_numpy(dtype=bool)
-    split = TestSplit(
+    return TestRows(
         matrix=matrix,
         labels=test[manifest.label].to_numpy(dtype=np.int8),
         slices=slices,
-        expected=calibration.probabilities(margins(booster, matrix)).astype(np.float32),
+        slice_column=manifest.slice_column,
+        margins=margins(booster, matrix),
         uncalibrated=np.asarray(booster.inplace_predict(matrix), dtype=np.float32),
     )
-    return split, manifest.slice_column
 
 
 @dataclass(frozen=True)
@@ -269,8 +287,13 @@ def quantize(
     """The chosen model's bytes and the report on every candidate."""
     booster = load_booster(model_dir)
     schema = load_model_schema(model_dir, booster)
-    calibration = fit_on_validation(store, dataset_uri, schema, booster)
-    split, slice_column = load_test_split(store, dataset_uri, schema, booster, calibration)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # The test split loads and is scored by XGBoost (thread-safe `inplace_predict`)
+        # while the calibration is fitted on the validation split, mostly on one core.
+        loading = pool.submit(load_test_split, store, dataset_uri, schema, booster)
+        calibration = fit_on_validation(store, dataset_uri, schema, booster)
+        test = loading.result()
+    split = test.calibrated(calibration)
     selection = select(booster, split, spec, calibration, partial(report_progress, progress_file))
     report = QuantizeReport(
         model_digest=file_sha256(model_dir / ModelFile.BOOSTER),
@@ -288,7 +311,7 @@ def quantize(
         calibration=calibration,
         test_ece_before=expected_calibration_error(split.labels, split.uncalibrated),
         test_ece_after=expected_calibration_error(split.labels, split.expected),
-        slice_column=slice_column,
+        slice_column=test.slice_column,
         candidates=selection.candidates,
         notes=selection.notes,
         versions={
