@@ -518,11 +518,17 @@ def read_frames(
     paths: Sequence[Path], columns: Sequence[str], batch_rows: int
 ) -> Iterator[pd.DataFrame]:
     """The files' rows in order, at most `batch_rows` at a time, typed as `load_split` types
-    them: a pass over a split that never holds more than one batch of it."""
+    them: a pass over a split that never holds more than one batch of it. On one thread:
+    Arrow's allocator keeps pages per thread, and a threaded pass over the 400k-row test split
+    of 4M rows left twice the RSS (72 MB vs 34 MB at 16k rows a batch)."""
     for path in paths:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns)
+        batches = pq.ParquetFile(path).iter_batches(
+            batch_size=batch_rows, columns=columns, use_threads=False
+        )
         for batch in batches:
             yield batch.to_pandas()
+    # As in read_table: the pages of the pass's decoding go back to the system.
+    pa.default_memory_pool().release_unused()
 
 
 def take_rows(frames: Iterable[pd.DataFrame], rows: npt.NDArray[np.intp]) -> pd.DataFrame:

@@ -10,6 +10,7 @@ never needs to be in memory whole.
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,11 +40,12 @@ def default_groups(slice_column: str | None) -> list[SliceGroup]:
 
 @dataclass(frozen=True)
 class GroupCodes:
-    """One slice group on some rows: each row's slice, as an index into `labels`."""
+    """One slice group on some rows: each row's slice, as an index into `labels` (in the
+    smallest unsigned integer that holds it: a byte a row for most groups)."""
 
     group: str
     labels: list[str]
-    codes: npt.NDArray[np.int32]
+    codes: npt.NDArray[np.unsignedinteger[Any]]
 
 
 def group_codes(
@@ -63,7 +65,7 @@ def group_codes(
             codes = codes * len(other_labels) + other_codes
             labels = [f"{a} & {b}" for a in labels for b in other_labels]
         name = " x ".join(axis.column for axis in group.by)
-        coded.append(GroupCodes(name, labels, codes.astype(np.int32)))
+        coded.append(GroupCodes(name, labels, codes.astype(np.min_scalar_type(len(labels)))))
     return coded
 
 
@@ -77,9 +79,7 @@ def joined(batches: list[list[GroupCodes]]) -> list[GroupCodes]:
 
 def slice_count(groups: list[GroupCodes]) -> int:
     """How many non-empty slices `slices_of` yields."""
-    return sum(
-        int(np.count_nonzero(np.bincount(g.codes, minlength=len(g.labels)))) for g in groups
-    )
+    return sum(int(np.count_nonzero(np.bincount(g.codes, minlength=len(g.labels)))) for g in groups)
 
 
 def slices_of(groups: list[GroupCodes]) -> Iterator[Slice]:
