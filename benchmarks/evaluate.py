@@ -5,9 +5,9 @@ report) vs a bare ONNX Runtime scoring pass over the same rows (the already enco
 the same model, the same session options).
 
 Both start from the test rows in memory (reading the split from S3 is the same for any
-evaluation, and is left out of both; ours reads them in the step's batches). No champion: with one, ours scores the rows twice.
-Prints medians of wall time over interleaved repetitions, and `ratio=<ours/bare>` last
-(target <= 3).
+evaluation, and is left out of both; ours takes them in the step's batches). No champion:
+with one, ours scores the rows twice. Prints medians of wall time over interleaved
+repetitions, and `ratio=<ours/bare>` last (target <= 3).
 
     .venv/bin/python benchmarks/evaluate.py [--rows 1000000] [--repetitions 5]
 """

@@ -32,7 +32,7 @@ from steps.data.features import FeatureSchema, encode, load_schema
 from steps.evaluate.behaviour import run_checks
 from steps.evaluate.evaluation import Evaluation, SliceResult
 from steps.evaluate.expectation import expect
-from steps.evaluate.gate import SlicePair, compare, judge
+from steps.evaluate.gate import SliceComparison, SlicePair, compare, compare_slice, judge
 from steps.evaluate.metrics import Assessment, ReliabilityBin, Settings, assess
 from steps.evaluate.report import render_report
 from steps.evaluate.robustness import measure, sampled_rows
@@ -205,10 +205,10 @@ def evaluate_rows(
     )
     rng = np.random.default_rng(spec.seed)
     overall = assess(labels, ours.scores, ours.order, settings, rng)
-    # Each slice's assessment is dropped once judged (its DeLong components are a float per
-    # row); only a champion comparison keeps them, in `pairs`.
+    # Each slice's assessments are dropped once judged and compared: their DeLong components
+    # are a float per row.
     results: list[tuple[SliceResult, list[ReliabilityBin]]] = []
-    pairs: list[SlicePair] = []
+    pairs: list[SliceComparison] = []
     total = slice_count(rows.groups)
     for done, piece in enumerate(slices_of(rows.groups), start=1):
         result, assessment = _assess_slice(piece, labels, ours, settings, spec, rng)
@@ -218,7 +218,8 @@ def evaluate_rows(
             their_assessment = assess(
                 labels[piece.rows], theirs.scores[piece.rows], order, settings, rng
             )
-            pairs.append(SlicePair(piece.name, result.judged, assessment, their_assessment))
+            pair = SlicePair(piece.name, result.judged, assessment, their_assessment)
+            pairs.append(compare_slice(pair, spec.confidence))
         progress(done, total)
     comparison = None
     expected = expect(ours.scores, overall.metrics.auc)
