@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from steps.core.errors import GateFailed
+from steps.core.errors import BadInput, GateFailed
 from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import check_model_name, read_verified
 from steps.core.names import Artifact, Env, ModelFile, Param
@@ -125,11 +125,13 @@ def read_rows(
         if champion is not None and their_score is not None:
             theirs.append(their_score(encode(frame, champion.schema)))
         codes.append(group_codes(frame, schema, groups))
+    if not labels:  # provenance writes no empty split; a file without batches is not one
+        raise BadInput("the test split has no rows: nothing to evaluate")
     return TestRows(
         np.concatenate(labels),
         scored(ours),
         None if champion is None else scored(theirs),
-        joined(codes) if groups else [],
+        joined(codes),
     )
 
 
