@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,51 +111,137 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     if dataset.row_key is None:
         # Arrow cannot sort by dictionary columns; their codes sort as their sorted categories.
         keys = pa.table({name: _codes(table.column(name)) for name in names})
-        return table.take(pc.sort_indices(keys, [(name, "ascending") for name in names]))
+        return _gathered(table, pc.sort_indices(keys, [(name, "ascending") for name in names]), {})
     keys = table.column(dataset.row_key)
     # Data exported by key (the usual case) is already in order: then no sort, no copy.
-    if not _strictly_increasing(keys):
-        # One chunk: Arrow sorts and gathers a contiguous string array about twice as fast.
-        position = table.column_names.index(dataset.row_key)
-        combined = keys.combine_chunks()
-        table = table.set_column(position, dataset.row_key, combined)
-        table = table.take(_key_order(combined))
-        keys = table.column(position)
-        repeated = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
-        if pc.any(repeated).as_py():
-            values = pc.filter(keys.slice(1), repeated)
-            shown = ", ".join(repr(v) for v in pc.unique(values).to_pylist()[:5])
-            raise BadInput(
-                f"data {dataset.source}: row key {dataset.row_key!r} is not unique: "
-                f"{len(values)} repeated ({shown})"
-            )
-    return table
-
-
-WORD_SORT_MAX_BYTES = 40
-"""Longest row key (in UTF-8 bytes) sorted as machine words: 5 words, a UUID's 36 characters."""
+    if _strictly_increasing(keys):
+        return table
+    combined = keys.combine_chunks()
+    order = _key_order(combined)
+    ordered_keys = _ordered_keys(combined, order)
+    repeated = pc.equal(ordered_keys.slice(1), ordered_keys.slice(0, len(ordered_keys) - 1))
+    if pc.any(repeated).as_py():
+        values = pc.filter(ordered_keys.slice(1), repeated)
+        shown = ", ".join(repr(v) for v in pc.unique(values).to_pylist()[:5])
+        raise BadInput(
+            f"data {dataset.source}: row key {dataset.row_key!r} is not unique: "
+            f"{len(values)} repeated ({shown})"
+        )
+    return _gathered(table, order, {dataset.row_key: ordered_keys})
 
 
 def _key_order(keys: pa.Array) -> pa.Array:
     """Indices that put the row keys (strings, none missing) in bytewise order, the order
     Arrow's own string sort gives.
 
-    Keys that all have the same length (generated IDs, UUIDs) are sorted as the big-endian
-    64-bit words of their zero-padded bytes: Arrow's multi-column sort of integers measured
-    ~2x faster here than its string comparison sort (6M shuffled 11-byte keys). Any other
-    keys go to the string sort.
+    Keys that all have the same length in bytes (generated IDs, UUIDs) are sorted as numbers,
+    by numpy: the byte positions where keys differ, as big-endian 64-bit words; positions
+    equal in every key (the "C00" of "C0012345678") are dropped, so such IDs are one word.
+    Rows are sorted by the first word alone, then only the runs that tie on it are sorted by
+    all the words. Measured on 12M shuffled 11-byte keys: 1.9 s CPU against 3.1 s for
+    Arrow's sort of the key's two words as columns (itself ~2x faster than its string sort).
+    Any other keys go to Arrow's string sort.
     """
+    rows = _fixed_width_rows(keys)
+    if rows is None:
+        return pc.sort_indices(keys)
+    differ = [i for i in range(rows.shape[1]) if bool((rows[:, i] != rows[0, i]).any())]
+    padded = np.zeros((len(rows), max(1, -(-len(differ) // 8)) * 8), np.uint8)
+    padded[:, : len(differ)] = rows[:, differ]
+    words = padded.view(">u8").astype(np.uint64)
+    order = np.argsort(words[:, 0])
+    if words.shape[1] > 1:
+        first = words[order, 0]
+        tied = np.flatnonzero(first[1:] == first[:-1])
+        # Positions (in sorted order) of every row in a run of equal first words: the runs
+        # stay where they are, so sorting all of them at once by every word sorts each run.
+        runs = np.union1d(tied, tied + 1)
+        ties = order[runs]
+        order[runs] = ties[np.lexsort(words[ties].T[::-1])]
+    return pa.array(order)
+
+
+def _fixed_width_rows(keys: pa.Array) -> npt.NDArray[np.uint8] | None:
+    """Each key's UTF-8 bytes as a row of a 2-D array when all have the same length (and
+    none is missing), else None."""
     offsets, data = _string_span(keys)
     lengths = np.diff(offsets)
     width = int(lengths[0]) if len(lengths) else 0
-    if data is None or not 0 < width <= WORD_SORT_MAX_BYTES or bool((lengths != width).any()):
-        return pc.sort_indices(keys)
-    rows = np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
-    padded = np.zeros((len(rows), -(-width // 8) * 8), np.uint8)
-    padded[:, :width] = rows
-    words = padded.view(">u8").astype(np.uint64)
-    columns = pa.table({f"w{i}": words[:, i] for i in range(words.shape[1])})
-    return pc.sort_indices(columns, [(name, "ascending") for name in columns.column_names])
+    if keys.null_count or data is None or width == 0 or bool((lengths != width).any()):
+        return None
+    return np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
+
+
+def _ordered_keys(keys: pa.Array, order: pa.Array) -> pa.Array:
+    """The keys in `order`. Same-width keys are gathered as fixed-size rows by numpy
+    (~35% less CPU than Arrow's string take, which copies value by value)."""
+    rows = _fixed_width_rows(keys)
+    if rows is None:
+        return keys.take(order)
+    data = np.take(rows, order.to_numpy(), axis=0)
+    width = "<i8" if pa.types.is_large_string(keys.type) else "<i4"
+    offsets = np.arange(len(rows) + 1, dtype=width) * rows.shape[1]
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(keys.type, len(rows), buffers, null_count=0)
+
+
+def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa.Table:
+    """The table's rows in `order`: one column per thread (Arrow's take releases the GIL),
+    the columns in `done` as given.
+
+    Arrow's take of a column with nulls measured ~3x its take without (0.46 s against
+    0.16 s for 12M float64): it gathers the validity bitmap bit by bit. So values are taken
+    as if none were missing, and each missing row's new position is looked up in the
+    inverse permutation, computed once for all columns.
+    """
+    inverse: Future[npt.NDArray[np.int64]] | None = None
+
+    def take(name: str) -> pa.Array:
+        if name in done:
+            return done[name]
+        column = table.column(name).combine_chunks()
+        if not column.null_count or inverse is None:
+            return column.take(order)
+        return _taken_with_nulls(column, order, inverse.result())
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        if any(column.null_count for column in table.columns):
+            inverse = pool.submit(_inverse, order.to_numpy())
+        columns = list(pool.map(take, table.column_names))
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _inverse(order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Where each row goes: `inverse[order[i]] == i`."""
+    inverse = np.empty(len(order), np.int64)
+    inverse[order] = np.arange(len(order))
+    return inverse
+
+
+def _taken_with_nulls(
+    column: pa.Array, order: pa.Array, inverse: npt.NDArray[np.int64]
+) -> pa.Array:
+    """`column.take(order)` for a fixed-width or dictionary column with nulls."""
+    values = column.indices if pa.types.is_dictionary(column.type) else column
+    if values.type.bit_width < 8:  # booleans: no byte-sized values to take
+        return column.take(order)
+    present = _validity(values)
+    assert present is not None  # the column has nulls
+    dense = pa.Array.from_buffers(
+        values.type, len(values), [None, values.buffers()[1]], null_count=0, offset=values.offset
+    ).take(order)
+    now_present = np.ones(len(values), np.bool_)
+    now_present[inverse[~present]] = False
+    bitmap = pa.py_buffer(np.packbits(now_present, bitorder="little"))
+    taken = pa.Array.from_buffers(
+        values.type,
+        len(values),
+        [bitmap, dense.buffers()[1]],
+        null_count=len(values) - int(present.sum()),
+    )
+    if pa.types.is_dictionary(column.type):
+        return pa.DictionaryArray.from_arrays(taken, column.dictionary)
+    return taken
 
 
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:
