@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -198,27 +199,53 @@ def _ordered_keys(keys: pa.Array, order: pa.Array) -> pa.Array:
 
 
 def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa.Table:
-    """The table's rows in `order`: one column per thread (Arrow's take releases the GIL),
-    the columns in `done` as given.
+    """The table's rows in `order`, one column per thread (numpy's take and Arrow's kernels
+    release the GIL); the columns in `done` as given.
 
-    Arrow's take of a column with nulls measured ~3x its take without (0.46 s against
-    0.16 s for 12M float64): it gathers the validity bitmap bit by bit. So values are taken
-    as if none were missing, and each missing row's new position is looked up in the
-    inverse permutation, computed once for all columns.
+    Fixed-width columns (numbers, category codes, the label) are gathered by numpy rather
+    than Arrow's take, which measured ~3x slower on a column with nulls (it moves the
+    validity bitmap bit by bit: 0.46 s against 0.16 s for 12M float64) and first copies a
+    chunked column into one fresh array. Fresh memory is what costs most here (its page
+    faults took more system time than the gathers took user time), so each thread copies a
+    column's chunks into one scratch array it reuses for every column, and takes from that.
+    A missing row's new position comes from the inverse permutation, computed once.
     """
+    rows = order.to_numpy().astype(np.int64, copy=False)
+    if not len(rows):
+        return table
+    scratch = threading.local()
     inverse: Future[npt.NDArray[np.int64]] | None = None
 
-    def take(name: str) -> pa.Array:
+    def take(name: str) -> pa.Array | pa.ChunkedArray:
         if name in done:
             return done[name]
-        column = table.column(name).combine_chunks()
-        if not column.null_count or inverse is None:
+        column = table.column(name)
+        dictionary = pa.types.is_dictionary(column.type)
+        kind = column.type.index_type if dictionary else column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
             return column.take(order)
-        return _taken_with_nulls(column, order, inverse.result())
+        chunks = [chunk.indices if dictionary else chunk for chunk in column.chunks]
+        dtype = np.dtype(kind.to_pandas_dtype())
+        if getattr(scratch, "values", None) is None:
+            scratch.values = np.empty(len(rows) * 8, np.uint8)  # the widest type: float64
+        source = scratch.values[: len(rows) * dtype.itemsize].view(dtype)
+        start = 0
+        for chunk in chunks:
+            source[start : start + len(chunk)] = _values(chunk)
+            start += len(chunk)
+        values = pa.py_buffer(np.take(source, rows))
+        bitmap, missing = None, 0
+        if column.null_count:
+            assert inverse is not None
+            bitmap, missing = _moved_validity(chunks, inverse.result())
+        taken = pa.Array.from_buffers(kind, len(rows), [bitmap, values], null_count=missing)
+        if dictionary:
+            return pa.DictionaryArray.from_arrays(taken, column.chunk(0).dictionary)
+        return taken
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         if any(column.null_count for column in table.columns):
-            inverse = pool.submit(_inverse, order.to_numpy())
+            inverse = pool.submit(_inverse, rows)
         columns = list(pool.map(take, table.column_names))
     return pa.Table.from_arrays(columns, schema=table.schema)
 
@@ -230,30 +257,20 @@ def _inverse(order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     return inverse
 
 
-def _taken_with_nulls(
-    column: pa.Array, order: pa.Array, inverse: npt.NDArray[np.int64]
-) -> pa.Array:
-    """`column.take(order)` for a fixed-width or dictionary column with nulls."""
-    values = column.indices if pa.types.is_dictionary(column.type) else column
-    if values.type.bit_width < 8:  # booleans: no byte-sized values to take
-        return column.take(order)
-    present = _validity(values)
-    assert present is not None  # the column has nulls
-    dense = pa.Array.from_buffers(
-        values.type, len(values), [None, values.buffers()[1]], null_count=0, offset=values.offset
-    ).take(order)
-    now_present = np.ones(len(values), np.bool_)
-    now_present[inverse[~present]] = False
-    bitmap = pa.py_buffer(np.packbits(now_present, bitorder="little"))
-    taken = pa.Array.from_buffers(
-        values.type,
-        len(values),
-        [bitmap, dense.buffers()[1]],
-        null_count=len(values) - int(present.sum()),
-    )
-    if pa.types.is_dictionary(column.type):
-        return pa.DictionaryArray.from_arrays(taken, column.dictionary)
-    return taken
+def _moved_validity(
+    chunks: list[pa.Array], inverse: npt.NDArray[np.int64]
+) -> tuple[pa.Buffer, int]:
+    """The validity bitmap of the chunks' rows once moved by `inverse`, and its null count."""
+    missing, start = [], 0
+    for chunk in chunks:
+        chunk_present = _validity(chunk)
+        if chunk_present is not None:
+            missing.append(np.flatnonzero(~chunk_present) + start)
+        start += len(chunk)
+    moved = inverse[np.concatenate(missing)]
+    present = np.ones(len(inverse), np.bool_)
+    present[moved] = False
+    return pa.py_buffer(np.packbits(present, bitorder="little")), len(moved)
 
 
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:
