@@ -162,10 +162,13 @@ def _key_order(keys: pa.Array) -> pa.Array:
     code <<= np.uint64(index_bits)
     code |= np.arange(len(rows), dtype=np.uint64)
     code.sort()
-    order = (code & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+    tied = None
     if fields < len(differ):
         prefix = code >> np.uint64(index_bits)
         tied = np.flatnonzero(prefix[1:] == prefix[:-1])
+    code &= np.uint64((1 << index_bits) - 1)
+    order = code.view(np.int64)  # in place: at 12M rows, 100 MB less fresh memory
+    if tied is not None:
         # Positions (in sorted order) of every row in a run of equal prefixes: the runs stay
         # where they are, so sorting all their rows at once by every byte sorts each run.
         runs = np.union1d(tied, tied + 1)
@@ -233,7 +236,10 @@ def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa
         for chunk in chunks:
             source[start : start + len(chunk)] = _values(chunk)
             start += len(chunk)
-        values = pa.py_buffer(np.take(source, rows))
+        # Into Arrow's allocator (numpy's asks the kernel for huge pages, and their faults
+        # measured dearer here); mode="clip" lets numpy write `out` directly, unbuffered.
+        values = pa.allocate_buffer(len(rows) * dtype.itemsize)
+        np.take(source, rows, out=np.frombuffer(values, dtype), mode="clip")
         bitmap, missing = None, 0
         if column.null_count:
             assert inverse is not None
