@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,6 +120,7 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     combined = keys.combine_chunks()
     order = _key_order(combined)
     ordered_keys = _ordered_keys(combined, order)
+    del combined  # a copy of the key column: not kept beside the gathered table
     repeated = pc.equal(ordered_keys.slice(1), ordered_keys.slice(0, len(ordered_keys) - 1))
     if pc.any(repeated).as_py():
         values = pc.filter(ordered_keys.slice(1), repeated)
@@ -211,13 +212,12 @@ def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa
     chunked column into one fresh array. Fresh memory is what costs most here (its page
     faults took more system time than the gathers took user time), so each thread copies a
     column's chunks into one scratch array it reuses for every column, and takes from that.
-    A missing row's new position comes from the inverse permutation, computed once.
+    Validity is gathered as one byte per row and packed again.
     """
     rows = order.to_numpy().astype(np.int64, copy=False)
     if not len(rows):
         return table
     scratch = threading.local()
-    inverse: Future[npt.NDArray[np.int64]] | None = None
 
     def take(name: str) -> pa.Array | pa.ChunkedArray:
         if name in done:
@@ -240,43 +240,29 @@ def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa
         # measured dearer here); mode="clip" lets numpy write `out` directly, unbuffered.
         values = pa.allocate_buffer(len(rows) * dtype.itemsize)
         np.take(source, rows, out=np.frombuffer(values, dtype), mode="clip")
-        bitmap, missing = None, 0
-        if column.null_count:
-            assert inverse is not None
-            bitmap, missing = _moved_validity(chunks, inverse.result())
+        bitmap, missing = _gathered_validity(chunks, rows) if column.null_count else (None, 0)
         taken = pa.Array.from_buffers(kind, len(rows), [bitmap, values], null_count=missing)
         if dictionary:
             return pa.DictionaryArray.from_arrays(taken, column.chunk(0).dictionary)
         return taken
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        if any(column.null_count for column in table.columns):
-            inverse = pool.submit(_inverse, rows)
         columns = list(pool.map(take, table.column_names))
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-def _inverse(order: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-    """Where each row goes: `inverse[order[i]] == i`."""
-    inverse = np.empty(len(order), np.int64)
-    inverse[order] = np.arange(len(order))
-    return inverse
-
-
-def _moved_validity(
-    chunks: list[pa.Array], inverse: npt.NDArray[np.int64]
+def _gathered_validity(
+    chunks: list[pa.Array], rows: npt.NDArray[np.int64]
 ) -> tuple[pa.Buffer, int]:
-    """The validity bitmap of the chunks' rows once moved by `inverse`, and its null count."""
-    missing, start = [], 0
-    for chunk in chunks:
-        chunk_present = _validity(chunk)
-        if chunk_present is not None:
-            missing.append(np.flatnonzero(~chunk_present) + start)
-        start += len(chunk)
-    moved = inverse[np.concatenate(missing)]
-    present = np.ones(len(inverse), np.bool_)
-    present[moved] = False
-    return pa.py_buffer(np.packbits(present, bitorder="little")), len(moved)
+    """The validity bitmap of the chunks' rows taken in `rows` order, and its null count."""
+    present = np.concatenate(
+        [
+            _validity(chunk) if chunk.null_count else np.ones(len(chunk), np.bool_)
+            for chunk in chunks
+        ]
+    )
+    taken = np.take(present, rows)
+    return pa.py_buffer(np.packbits(taken, bitorder="little")), len(rows) - int(taken.sum())
 
 
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:
