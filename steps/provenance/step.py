@@ -204,7 +204,8 @@ def _ordered_keys(keys: pa.Array, order: pa.Array) -> pa.Array:
 
 def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa.Table:
     """The table's rows in `order`, one column per thread (numpy's take and Arrow's kernels
-    release the GIL); the columns in `done` as given.
+    release the GIL); the columns in `done` as given. A dictionary column must have one
+    dictionary, as `_sorted_categories` leaves it.
 
     Fixed-width columns (numbers, category codes, the label) are gathered by numpy rather
     than Arrow's take, which measured ~3x slower on a column with nulls (it moves the
