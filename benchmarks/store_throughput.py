@@ -3,7 +3,8 @@
 Ours does more work (a SHA-256 before upload, a SHA-256 check as the download streams), so the
 question is what that integrity costs. Both clients talk to the same embedded SeaweedFS;
 plain boto3 keeps boto3's default TransferConfig. Repetitions alternate which client goes
-first, and medians are compared. Last line: `ratio=<min(up, down) ours/plain throughput>`.
+first, and medians are compared. Also printed: the server's peak RSS (the kernel's VmHWM), since
+its chunk size sets it. Last line: `ratio=<min(up, down) ours/plain throughput>`.
 
     .venv/bin/python benchmarks/store_throughput.py [--size-mb 256] [--reps 7]
 """
@@ -39,6 +40,12 @@ def timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident set so far, as the kernel counts it (Linux only)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
 
 
 def main() -> None:
@@ -83,6 +90,7 @@ def main() -> None:
             assert ours_dest.stat().st_size == plain_dest.stat().st_size == source.stat().st_size
             ours_dest.unlink()
             plain_dest.unlink()
+        server_peak_mib = peak_rss_kib(server.pid) / 1024
 
     print(f"{args.size_mb} MB, {args.reps} repetitions, median MB/s")
     print(f"{'direction':<10}{'ours':>10}{'plain':>10}{'ratio':>8}")
@@ -92,6 +100,7 @@ def main() -> None:
         plain_rate = args.size_mb / statistics.median(runs[("plain", direction)])
         ratios.append(ours_rate / plain_rate)
         print(f"{direction:<10}{ours_rate:>10.1f}{plain_rate:>10.1f}{ratios[-1]:>8.3f}")
+    print(f"embedded S3 server peak RSS {server_peak_mib:.0f} MiB")
     print(f"ratio={min(ratios):.3f}")
 
 

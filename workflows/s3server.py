@@ -216,12 +216,15 @@ class EmbeddedS3:
             "-master.telemetry=false",
             # One process has no peers to drain: stopping the volume server at once saves ~1 s.
             "-volume.preStopSeconds=0",
+            # The filer cuts objects into chunks of this many MB and buffers whole chunks:
+            # with the default 4 weed peaked at ~870 MiB after 1.2 GB went up and down, with
+            # 1 at ~350 MiB (idle: ~115), throughput unchanged (benchmarks/store_throughput.py
+            # prints both). A soft Go heap limit instead (GOMEMLIMIT=512MiB) cut upload
+            # throughput by a third.
+            "-filer.maxMB=1",
         ]
         # weed mini creates an S3 identity from these variables and then enforces it. HOME
         # and the working directory point at data_dir so no user-level weed config leaks in.
-        # Go's heap is left at its defaults: weed then holds ~1 GB after 1.2 GB went through
-        # it, but a soft limit (GOMEMLIMIT=512MiB: 0.4 GB) cut upload throughput by a third
-        # (benchmarks/store_throughput.py, 96-98 vs 151-162 MB/s), and 256MiB more than that.
         env = {
             "HOME": str(self.data_dir),
             "AWS_ACCESS_KEY_ID": self.access_key,
