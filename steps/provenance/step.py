@@ -140,8 +140,8 @@ def _key_order(keys: pa.Array) -> pa.Array:
     by numpy: each byte position where keys differ becomes a bit field of the width its range
     of byte values needs (a digit 4 bits), most significant first, and the row's index goes
     in the low bits, so one plain sort of 64-bit integers gives the order (measured on 12M
-    shuffled 11-byte IDs: 0.95 s CPU, against 1.9 s for numpy's argsort of 64-bit words and
-    3.1 s for Arrow's sort of the key's words as columns; Arrow's string sort is ~2x that).
+    shuffled 11-byte IDs: 1.6 s CPU in all, the sort 0.95 s, against 1.9 s for numpy's argsort
+    of 64-bit words and 3.1 s for Arrow's sort of the key's words as columns).
     Positions equal in every key (the "C00" of "C0012345678") cost nothing. When the fields
     do not all fit, the sort uses those that do, and the rows that tie on them are sorted
     again by all their bytes. Any other keys go to Arrow's string sort.
