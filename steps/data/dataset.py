@@ -7,7 +7,7 @@ writes under `datasets/<digest>/` and train/quantize/evaluate/deploy read back.
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
@@ -474,27 +474,72 @@ def read_split(
         raise BadInput(
             f"dataset {dataset_uri}: shard {shard} out of range; it has {manifest.shards} shards"
         )
+    features = [f.name for f in manifest.features]
+    columns = [*features, manifest.label] if model_inputs else None
+    categorical = [f.name for f in manifest.features if f.kind is FeatureKind.CATEGORICAL]
+    with tempfile.TemporaryDirectory(prefix="mlpipe-split-") as tmp:
+        tables = [
+            pq.read_table(
+                local, columns=columns, read_dictionary=categorical if model_inputs else None
+            )
+            for local in download_split(store, dataset_uri, manifest, split, Path(tmp), shard)
+        ]
+    return pa.concat_tables(tables)
+
+
+def download_split(
+    store: ArtifactStore,
+    dataset_uri: str,
+    manifest: DatasetManifest,
+    split: Split,
+    folder: Path,
+    shard: int | None = None,
+) -> list[Path]:
+    """The split's files (train/valid with `shard=None`: all shards, in order) downloaded into
+    `folder`, each one's checksum verified by the store and its columns checked."""
+    split = Split(split)
     if split is Split.TEST or shard is not None:
         files = [split_file(split, shard)]
     else:
         files = [split_file(split, index) for index in range(manifest.shards)]
     expected = [*([manifest.row_key] if manifest.row_key else []), manifest.label]
     features = [f.name for f in manifest.features]
-    columns = [*features, manifest.label] if model_inputs else None
-    categorical = [f.name for f in manifest.features if f.kind is FeatureKind.CATEGORICAL]
     prefix = _key_in_store(store, dataset_uri, "dataset")
-    with tempfile.TemporaryDirectory(prefix="mlpipe-split-") as tmp:
-        tables = []
-        for index, name in enumerate(files):
-            local = Path(tmp) / f"{index}.parquet"
-            store.download_file(f"{prefix}/{name}", local)
-            _require_columns(pq.read_schema(local), [*expected, *features], dataset_uri, "split")
-            tables.append(
-                pq.read_table(
-                    local, columns=columns, read_dictionary=categorical if model_inputs else None
-                )
-            )
-    return pa.concat_tables(tables)
+    paths = []
+    for index, name in enumerate(files):
+        local = folder / f"{index}.parquet"
+        store.download_file(f"{prefix}/{name}", local)
+        _require_columns(pq.read_schema(local), [*expected, *features], dataset_uri, "split")
+        paths.append(local)
+    return paths
+
+
+def read_frames(
+    paths: Sequence[Path], columns: Sequence[str], batch_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The files' rows in order, at most `batch_rows` at a time, typed as `load_split` types
+    them: a pass over a split that never holds more than one batch of it. On one thread:
+    Arrow's allocator keeps pages per thread, and a threaded pass over the 400k-row test split
+    of 4M rows left twice the RSS (72 MB vs 34 MB at 16k rows a batch)."""
+    for path in paths:
+        batches = pq.ParquetFile(path).iter_batches(
+            batch_size=batch_rows, columns=columns, use_threads=False
+        )
+        for batch in batches:
+            yield batch.to_pandas()
+    # As in read_table: the pages of the pass's decoding go back to the system.
+    pa.default_memory_pool().release_unused()
+
+
+def take_rows(frames: Iterable[pd.DataFrame], rows: npt.NDArray[np.intp]) -> pd.DataFrame:
+    """The rows at the ascending positions `rows` of consecutive batches, in one pass, as one
+    frame indexed 0..len(rows)-1."""
+    parts, start = [], 0
+    for frame in frames:
+        low, high = np.searchsorted(rows, [start, start + len(frame)])
+        parts.append(frame.iloc[rows[low:high] - start])
+        start += len(frame)
+    return pd.concat(parts, ignore_index=True)
 
 
 def _key_in_store(store: ArtifactStore, uri: str, what: str) -> str:

@@ -109,28 +109,31 @@ def auc_delta(challenger: Assessment, champion: Assessment, confidence: float) -
     )
 
 
+def compare_slice(pair: SlicePair, confidence: float) -> SliceComparison:
+    """What the comparison keeps of a slice's two assessments (not their DeLong components,
+    a float per row each)."""
+    return SliceComparison(
+        name=pair.name,
+        rows=pair.challenger.metrics.rows,
+        judged=pair.judged,
+        auc=auc_delta(pair.challenger, pair.champion, confidence),
+    )
+
+
 def compare(
     digest: str,
     overall: SlicePair,
-    slices: Sequence[SlicePair],
+    slices: Sequence[SliceComparison],
     confidence: float,
 ) -> Comparison:
-    judged = [pair for pair in slices if pair.judged]
+    judged = [entry.auc for entry in slices if entry.judged]
     return Comparison(
         champion_digest=digest,
         overall=auc_delta(overall.challenger, overall.champion, confidence),
         champion_ece=overall.champion.metrics.ece,
-        gap=_gap([pair.challenger for pair in judged]),
-        champion_gap=_gap([pair.champion for pair in judged]),
-        slices=[
-            SliceComparison(
-                name=pair.name,
-                rows=pair.challenger.metrics.rows,
-                judged=pair.judged,
-                auc=auc_delta(pair.challenger, pair.champion, confidence),
-            )
-            for pair in slices
-        ],
+        gap=_gap([delta.challenger for delta in judged]),
+        champion_gap=_gap([delta.champion for delta in judged]),
+        slices=list(slices),
     )
 
 
@@ -223,6 +226,5 @@ def _champion_breaches(comparison: Comparison, spec: EvaluateSpec) -> list[Breac
     return breaches
 
 
-def _gap(assessments: Sequence[Assessment]) -> float:
-    aucs = [assessment.metrics.auc for assessment in assessments]
+def _gap(aucs: Sequence[float]) -> float:
     return max(aucs) - min(aucs) if aucs else 0.0

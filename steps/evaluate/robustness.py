@@ -64,6 +64,13 @@ def perturbations(
     return out
 
 
+def sampled_rows(total: int, spec: Perturbations, rng: np.random.Generator) -> npt.NDArray[np.intp]:
+    """Which of `total` test rows are perturbed, ascending: `spec.rows` drawn at random, or all."""
+    if total <= spec.rows:
+        return np.arange(total)
+    return np.sort(rng.choice(total, spec.rows, replace=False))
+
+
 def measure(
     frame: pd.DataFrame,
     labels: npt.NDArray[np.int8],
@@ -73,10 +80,7 @@ def measure(
     threshold: float,
     rng: np.random.Generator,
 ) -> list[Perturbed]:
-    """Each perturbation's metrics minus the clean ones, on the same sampled rows."""
-    if len(frame) > spec.rows:
-        sample = np.sort(rng.choice(len(frame), spec.rows, replace=False))
-        frame, labels = frame.iloc[sample].reset_index(drop=True), labels[sample]
+    """Each perturbation's metrics minus the clean ones, on the `sampled_rows` in `frame`."""
     clean_scores = score(encode(frame, schema))
     both_classes = len(np.unique(labels)) == 2
     clean = score_metrics(labels, clean_scores, threshold) if both_classes else None

@@ -3,11 +3,14 @@
 A slice group cuts on one column (each category, or numeric bins) or on the cross of two;
 rows whose value is missing (or a category the model never saw, which it treats the same)
 form their own `missing` slice, since a model can fail exactly there. A slice is the row
-indices it holds.
+indices it holds. Rows are coded batch by batch (`group_codes`, then `joined`), so the split
+never needs to be in memory whole.
 """
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,11 +38,22 @@ def default_groups(slice_column: str | None) -> list[SliceGroup]:
     return [] if slice_column is None else [SliceGroup(by=[SliceAxis(column=slice_column)])]
 
 
-def build_slices(
+@dataclass(frozen=True)
+class GroupCodes:
+    """One slice group on some rows: each row's slice, as an index into `labels` (in the
+    smallest unsigned integer that holds it: a byte a row for most groups)."""
+
+    group: str
+    labels: list[str]
+    codes: npt.NDArray[np.unsignedinteger[Any]]
+
+
+def group_codes(
     frame: pd.DataFrame, schema: FeatureSchema, groups: list[SliceGroup]
-) -> list[Slice]:
-    """Every non-empty slice of every group, in configuration order."""
-    slices: list[Slice] = []
+) -> list[GroupCodes]:
+    """Each group's slice codes for the rows of `frame` (one batch of the split or all of
+    it), in configuration order; a group the data cannot have is BadInput, named."""
+    coded: list[GroupCodes] = []
     for index, group in enumerate(groups):
         axes = [
             _axis_codes(frame, schema, axis, f"slices[{index}].by[{number}]")
@@ -51,13 +65,33 @@ def build_slices(
             codes = codes * len(other_labels) + other_codes
             labels = [f"{a} & {b}" for a in labels for b in other_labels]
         name = " x ".join(axis.column for axis in group.by)
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(labels) + 1))
-        for code, label in enumerate(labels):
+        coded.append(GroupCodes(name, labels, codes.astype(np.min_scalar_type(len(labels)))))
+    return coded
+
+
+def joined(batches: list[list[GroupCodes]]) -> list[GroupCodes]:
+    """The groups' codes of consecutive batches of rows, as one."""
+    return [
+        GroupCodes(first.group, first.labels, np.concatenate([b[i].codes for b in batches]))
+        for i, first in enumerate(batches[0])
+    ]
+
+
+def slice_count(groups: list[GroupCodes]) -> int:
+    """How many non-empty slices `slices_of` yields."""
+    return sum(int(np.count_nonzero(np.bincount(g.codes, minlength=len(g.labels)))) for g in groups)
+
+
+def slices_of(groups: list[GroupCodes]) -> Iterator[Slice]:
+    """Every non-empty slice of every group, in configuration order, one at a time: only one
+    group's row indices exist at once."""
+    for coded in groups:
+        order = np.argsort(coded.codes, kind="stable")
+        bounds = np.searchsorted(coded.codes[order], np.arange(len(coded.labels) + 1))
+        for code, label in enumerate(coded.labels):
             rows = np.sort(order[bounds[code] : bounds[code + 1]])
             if len(rows):
-                slices.append(Slice(group=name, name=label, rows=rows))
-    return slices
+                yield Slice(group=coded.group, name=label, rows=rows)
 
 
 def _axis_codes(

@@ -11,7 +11,7 @@ either way, then exit 1 on a fail.
 """
 
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,28 +20,42 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from steps.core.errors import GateFailed
+from steps.core.errors import BadInput, GateFailed
 from steps.core.harness import Outcome, Statement, StepContext
 from steps.core.model_registry import check_model_name, read_verified
 from steps.core.names import Artifact, Env, ModelFile, Param
 from steps.core.registry import DATASET_URI, MODEL_NAME
 from steps.core.specs import EvaluateSpec, SliceGroup
 from steps.core.store import ArtifactStore, file_sha256
-from steps.data.dataset import Split, load_split, read_manifest
+from steps.data.dataset import Split, download_split, read_frames, read_manifest, take_rows
 from steps.data.features import FeatureSchema, encode, load_schema
 from steps.evaluate.behaviour import run_checks
 from steps.evaluate.evaluation import Evaluation, SliceResult
 from steps.evaluate.expectation import expect
-from steps.evaluate.gate import SlicePair, compare, judge
-from steps.evaluate.metrics import Assessment, Settings, assess
+from steps.evaluate.gate import SliceComparison, SlicePair, compare, compare_slice, judge
+from steps.evaluate.metrics import Assessment, ReliabilityBin, Settings, assess
 from steps.evaluate.report import render_report
-from steps.evaluate.robustness import measure
-from steps.evaluate.slices import Slice, build_slices, default_groups
+from steps.evaluate.robustness import measure, sampled_rows
+from steps.evaluate.slices import (
+    GroupCodes,
+    Slice,
+    default_groups,
+    group_codes,
+    joined,
+    slice_count,
+    slices_of,
+)
 from steps.quantize.session import open_session, predict_proba
 
 Scores = npt.NDArray[np.float64]
-SCORE_ROWS = 65_536
+Scorer = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+SCORE_ROWS = 16_384
+"""Rows read, encoded and scored at a time. At 4M rows, reading the test split's file 64k
+rows a batch left 56 MB more RSS than 16k (Arrow's allocator keeps the larger pages); ONNX
+Runtime scores 16k rows as fast per row."""
 Progress = Callable[[int, int], None]
+Frames = Callable[[], Iterator[pd.DataFrame]]
+"""The test rows in order, a batch at a time; each call reads them again from the first."""
 
 
 @dataclass(frozen=True)
@@ -52,23 +66,15 @@ class Scored:
     order: npt.NDArray[np.intp]
 
 
-def scorer(model: bytes | Path) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+def scored(parts: list[npt.NDArray[np.float32]]) -> Scored:
+    scores = np.concatenate(parts).astype(np.float64)
+    return Scored(scores, np.argsort(scores, kind="stable"))
+
+
+def scorer(model: bytes | Path) -> Scorer:
     """P(label = 1) per encoded row. The one place evaluate reads a model's outputs, so a new
     ONNX layout changes only steps.quantize.session.predict_proba."""
     return partial(predict_proba, open_session(model))
-
-
-def score_rows(
-    model: bytes | Path, frame: pd.DataFrame, schema: FeatureSchema
-) -> tuple[Scored, Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]]:
-    """Scores encoded and computed SCORE_ROWS rows at a time: neither the float32 matrix of
-    the whole split nor ONNX Runtime's buffers for it exist at once. (The session runs on
-    one thread, so a row's score does not depend on the batch it is in.)"""
-    score = scorer(model)
-    starts = range(0, max(len(frame), 1), SCORE_ROWS)
-    parts = [score(encode(frame.iloc[start : start + SCORE_ROWS], schema)) for start in starts]
-    scores = np.concatenate(parts).astype(np.float64)
-    return Scored(scores, np.argsort(scores, kind="stable")), score
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,52 @@ def read_champion(store: ArtifactStore, model_name: str) -> Champion | None:
         if stable is None:
             return None
         return Champion(stable.version.digest, stable.onnx.read_bytes(), load_schema(stable.schema))
+
+
+@dataclass(frozen=True)
+class TestRows:
+    """What the metrics need of the test rows, kept from one pass over them: the labels, each
+    model's scores, each slice group's codes (a few bytes a row, not the rows themselves)."""
+
+    labels: npt.NDArray[np.int8]
+    ours: Scored
+    theirs: Scored | None
+    groups: list[GroupCodes]
+
+
+def read_rows(
+    frames: Frames,
+    label: str,
+    schema: FeatureSchema,
+    score: Scorer,
+    champion: Champion | None,
+    groups: list[SliceGroup],
+) -> TestRows:
+    """One pass over the test rows, a batch at a time: neither the rows nor the float32
+    matrix of the whole split nor ONNX Runtime's buffers for it exist at once. (Sessions run
+    on one thread, so a row's score does not depend on the batch it is in.)"""
+    their_score = None if champion is None else scorer(champion.onnx)
+    labels, ours, theirs, codes = [], [], [], []
+    for frame in frames():
+        labels.append(frame[label].to_numpy(dtype=np.int8))
+        ours.append(score(encode(frame, schema)))
+        if champion is not None and their_score is not None:
+            theirs.append(their_score(encode(frame, champion.schema)))
+        codes.append(group_codes(frame, schema, groups))
+    if not labels:  # provenance writes no empty split; a file without batches is not one
+        raise BadInput("the test split has no rows: nothing to evaluate")
+    return TestRows(
+        np.concatenate(labels),
+        scored(ours),
+        None if champion is None else scored(theirs),
+        joined(codes),
+    )
+
+
+def batches_of(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    """`Frames` of rows already in memory."""
+    for start in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[start : start + rows]
 
 
 def within(scored: Scored, rows: npt.NDArray[np.intp], total: int) -> npt.NDArray[np.intp]:
@@ -108,27 +160,31 @@ def evaluate(
     report_uri: str,
     progress: Progress,
 ) -> Evaluation:
-    """Read the test split, the bundle's schema and the champion, then evaluate_rows."""
+    """Download the test split, read the bundle's schema and the champion, then evaluate_rows
+    reading the split's file SCORE_ROWS rows at a time (the row key, which no model reads,
+    is left in the file)."""
     manifest = read_manifest(store, dataset_uri)
-    test = load_split(store, dataset_uri, Split.TEST)
-    return evaluate_rows(
-        test,
-        test[manifest.label].to_numpy(dtype=np.int8),
-        load_schema(model_dir / ModelFile.FEATURE_SCHEMA),
-        onnx_path,
-        read_champion(store, model_name),
-        spec.slices or default_groups(manifest.slice_column),
-        spec,
-        progress,
-        model_digest=file_sha256(model_dir / ModelFile.BOOSTER),
-        dataset_uri=dataset_uri,
-        report_uri=report_uri,
-    )
+    columns = [*(feature.name for feature in manifest.features), manifest.label]
+    with tempfile.TemporaryDirectory(prefix="mlpipe-evaluate-") as tmp:
+        paths = download_split(store, dataset_uri, manifest, Split.TEST, Path(tmp))
+        return evaluate_rows(
+            partial(read_frames, paths, columns, SCORE_ROWS),
+            manifest.label,
+            load_schema(model_dir / ModelFile.FEATURE_SCHEMA),
+            onnx_path,
+            read_champion(store, model_name),
+            spec.slices or default_groups(manifest.slice_column),
+            spec,
+            progress,
+            model_digest=file_sha256(model_dir / ModelFile.BOOSTER),
+            dataset_uri=dataset_uri,
+            report_uri=report_uri,
+        )
 
 
 def evaluate_rows(
-    test: pd.DataFrame,
-    labels: npt.NDArray[np.int8],
+    frames: Frames,
+    label: str,
     schema: FeatureSchema,
     onnx_path: Path,
     champion: Champion | None,
@@ -140,27 +196,33 @@ def evaluate_rows(
     dataset_uri: str,
     report_uri: str,
 ) -> Evaluation:
-    """Everything evaluate measures and decides, on test rows already in memory."""
-    ours, score = score_rows(onnx_path, test, schema)
-    theirs = None if champion is None else score_rows(champion.onnx, test, champion.schema)[0]
-    slices = build_slices(test, schema, groups)
+    """Everything evaluate measures and decides, on the test rows `frames` reads (label
+    column `label`, 0/1): one pass for the scores and slices, one for the rows the
+    robustness checks perturb and one for the behavioural checks' rows."""
+    score = scorer(onnx_path)
+    rows = read_rows(frames, label, schema, score, champion, groups)
+    labels, ours, theirs = rows.labels, rows.ours, rows.theirs
     settings = Settings(
         spec.threshold, spec.confidence, spec.bootstrap_rounds, spec.calibration_bins
     )
     rng = np.random.default_rng(spec.seed)
     overall = assess(labels, ours.scores, ours.order, settings, rng)
-    results: list[tuple[SliceResult, Assessment | None]] = []
-    pairs: list[SlicePair] = []
-    for done, piece in enumerate(slices, start=1):
+    # Each slice's assessments are dropped once judged and compared: their DeLong components
+    # are a float per row.
+    results: list[tuple[SliceResult, list[ReliabilityBin]]] = []
+    pairs: list[SliceComparison] = []
+    total = slice_count(rows.groups)
+    for done, piece in enumerate(slices_of(rows.groups), start=1):
         result, assessment = _assess_slice(piece, labels, ours, settings, spec, rng)
-        results.append((result, assessment))
+        results.append((result, [] if assessment is None else assessment.reliability))
         if theirs is not None and assessment is not None:
             order = within(theirs, piece.rows, len(labels))
             their_assessment = assess(
                 labels[piece.rows], theirs.scores[piece.rows], order, settings, rng
             )
-            pairs.append(SlicePair(piece.name, result.judged, assessment, their_assessment))
-        progress(done, len(slices))
+            pair = SlicePair(piece.name, result.judged, assessment, their_assessment)
+            pairs.append(compare_slice(pair, spec.confidence))
+        progress(done, total)
     comparison = None
     expected = expect(ours.scores, overall.metrics.auc)
     if champion is not None and theirs is not None:
@@ -172,11 +234,19 @@ def evaluate_rows(
             champion.digest,
         )  # fmt: skip
     results.sort(key=_worst_first)
-    worst = next((a for r, a in results if r.judged and a is not None), None)
-    worst_name = next((r.name for r, a in results if r.judged and a is not None), None)
-    robustness = measure(test, labels, schema, score, spec.perturbations, spec.threshold, rng)
-    sample = rng.choice(len(test), min(len(test), spec.behaviour_rows), replace=False)
-    behaviour = run_checks(test.iloc[np.sort(sample)], schema, score, spec.checks)
+    worst = next(((r, bins) for r, bins in results if r.judged and r.metrics is not None), None)
+    perturbed = sampled_rows(len(labels), spec.perturbations, rng)
+    robustness = measure(
+        take_rows(frames(), perturbed),
+        labels[perturbed],
+        schema,
+        score,
+        spec.perturbations,
+        spec.threshold,
+        rng,
+    )
+    sample = rng.choice(len(labels), min(len(labels), spec.behaviour_rows), replace=False)
+    behaviour = run_checks(take_rows(frames(), np.sort(sample)), schema, score, spec.checks)
     gate = judge(
         overall.metrics.auc,
         overall.metrics.ece,
@@ -195,9 +265,9 @@ def evaluate_rows(
         intervals=overall.intervals,
         reliability=overall.reliability,
         slices=[result for result, _ in results],
-        worst_slice=worst_name,
-        worst_slice_auc=None if worst is None else worst.metrics.auc,
-        worst_slice_reliability=[] if worst is None else worst.reliability,
+        worst_slice=None if worst is None else worst[0].name,
+        worst_slice_auc=None if worst is None or worst[0].metrics is None else worst[0].metrics.auc,
+        worst_slice_reliability=[] if worst is None else worst[1],
         robustness=robustness,
         behaviour=behaviour,
         champion=comparison,
@@ -236,10 +306,10 @@ def _assess_slice(
     return result, assessment
 
 
-def _worst_first(entry: tuple[SliceResult, Assessment | None]) -> tuple[bool, bool, float]:
-    result, assessment = entry
-    auc = float("inf") if assessment is None else assessment.metrics.auc
-    return (not result.judged, assessment is None, auc)
+def _worst_first(entry: tuple[SliceResult, list[ReliabilityBin]]) -> tuple[bool, bool, float]:
+    result = entry[0]
+    auc = float("inf") if result.metrics is None else result.metrics.auc
+    return (not result.judged, result.metrics is None, auc)
 
 
 def write_outputs(evaluation: Evaluation, out: Path) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -111,51 +112,158 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     if dataset.row_key is None:
         # Arrow cannot sort by dictionary columns; their codes sort as their sorted categories.
         keys = pa.table({name: _codes(table.column(name)) for name in names})
-        return table.take(pc.sort_indices(keys, [(name, "ascending") for name in names]))
+        return _gathered(table, pc.sort_indices(keys, [(name, "ascending") for name in names]), {})
     keys = table.column(dataset.row_key)
     # Data exported by key (the usual case) is already in order: then no sort, no copy.
-    if not _strictly_increasing(keys):
-        # One chunk: Arrow sorts and gathers a contiguous string array about twice as fast.
-        position = table.column_names.index(dataset.row_key)
-        combined = keys.combine_chunks()
-        table = table.set_column(position, dataset.row_key, combined)
-        table = table.take(_key_order(combined))
-        keys = table.column(position)
-        repeated = pc.equal(keys.slice(1), keys.slice(0, len(keys) - 1))
-        if pc.any(repeated).as_py():
-            values = pc.filter(keys.slice(1), repeated)
-            shown = ", ".join(repr(v) for v in pc.unique(values).to_pylist()[:5])
-            raise BadInput(
-                f"data {dataset.source}: row key {dataset.row_key!r} is not unique: "
-                f"{len(values)} repeated ({shown})"
-            )
-    return table
-
-
-WORD_SORT_MAX_BYTES = 40
-"""Longest row key (in UTF-8 bytes) sorted as machine words: 5 words, a UUID's 36 characters."""
+    if _strictly_increasing(keys):
+        return table
+    combined = keys.combine_chunks()
+    order = _key_order(combined)
+    ordered_keys = _ordered_keys(combined, order)
+    del combined  # a copy of the key column: not kept beside the gathered table
+    repeated = pc.equal(ordered_keys.slice(1), ordered_keys.slice(0, len(ordered_keys) - 1))
+    if pc.any(repeated).as_py():
+        values = pc.filter(ordered_keys.slice(1), repeated)
+        shown = ", ".join(repr(v) for v in pc.unique(values).to_pylist()[:5])
+        raise BadInput(
+            f"data {dataset.source}: row key {dataset.row_key!r} is not unique: "
+            f"{len(values)} repeated ({shown})"
+        )
+    return _gathered(table, order, {dataset.row_key: ordered_keys})
 
 
 def _key_order(keys: pa.Array) -> pa.Array:
     """Indices that put the row keys (strings, none missing) in bytewise order, the order
     Arrow's own string sort gives.
 
-    Keys that all have the same length (generated IDs, UUIDs) are sorted as the big-endian
-    64-bit words of their zero-padded bytes: Arrow's multi-column sort of integers measured
-    ~2x faster here than its string comparison sort (6M shuffled 11-byte keys). Any other
-    keys go to the string sort.
+    Keys that all have the same length in bytes (generated IDs, UUIDs) are sorted as numbers
+    by numpy: each byte position where keys differ becomes a bit field of the width its range
+    of byte values needs (a digit 4 bits), most significant first, and the row's index goes
+    in the low bits, so one plain sort of 64-bit integers gives the order (measured on 12M
+    shuffled 11-byte IDs: 1.6 s CPU in all, the sort 0.95 s, against 1.9 s for numpy's argsort
+    of 64-bit words and 3.1 s for Arrow's sort of the key's words as columns).
+    Positions equal in every key (the "C00" of "C0012345678") cost nothing. When the fields
+    do not all fit, the sort uses those that do, and the rows that tie on them are sorted
+    again by all their bytes. Any other keys go to Arrow's string sort.
     """
+    rows = _fixed_width_rows(keys)
+    if rows is None:
+        return pc.sort_indices(keys)
+    low, high = rows.min(axis=0), rows.max(axis=0)
+    differ = np.flatnonzero(low != high)
+    index_bits = max(1, (len(rows) - 1).bit_length())
+    code, used, fields = np.zeros(len(rows), np.uint64), 0, 0
+    for position in differ:
+        bits = int(high[position] - low[position]).bit_length()
+        if used + bits + index_bits > 64:
+            break
+        code <<= np.uint64(bits)
+        code |= rows[:, position] - low[position]
+        used, fields = used + bits, fields + 1
+    code <<= np.uint64(index_bits)
+    code |= np.arange(len(rows), dtype=np.uint64)
+    code.sort()
+    tied = None
+    if fields < len(differ):
+        prefix = code >> np.uint64(index_bits)
+        tied = np.flatnonzero(prefix[1:] == prefix[:-1])
+    code &= np.uint64((1 << index_bits) - 1)
+    order = code.view(np.int64)  # in place: at 12M rows, 100 MB less fresh memory
+    if tied is not None:
+        # Positions (in sorted order) of every row in a run of equal prefixes: the runs stay
+        # where they are, so sorting all their rows at once by every byte sorts each run.
+        runs = np.union1d(tied, tied + 1)
+        ties = order[runs]
+        order[runs] = ties[np.lexsort(rows[ties][:, differ].T[::-1])]
+    return pa.array(order)
+
+
+def _fixed_width_rows(keys: pa.Array) -> npt.NDArray[np.uint8] | None:
+    """Each key's UTF-8 bytes as a row of a 2-D array when all have the same length (and
+    none is missing), else None."""
     offsets, data = _string_span(keys)
     lengths = np.diff(offsets)
     width = int(lengths[0]) if len(lengths) else 0
-    if data is None or not 0 < width <= WORD_SORT_MAX_BYTES or bool((lengths != width).any()):
-        return pc.sort_indices(keys)
-    rows = np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
-    padded = np.zeros((len(rows), -(-width // 8) * 8), np.uint8)
-    padded[:, :width] = rows
-    words = padded.view(">u8").astype(np.uint64)
-    columns = pa.table({f"w{i}": words[:, i] for i in range(words.shape[1])})
-    return pc.sort_indices(columns, [(name, "ascending") for name in columns.column_names])
+    if keys.null_count or data is None or width == 0 or bool((lengths != width).any()):
+        return None
+    return np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
+
+
+def _ordered_keys(keys: pa.Array, order: pa.Array) -> pa.Array:
+    """The keys in `order`. Same-width keys are gathered as fixed-size rows by numpy
+    (~35% less CPU than Arrow's string take, which copies value by value)."""
+    rows = _fixed_width_rows(keys)
+    if rows is None:
+        return keys.take(order)
+    data = np.take(rows, order.to_numpy(), axis=0)
+    width = "<i8" if pa.types.is_large_string(keys.type) else "<i4"
+    offsets = np.arange(len(rows) + 1, dtype=width) * rows.shape[1]
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(keys.type, len(rows), buffers, null_count=0)
+
+
+def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa.Table:
+    """The table's rows in `order`, one column per thread (numpy's take and Arrow's kernels
+    release the GIL); the columns in `done` as given. A dictionary column must have one
+    dictionary, as `_sorted_categories` leaves it.
+
+    Fixed-width columns (numbers, category codes, the label) are gathered by numpy rather
+    than Arrow's take, which measured ~3x slower on a column with nulls (it moves the
+    validity bitmap bit by bit: 0.46 s against 0.16 s for 12M float64) and first copies a
+    chunked column into one fresh array. Fresh memory is what costs most here (its page
+    faults took more system time than the gathers took user time), so each thread copies a
+    column's chunks into one scratch array it reuses for every column, and takes from that.
+    Validity is gathered as one byte per row and packed again.
+    """
+    rows = order.to_numpy().astype(np.int64, copy=False)
+    if not len(rows):
+        return table
+    scratch = threading.local()
+
+    def take(name: str) -> pa.Array | pa.ChunkedArray:
+        if name in done:
+            return done[name]
+        column = table.column(name)
+        dictionary = pa.types.is_dictionary(column.type)
+        kind = column.type.index_type if dictionary else column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
+            return column.take(order)
+        chunks = [chunk.indices if dictionary else chunk for chunk in column.chunks]
+        dtype = np.dtype(kind.to_pandas_dtype())
+        if getattr(scratch, "values", None) is None:
+            scratch.values = np.empty(len(rows) * 8, np.uint8)  # the widest type: float64
+        source = scratch.values[: len(rows) * dtype.itemsize].view(dtype)
+        start = 0
+        for chunk in chunks:
+            source[start : start + len(chunk)] = _values(chunk)
+            start += len(chunk)
+        # Into Arrow's allocator (numpy's asks the kernel for huge pages, and their faults
+        # measured dearer here); mode="clip" lets numpy write `out` directly, unbuffered.
+        values = pa.allocate_buffer(len(rows) * dtype.itemsize)
+        np.take(source, rows, out=np.frombuffer(values, dtype), mode="clip")
+        bitmap, missing = _gathered_validity(chunks, rows) if column.null_count else (None, 0)
+        taken = pa.Array.from_buffers(kind, len(rows), [bitmap, values], null_count=missing)
+        if dictionary:
+            return pa.DictionaryArray.from_arrays(taken, column.chunk(0).dictionary)
+        return taken
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        columns = list(pool.map(take, table.column_names))
+    return pa.Table.from_arrays(columns, schema=table.schema)
+
+
+def _gathered_validity(
+    chunks: list[pa.Array], rows: npt.NDArray[np.int64]
+) -> tuple[pa.Buffer, int]:
+    """The validity bitmap of the chunks' rows taken in `rows` order, and its null count."""
+    present = np.concatenate(
+        [
+            _validity(chunk) if chunk.null_count else np.ones(len(chunk), np.bool_)
+            for chunk in chunks
+        ]
+    )
+    taken = np.take(present, rows)
+    return pa.py_buffer(np.packbits(taken, bitorder="little")), len(rows) - int(taken.sum())
 
 
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -5,6 +5,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,11 @@ import pytest
 import xgboost
 
 from steps.core.names import Artifact, ModelFile, Param
-from steps.core.store import ArtifactStore
+from steps.core.specs import EvaluateSpec
+from steps.core.store import ArtifactStore, file_sha256
 from steps.data.dataset import Split, load_split
 from steps.data.features import encode, load_schema
 from steps.evaluate import step as evaluate_step
-from steps.quantize.session import open_session, predict_proba
 from steps.quantize.step import load_booster, to_onnx
 from tests.support.commands import run_step
 from tests.support.datasets import (
@@ -172,17 +173,38 @@ def test_evaluation_by_slice_matches_an_independent_computation(
     assert report.count("<svg") == 3  # two reliability diagrams and the slice bars
 
 
-def test_scores_do_not_depend_on_the_batch_a_row_is_scored_in(
-    store: ArtifactStore, dataset_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_split_read_in_batches_evaluates_as_the_whole_split_in_memory(
+    store: ArtifactStore, clean: pd.DataFrame, dataset_uri: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Every metric, slice, perturbation, behavioural check and the champion comparison of
+    the step, which reads the split's file 97 rows at a time (800 rows: 8 batches and a
+    part; the sampled rows straddle batches), equal those of the whole split as one batch."""
+    register_stable_model(store, as_yes_no(flipped_in_east(clean)))
     bundle, onnx = exported(store, dataset_uri, tmp_path)
+    spec = EvaluateSpec.model_validate({**SPEC, "behaviour_rows": 250})
+    monkeypatch.setattr(evaluate_step, "SCORE_ROWS", 97)
+    batched = evaluate_step.evaluate(
+        store, onnx, bundle, dataset_uri, "churn", spec, "report", lambda done, total: None
+    )
+
     test = load_split(store, dataset_uri, Split.TEST)
-    schema = load_schema(bundle / ModelFile.FEATURE_SCHEMA)
-    whole = predict_proba(open_session(onnx), encode(test, schema)).astype(np.float64)
-    monkeypatch.setattr(evaluate_step, "SCORE_ROWS", 97)  # 800 rows: 8 batches and a part
-    scored, _ = evaluate_step.score_rows(onnx, test, schema)
-    assert np.array_equal(scored.scores, whole)
-    assert np.array_equal(scored.order, np.argsort(whole, kind="stable"))
+    whole = evaluate_step.evaluate_rows(
+        partial(evaluate_step.batches_of, test, len(test)),
+        "churned",
+        load_schema(bundle / ModelFile.FEATURE_SCHEMA),
+        onnx,
+        evaluate_step.read_champion(store, "churn"),
+        spec.slices,
+        spec,
+        lambda done, total: None,
+        model_digest=file_sha256(bundle / ModelFile.BOOSTER),
+        dataset_uri=dataset_uri,
+        report_uri="report",
+    )
+    assert batched.champion is not None and len(batched.robustness) == 3
+    assert [check.rows for check in batched.behaviour] == [250, 250]
+    assert batched.model_dump_json() == whole.model_dump_json()
 
 
 def test_a_challenger_worse_on_one_slice_only_is_rejected_naming_it(

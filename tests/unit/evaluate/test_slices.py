@@ -10,7 +10,7 @@ from steps.core.errors import BadInput
 from steps.core.specs import EvaluateSpec, SliceAxis, SliceGroup
 from steps.data.dataset import FeatureKind
 from steps.data.features import Feature, FeatureSchema
-from steps.evaluate.slices import build_slices
+from steps.evaluate.slices import group_codes, joined, slice_count, slices_of
 from workflows.config import ConfigError, load_config
 
 SCHEMA = FeatureSchema(
@@ -28,7 +28,15 @@ FRAME = pd.DataFrame(
 
 
 def cut(*axes: SliceAxis) -> dict[str, list[int]]:
-    slices = build_slices(FRAME, SCHEMA, [SliceGroup(by=list(axes))])
+    """The slices of FRAME, coded in batches of two rows and of all six: the same either way."""
+    groups = [SliceGroup(by=list(axes))]
+    whole = group_codes(FRAME, SCHEMA, groups)
+    batched = joined([group_codes(FRAME.iloc[i : i + 2], SCHEMA, groups) for i in (0, 2, 4)])
+    slices = list(slices_of(whole))
+    assert [(s.name, s.rows.tolist()) for s in slices_of(batched)] == [
+        (s.name, s.rows.tolist()) for s in slices
+    ]
+    assert slice_count(whole) == len(slices)
     return {piece.name: piece.rows.tolist() for piece in slices}
 
 
@@ -65,7 +73,7 @@ def test_categories_bins_and_crosses_cut_the_right_rows() -> None:
 )
 def test_a_slice_the_data_cannot_have_is_bad_input(axis: SliceAxis, message: str) -> None:
     with pytest.raises(BadInput, match=message):
-        build_slices(FRAME, SCHEMA, [SliceGroup(by=[axis])])
+        group_codes(FRAME, SCHEMA, [SliceGroup(by=[axis])])
 
 
 def config_with_slices(tmp_path: Path, slices: str, evaluate: str = "") -> Path:

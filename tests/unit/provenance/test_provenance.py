@@ -132,6 +132,17 @@ def test_digest_is_pinned_and_independent_of_slicing(
     frame.loc[7, "usage_gb"] = -0.0
     frame.to_parquet(tmp_path / "g.parquet", index=False, row_group_size=30_000)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+    # Out of key order, rows are sorted and gathered (numpy takes, nulls moved by the
+    # inverse permutation, chunks of uneven sizes): the same table, the same digest.
+    shuffled = frame.sample(frac=1, random_state=6)
+    shuffled.to_parquet(tmp_path / "s.parquet", index=False, row_group_size=23_000)
+    ordered, gathered = (
+        canonical_table(load_dataset(str(tmp_path / name), SPEC, None))
+        for name in ["g.parquet", "s.parquet"]
+    )
+    assert gathered.equals(ordered)
+    assert gathered.column("usage_gb").null_count == 2
+    assert data_digest(gathered) == CANONICAL_V3_VECTOR
     # Slices that start mid-byte of the validity bitmap and span row groups unevenly.
     monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
@@ -161,17 +172,23 @@ def test_assignment_is_sha256_of_each_key_whatever_the_slicing(
 
 
 def test_key_order_is_arrows_bytewise_string_order() -> None:
-    """Same-length keys are sorted as machine words; that must be the string order exactly,
-    including bytes >= 0x80 (UTF-8), keys that differ only in their last byte, widths that
-    are not a multiple of 8 and a slice of a larger array."""
+    """Same-length keys are sorted as packed bit fields of the byte positions where they
+    differ; that must be the string order exactly: bytes >= 0x80 (UTF-8), keys that differ
+    only in their last byte, a shared prefix ("C000..."), a slice of a larger array, and keys
+    with more differing positions than 64 bits hold, whose ties on the first ones are sorted
+    again by all their bytes (two-symbol keys: 7 bits a position, every run of 20+ rows)."""
     rng = np.random.default_rng(3)
     alphabet = np.array(list("aZ09é€\x00"))
-    for width in (1, 7, 8, 11, 16, 36):
-        keys = ["".join(rng.choice(alphabet, width)) for _ in range(3000)]
+    cases = [
+        ["".join(rng.choice(alphabet, width)) for _ in range(3000)] for width in (1, 7, 8, 11, 36)
+    ]
+    cases.append([f"C{i:010d}" for i in rng.permutation(3000)])
+    cases.append(["".join(rng.choice(["\x01", "\x7f"], 30)) for _ in range(3000)])
+    for keys in cases:
         size = len(keys[0].encode())
         keys = list(dict.fromkeys(k for k in keys if len(k.encode()) == size))
         array = pa.array(["pad", *keys, "pad"]).slice(1, len(keys))
         expected = pc.sort_indices(array).to_pylist()
-        assert _key_order(array).to_pylist() == expected, width
+        assert _key_order(array).to_pylist() == expected, keys[:3]
     mixed = pa.array(["b", "ab", "a", "abc", "B"])  # lengths differ: Arrow's own sort
     assert _key_order(mixed).to_pylist() == pc.sort_indices(mixed).to_pylist()
