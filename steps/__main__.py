@@ -23,5 +23,14 @@ def main(argv: list[str]) -> int:
         return failure.exit_code
 
 
+def keep_out(step: str) -> None:
+    """Make the step's `kept_out` libraries fail to import in this process (Python's own
+    rule for a None entry in sys.modules); one already imported stays. Only for a process of
+    one step: anything importing them later in the same process would fail too."""
+    for library in STEPS[step].kept_out if step in STEPS else ():
+        sys.modules.setdefault(library, None)  # type: ignore[arg-type]
+
+
 if __name__ == "__main__":
+    keep_out(sys.argv[1] if len(sys.argv) > 1 else "")
     sys.exit(main(sys.argv[1:]))

@@ -22,8 +22,9 @@ def loaded(step: str, libraries: list[str]) -> list[str]:
     """Which of `libraries` importing the step loads, as `python -m steps <step>` imports it:
     the command's module, then the step's."""
     probe = (
-        f"import json, sys, steps.__main__, {STEPS[step].module}; "
-        f"print(json.dumps([m for m in {libraries!r} if m in sys.modules]))"
+        f"import json, sys, steps.__main__; steps.__main__.keep_out({step!r}); "
+        f"import {STEPS[step].module}; "
+        f"print(json.dumps([m for m in {libraries!r} if sys.modules.get(m) is not None]))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     found: list[str] = json.loads(done.stdout)
@@ -38,3 +39,19 @@ def test_a_light_step_loads_no_heavy_library(step: str) -> None:
 @pytest.mark.parametrize("step", SCORING)
 def test_a_scoring_step_loads_no_training_or_test_library(step: str) -> None:
     assert loaded(step, NOT_SCORING) == [], f"{step} loads these"
+
+
+@pytest.mark.parametrize("step", ["tracker", "train"])
+def test_a_training_process_runs_xgboost_without_scikit_learn(step: str) -> None:
+    # The training integration tests run both through `python -m steps`, with sklearn kept out.
+    assert "sklearn" in STEPS[step].kept_out
+    assert loaded(step, ["xgboost", "sklearn"]) == ["xgboost"]
+
+
+def test_a_library_kept_out_fails_to_import() -> None:
+    probe = (
+        "import steps.__main__; steps.__main__.keep_out('train')\n"
+        "try:\n    import sklearn\nexcept ImportError:\n    print('kept out')"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "kept out"
