@@ -143,11 +143,11 @@ def frame_bytes(data: Path) -> int:
 
 
 def import_baseline(step: str) -> int:
-    """RSS of a fresh process that imported the step's module and pyarrow's lazily imported
-    modules (what running it costs before it reads any data)."""
+    """RSS of a fresh process that imported the step's module as `python -m steps` does and
+    pyarrow's lazily imported modules (what running it costs before it reads any data)."""
     code = (
-        "import importlib, sys, psutil; from steps.core.registry import STEPS; "
-        f"importlib.import_module(STEPS[{step!r}].module); "
+        "import importlib, sys, psutil, steps.__main__; from steps.core.registry import STEPS; "
+        f"steps.__main__.keep_out({step!r}); importlib.import_module(STEPS[{step!r}].module); "
         # Only into a step that uses pyarrow: the light steps never load it.
         f"[importlib.import_module(m) for m in {LAZY_IMPORTS!r} if 'pyarrow' in sys.modules]; "
         "print(psutil.Process().memory_info().rss)"
