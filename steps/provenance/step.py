@@ -93,13 +93,38 @@ class Assignment:
     shard: npt.NDArray[np.int64]
 
 
-def canonical_table(dataset: Dataset) -> pa.Table:
+@dataclass(frozen=True)
+class CanonicalTable:
+    """The canonical table as `canonical_table` defines it, without a sorted copy: `table`
+    holds the canonical columns and types with the rows as read, and `order` lists those rows
+    in canonical order (None when they already are, the usual case).
+
+    Sorting a shuffled table would cost a copy as large as the table (at 12M rows ~1.3 GB of
+    fresh memory, whose page faults took longer than the gather itself): the digest and the
+    split files read the rows through `order` instead, a window or a file at a time.
+    """
+
+    table: pa.Table
+    order: npt.NDArray[np.int64] | None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def rows(self, selected: npt.NDArray[np.bool_]) -> pa.Table:
+        """The canonical rows where `selected` (one flag per canonical row), in canonical order."""
+        if self.order is None:
+            return self.table.filter(pa.array(selected))
+        return self.table.take(self.order[selected])
+
+
+def canonical_table(dataset: Dataset) -> CanonicalTable:
     """The dataset with fixed types (numeric float64, row key string, label int8, categorical
     dictionary-encoded with one dictionary: the sorted categories that occur), columns sorted
-    by name and rows sorted by row key, or by every column without one.
+    by name and rows in row key order, or in the order of every column without one.
 
     Missing numerics are Arrow nulls (not NaN), so NaN bit patterns cannot reach the hash.
-    A row key must be unique: after the sort, a repeated key sits next to itself.
+    A row key must be unique: in key order, a repeated key sits next to itself.
     """
     names = sorted(str(c) for c in dataset.table.column_names)
     columns = {name: dataset.table.column(name) for name in names}
@@ -112,15 +137,16 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     if dataset.row_key is None:
         # Arrow cannot sort by dictionary columns; their codes sort as their sorted categories.
         keys = pa.table({name: _codes(table.column(name)) for name in names})
-        return _gathered(table, pc.sort_indices(keys, [(name, "ascending") for name in names]), {})
+        order = pc.sort_indices(keys, [(name, "ascending") for name in names])
+        return CanonicalTable(table, order.to_numpy().astype(np.int64, copy=False))
     keys = table.column(dataset.row_key)
-    # Data exported by key (the usual case) is already in order: then no sort, no copy.
+    # Data exported by key (the usual case) is already in order: then no order to follow.
     if _strictly_increasing(keys):
-        return table
+        return CanonicalTable(table, None)
     combined = keys.combine_chunks()
     order = _key_order(combined)
     ordered_keys = _ordered_keys(combined, order)
-    del combined  # a copy of the key column: not kept beside the gathered table
+    del combined  # a copy of the key column: not kept beside the sorted keys
     repeated = pc.equal(ordered_keys.slice(1), ordered_keys.slice(0, len(ordered_keys) - 1))
     if pc.any(repeated).as_py():
         values = pc.filter(ordered_keys.slice(1), repeated)
@@ -129,7 +155,7 @@ def canonical_table(dataset: Dataset) -> pa.Table:
             f"data {dataset.source}: row key {dataset.row_key!r} is not unique: "
             f"{len(values)} repeated ({shown})"
         )
-    return _gathered(table, order, {dataset.row_key: ordered_keys})
+    return CanonicalTable(table, order.to_numpy().astype(np.int64, copy=False))
 
 
 def _key_order(keys: pa.Array) -> pa.Array:
@@ -202,70 +228,6 @@ def _ordered_keys(keys: pa.Array, order: pa.Array) -> pa.Array:
     return pa.Array.from_buffers(keys.type, len(rows), buffers, null_count=0)
 
 
-def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa.Table:
-    """The table's rows in `order`, one column per thread (numpy's take and Arrow's kernels
-    release the GIL); the columns in `done` as given. A dictionary column must have one
-    dictionary, as `_sorted_categories` leaves it.
-
-    Fixed-width columns (numbers, category codes, the label) are gathered by numpy rather
-    than Arrow's take, which measured ~3x slower on a column with nulls (it moves the
-    validity bitmap bit by bit: 0.46 s against 0.16 s for 12M float64) and first copies a
-    chunked column into one fresh array. Fresh memory is what costs most here (its page
-    faults took more system time than the gathers took user time), so each thread copies a
-    column's chunks into one scratch array it reuses for every column, and takes from that.
-    Validity is gathered as one byte per row and packed again.
-    """
-    rows = order.to_numpy().astype(np.int64, copy=False)
-    if not len(rows):
-        return table
-    scratch = threading.local()
-
-    def take(name: str) -> pa.Array | pa.ChunkedArray:
-        if name in done:
-            return done[name]
-        column = table.column(name)
-        dictionary = pa.types.is_dictionary(column.type)
-        kind = column.type.index_type if dictionary else column.type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            return column.take(order)
-        chunks = [chunk.indices if dictionary else chunk for chunk in column.chunks]
-        dtype = np.dtype(kind.to_pandas_dtype())
-        if getattr(scratch, "values", None) is None:
-            scratch.values = np.empty(len(rows) * 8, np.uint8)  # the widest type: float64
-        source = scratch.values[: len(rows) * dtype.itemsize].view(dtype)
-        start = 0
-        for chunk in chunks:
-            source[start : start + len(chunk)] = _values(chunk)
-            start += len(chunk)
-        # Into Arrow's allocator (numpy's asks the kernel for huge pages, and their faults
-        # measured dearer here); mode="clip" lets numpy write `out` directly, unbuffered.
-        values = pa.allocate_buffer(len(rows) * dtype.itemsize)
-        np.take(source, rows, out=np.frombuffer(values, dtype), mode="clip")
-        bitmap, missing = _gathered_validity(chunks, rows) if column.null_count else (None, 0)
-        taken = pa.Array.from_buffers(kind, len(rows), [bitmap, values], null_count=missing)
-        if dictionary:
-            return pa.DictionaryArray.from_arrays(taken, column.chunk(0).dictionary)
-        return taken
-
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        columns = list(pool.map(take, table.column_names))
-    return pa.Table.from_arrays(columns, schema=table.schema)
-
-
-def _gathered_validity(
-    chunks: list[pa.Array], rows: npt.NDArray[np.int64]
-) -> tuple[pa.Buffer, int]:
-    """The validity bitmap of the chunks' rows taken in `rows` order, and its null count."""
-    present = np.concatenate(
-        [
-            _validity(chunk) if chunk.null_count else np.ones(len(chunk), np.bool_)
-            for chunk in chunks
-        ]
-    )
-    taken = np.take(present, rows)
-    return pa.py_buffer(np.packbits(taken, bitorder="little")), len(rows) - int(taken.sum())
-
-
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """One dictionary for all chunks: the categories that occur, sorted; codes remapped.
 
@@ -314,7 +276,7 @@ def _strictly_increasing(keys: pa.ChunkedArray) -> bool:
     return bool(pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py())
 
 
-def data_digest(table: pa.Table) -> str:
+def data_digest(canonical: CanonicalTable) -> str:
     """BLAKE3 of the canonical table (as `canonical_table` returns it) in an encoding defined
     here, not borrowed.
 
@@ -328,10 +290,12 @@ def data_digest(table: pa.Table) -> str:
     columns give the number of categories (int64), the categories as strings, then one
     int32 code per row: the category's position, -1 where missing.
     Columns are hashed in parallel, one per thread: numpy and BLAKE3 release the GIL.
+    Rows not in canonical order are read through the order, a window at a time (`_Windows`).
     BLAKE3, not SHA-256: measured here at ~4.7 GB/s on one core against ~1.8 GB/s for
     hashlib's SHA-256 (benchmarks/hash_throughput.py prints both), and it reads numpy and
     Arrow buffers without copying them.
     """
+    table = canonical.table
     header = {
         "format": CANONICAL_FORMAT,
         "hash": HASH,
@@ -339,8 +303,9 @@ def data_digest(table: pa.Table) -> str:
         "columns": [[field.name, _kind(field.type)] for field in table.schema],
     }
     digest = blake3.blake3(json.dumps(header, sort_keys=True).encode() + b"\n")
+    windows = _Windows(canonical.order)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for column_digest in pool.map(_column_digest, table.columns):
+        for column_digest in pool.map(lambda column: _column_digest(column, windows), table.columns):
             digest.update(column_digest)
     return str(digest.hexdigest())
 
@@ -353,39 +318,108 @@ def _kind(kind: pa.DataType) -> str:
     return str(kind)
 
 
-def _column_digest(column: pa.ChunkedArray) -> bytes:
+def _column_digest(column: pa.ChunkedArray, windows: "_Windows") -> bytes:
     digest = blake3.blake3()
     if pa.types.is_dictionary(column.type):
         categories = column.chunk(0).dictionary if column.num_chunks else pa.array([], pa.string())
         if any(not chunk.dictionary.equals(categories) for chunk in column.chunks):
             raise ValueError("a categorical column must have one dictionary (canonical_table)")
         digest.update(_raw(np.array([len(categories)], dtype="<i8")))
-        _update_strings(digest, pa.chunked_array([categories]))
-        for piece in _slices(column):
-            codes = _values(piece.indices).astype("<i4", copy=True)
-            present = _validity(piece)
-            if present is not None:
-                codes[~present] = -1
-            digest.update(_raw(codes))
+        _update_strings(digest, pa.chunked_array([categories]), _Windows(None))
+        for codes in windows.filled(_codes(column), -1):
+            digest.update(_raw(codes.astype("<i4", copy=False)))
     elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        _update_strings(digest, column)
+        _update_strings(digest, column, windows)
     else:
         digest.update(_raw(np.array([column.null_count], dtype="<i8")))
-        for piece in _slices(column) if column.null_count else ():
-            present = _validity(piece)
-            digest.update(_raw(np.ones(len(piece), np.uint8) if present is None else present))
-        for piece in _slices(column):
-            values = _values(piece)
-            little = values.astype(values.dtype.newbyteorder("<"), copy=False)
-            present = _validity(piece)
-            if little.dtype.kind == "f":
-                little = little + 0.0  # a copy, with -0.0 as 0.0
-            elif present is not None:
-                little = little.copy()
-            if present is not None:
-                little[~present] = 0
-            digest.update(_raw(little))
+        for present in windows.present(column) if column.null_count else ():
+            digest.update(_raw(present))
+        for values in windows.filled(column, 0):
+            if values.dtype.kind == "f":
+                np.add(values, 0.0, out=values)  # -0.0 as 0.0
+            digest.update(_raw(values))
     return digest.digest()
+
+
+class _Windows:
+    """A column's rows in canonical order, SLICE_ROWS at a time, as `data_digest` hashes them.
+
+    Rows already in order are read as zero-copy slices. Through an order, each window's rows
+    are gathered by numpy into a small buffer reused for every window, from a contiguous copy
+    of the column (Arrow's take on a chunked column measured ~19 ms per 64K-row window of a
+    12M-row column) in a scratch array each thread reuses for all its columns: fresh memory
+    is what cost most when the sorted table was built (its page faults took more system time
+    than the gathers took user time). Strings go through Arrow's take, window by window.
+    """
+
+    def __init__(self, order: npt.NDArray[np.int64] | None) -> None:
+        self.order = order
+        self._scratch = threading.local()
+
+    def present(self, column: pa.ChunkedArray) -> Iterator[npt.NDArray[np.uint8]]:
+        """One byte per row: 1 present, 0 missing."""
+        if self.order is None:
+            for piece in _slices(column):
+                present = _validity(piece)
+                yield np.ones(len(piece), np.uint8) if present is None else present.view(np.uint8)
+            return
+        source, start = self._buffer("present", len(column), np.dtype(np.uint8)), 0
+        for chunk in column.chunks:
+            present = _validity(chunk)
+            source[start : start + len(chunk)] = 1 if present is None else present
+            start += len(chunk)
+        yield from self._gathered(source)
+
+    def filled(self, column: pa.ChunkedArray, fill: int) -> Iterator[npt.NDArray[np.generic]]:
+        """A fixed-width column's values, little-endian, `fill` where missing; each window is
+        the caller's to change until it asks for the next."""
+        dtype = np.dtype(column.type.to_pandas_dtype()).newbyteorder("<")
+        if self.order is None:
+            for piece in _slices(column):
+                values, present = _values(piece).astype(dtype), _validity(piece)
+                if present is not None:
+                    values[~present] = fill
+                yield values
+            return
+        source, start = self._buffer("values", len(column), dtype), 0
+        for chunk in column.chunks:
+            part, present = source[start : start + len(chunk)], _validity(chunk)
+            part[:] = _values(chunk)
+            if present is not None:
+                part[~present] = fill
+            start += len(chunk)
+        yield from self._gathered(source)
+
+    def strings(self, column: pa.ChunkedArray) -> Iterator[pa.Array]:
+        """A string column's values, "" where missing (Arrow lets a null slot span bytes).
+        Through an order the column must be one chunk (Arrow's take resolves chunks slowly)."""
+        if self.order is None:
+            pieces: Iterator[pa.Array] = _slices(column)
+        else:
+            whole = column.chunk(0) if column.num_chunks else pa.array([], column.type)
+            pieces = (whole.take(self.order[s : s + SLICE_ROWS]) for s in self._starts())
+        for piece in pieces:
+            yield pc.fill_null(piece, "") if piece.null_count else piece
+
+    def _gathered(self, source: npt.NDArray[np.generic]) -> Iterator[npt.NDArray[np.generic]]:
+        assert self.order is not None
+        window = self._buffer("window", SLICE_ROWS, source.dtype)
+        for start in self._starts():
+            rows = self.order[start : start + SLICE_ROWS]
+            # mode="clip" lets numpy write `out` directly, unbuffered (the rows are in range).
+            yield np.take(source, rows, out=window[: len(rows)], mode="clip")
+
+    def _starts(self) -> range:
+        return range(0, len(self.order) if self.order is not None else 0, SLICE_ROWS)
+
+    def _buffer(self, name: str, length: int, dtype: np.dtype[np.generic]) -> npt.NDArray[np.generic]:
+        """This thread's scratch array `name` as `length` values of `dtype`."""
+        size = length * dtype.itemsize
+        held = getattr(self._scratch, name, None)
+        if held is None or len(held) < size:
+            held = np.empty(size, np.uint8)
+            setattr(self._scratch, name, held)
+        return held[:size].view(dtype)
 
 
 def _slices(column: pa.ChunkedArray) -> Iterator[pa.Array]:
@@ -395,13 +429,13 @@ def _slices(column: pa.ChunkedArray) -> Iterator[pa.Array]:
             yield chunk.slice(start, SLICE_ROWS)
 
 
-def _update_strings(digest: "blake3.blake3", column: pa.ChunkedArray) -> None:
-    # Arrow lets a null slot span bytes: a slice with nulls is hashed filled with "".
-    pieces = [pc.fill_null(p, "") if p.null_count else p for p in _slices(column)]
-    for piece in pieces:
+def _update_strings(digest: "blake3.blake3", column: pa.ChunkedArray, windows: _Windows) -> None:
+    if windows.order is not None:
+        column = pa.chunked_array([column.combine_chunks()], column.type)
+    for piece in windows.strings(column):
         offsets, _ = _string_span(piece)
         digest.update(_raw(np.diff(offsets).astype("<i8")))
-    for piece in pieces:
+    for piece in windows.strings(column):
         offsets, data = _string_span(piece)
         if data is not None:
             digest.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
@@ -449,14 +483,16 @@ def dataset_digest(data: str, shards: int) -> str:
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
 
-def assign(table: pa.Table, row_key: str | None, shards: int) -> Assignment:
-    """Split and shard of each row from the first 8 bytes of SHA-256 of its key.
+def assign(canonical: CanonicalTable, row_key: str | None, shards: int) -> Assignment:
+    """Split and shard of each canonical row from the first 8 bytes of SHA-256 of its key.
 
     The key is the row key, or the row's content (its values as text, joined) when there is
     none, so a row keeps its split when other rows come and go: 80% train, 10% valid, 10%
     test by `h % 100`; the shard is `(h // 100) % shards`, independent of the split.
     """
-    hashes = _key_hashes(table, row_key)
+    hashes = _key_hashes(canonical.table, row_key)
+    if canonical.order is not None:
+        hashes = hashes[canonical.order]
     bucket = hashes % 100
     split = np.where(
         bucket < _TRAIN_PERCENT,
@@ -484,8 +520,8 @@ def _key_hashes(table: pa.Table, row_key: str | None) -> npt.NDArray[np.uint64]:
 
 
 def split_masks(assignment: Assignment, shards: int) -> dict[str, npt.NDArray[np.bool_]]:
-    """Each file of the layout (path relative to the dataset) and which rows it holds; none
-    is empty. Masks, not tables: the files are cut and written one at a time."""
+    """Each file of the layout (path relative to the dataset) and which canonical rows it
+    holds; none is empty. Masks, not tables: the files are cut and written one at a time."""
     files: dict[str, npt.NDArray[np.bool_]] = {}
     for split in Split:
         in_split = assignment.split == split.value
@@ -534,20 +570,21 @@ def build_manifest(
 def upload_dataset(
     store: ArtifactStore,
     manifest: DatasetManifest,
-    table: pa.Table,
+    canonical: CanonicalTable,
     files: dict[str, npt.NDArray[np.bool_]],
 ) -> None:
     """Split files first, the manifest last: readers treat a manifest as "complete".
 
-    Each file is cut from `table`, written, uploaded and freed before the next: only one
-    file's rows (as strings, the split files' form) exist beside the table at a time.
+    Each file is cut from the table (its rows in canonical order), written, uploaded and
+    freed before the next: only one file's rows (as strings, the split files' form) exist
+    beside the table at a time.
     """
     prefix = dataset_key(manifest.digest)
     with tempfile.TemporaryDirectory(prefix="mlpipe-dataset-") as tmp:
         for name, rows in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(decode_categories(table.filter(pa.array(rows))), path)
+            pq.write_table(decode_categories(canonical.rows(rows)), path)
             store.upload_file(path, f"{prefix}/{name}")
     store.put_json(
         f"{prefix}/{DatasetFile.MANIFEST.value}",
@@ -571,8 +608,8 @@ def run_provenance(
         raise BadInput(f"--shards must be at least 1, got {shards}")
     report_progress(progress_file, 0, 3)
     dataset = load_dataset(data_uri, spec, store)
-    table = canonical_table(dataset)
-    data = data_digest(table)
+    canonical = canonical_table(dataset)
+    data = data_digest(canonical)
     address = dataset_digest(data, shards)
     prefix = dataset_key(address)
     report_progress(progress_file, 1, 3)
@@ -580,10 +617,10 @@ def run_provenance(
     if reused:
         manifest = read_manifest(store, store.uri(prefix))
     else:
-        assignment = assign(table, dataset.row_key, shards)
+        assignment = assign(canonical, dataset.row_key, shards)
         files = split_masks(assignment, shards)
-        manifest = build_manifest(dataset, table, assignment, address, data, shards)
-        upload_dataset(store, manifest, table, files)
+        manifest = build_manifest(dataset, canonical.table, assignment, address, data, shards)
+        upload_dataset(store, manifest, canonical, files)
     report_progress(progress_file, 2, 3)
     record = ProvenanceRecord(
         dataset_digest=address,
@@ -591,7 +628,7 @@ def run_provenance(
         source_uri=data_uri,
         dataset_uri=store.uri(prefix),
         shards=shards,
-        rows=RowCounts(total=table.num_rows, **manifest.rows.model_dump()),
+        rows=RowCounts(total=canonical.num_rows, **manifest.rows.model_dump()),
         reused=reused,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
