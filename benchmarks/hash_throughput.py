@@ -11,8 +11,9 @@ The data is churn-like (a unique string key, four categorical columns, numeric f
 a yes/no label) with full-precision floats, so the Parquet file is about as large as the
 table in memory (~1.2x): a "1 GB file" of rounded sample data would be ~8 GB in memory.
 Rows are written in key order, as exported tables usually are; `--shuffled` writes them in
-random order, which costs our digest a sort and a gather of each hashed window. The same file is read by both, alternating who
-goes first; medians of `--reps`. Also printed: SHA-256 and BLAKE3 speed on this machine.
+random order, which costs our digest a sort and a gather of each window of rows it hashes.
+The same file is read by both, alternating who goes first; medians of `--reps`. Also printed:
+SHA-256 and BLAKE3 speed on this machine.
 Last line: `ratio=<median ours / median read>` (target <= 1.25).
 
     .venv/bin/python benchmarks/hash_throughput.py [--size-mb 1024] [--reps 3] [--shuffled]

@@ -305,7 +305,9 @@ def data_digest(canonical: CanonicalTable) -> str:
     digest = blake3.blake3(json.dumps(header, sort_keys=True).encode() + b"\n")
     windows = _Windows(canonical.order)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for column_digest in pool.map(lambda column: _column_digest(column, windows), table.columns):
+        for column_digest in pool.map(
+            lambda column: _column_digest(column, windows), table.columns
+        ):
             digest.update(column_digest)
     return str(digest.hexdigest())
 
@@ -356,7 +358,7 @@ class _Windows:
         self.order = order
         self._scratch = threading.local()
 
-    def present(self, column: pa.ChunkedArray) -> Iterator[npt.NDArray[np.uint8]]:
+    def present(self, column: pa.ChunkedArray) -> Iterator[npt.NDArray[np.generic]]:
         """One byte per row: 1 present, 0 missing."""
         if self.order is None:
             for piece in _slices(column):
@@ -412,7 +414,9 @@ class _Windows:
     def _starts(self) -> range:
         return range(0, len(self.order) if self.order is not None else 0, SLICE_ROWS)
 
-    def _buffer(self, name: str, length: int, dtype: np.dtype[np.generic]) -> npt.NDArray[np.generic]:
+    def _buffer(
+        self, name: str, length: int, dtype: np.dtype[np.generic]
+    ) -> npt.NDArray[np.generic]:
         """This thread's scratch array `name` as `length` values of `dtype`."""
         size = length * dtype.itemsize
         held = getattr(self._scratch, name, None)

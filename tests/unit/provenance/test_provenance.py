@@ -148,6 +148,7 @@ def test_digest_is_pinned_and_independent_of_slicing(
     # Slices that start mid-byte of the validity bitmap and span row groups unevenly.
     monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+    assert digest_of(tmp_path / "s.parquet") == CANONICAL_V3_VECTOR
 
 
 def test_assignment_is_sha256_of_each_key_whatever_the_slicing(
