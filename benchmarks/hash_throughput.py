@@ -3,7 +3,7 @@
 Ours is what the provenance step does before it writes anything: read the file through the
 DataSpec (missing markers, label mapped to 0/1, typed features, categories kept as Parquet's
 dictionary codes), canonicalise it (column order, dtypes, one sorted dictionary per
-categorical column, rows in row-key order) and hash the canonical bytes (`data_digest`,
+categorical column, rows read in row-key order) and hash the canonical bytes (`data_digest`,
 BLAKE3, one column per thread). The reference is `pyarrow.parquet.read_table` of the same
 file with its defaults (every column decoded, all cores), nothing else.
 
@@ -11,8 +11,9 @@ The data is churn-like (a unique string key, four categorical columns, numeric f
 a yes/no label) with full-precision floats, so the Parquet file is about as large as the
 table in memory (~1.2x): a "1 GB file" of rounded sample data would be ~8 GB in memory.
 Rows are written in key order, as exported tables usually are; `--shuffled` writes them in
-random order, which costs our digest a sort. The same file is read by both, alternating who
-goes first; medians of `--reps`. Also printed: SHA-256 and BLAKE3 speed on this machine.
+random order, which costs our digest a sort and a gather of each window of rows it hashes.
+The same file is read by both, alternating who goes first; medians of `--reps`. Also printed:
+SHA-256 and BLAKE3 speed on this machine.
 Last line: `ratio=<median ours / median read>` (target <= 1.25).
 
     .venv/bin/python benchmarks/hash_throughput.py [--size-mb 1024] [--reps 3] [--shuffled]

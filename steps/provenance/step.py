@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import blake3
 import numpy as np
@@ -93,13 +94,38 @@ class Assignment:
     shard: npt.NDArray[np.int64]
 
 
-def canonical_table(dataset: Dataset) -> pa.Table:
+@dataclass(frozen=True)
+class CanonicalTable:
+    """The canonical table as `canonical_table` defines it, without a sorted copy: `table`
+    holds the canonical columns and types with the rows as read, and `order` lists those rows
+    in canonical order (None when they already are, the usual case).
+
+    Sorting a shuffled table would cost a copy as large as the table (at 12M rows ~1.3 GB of
+    fresh memory, whose page faults took longer than the gather itself): the digest and the
+    split files read the rows through `order` instead, a window or a file at a time.
+    """
+
+    table: pa.Table
+    order: npt.NDArray[np.int64] | None
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.table.num_rows)
+
+    def rows(self, selected: npt.NDArray[np.bool_]) -> pa.Table:
+        """The canonical rows where `selected` (one flag per canonical row), in canonical order."""
+        if self.order is None:
+            return self.table.filter(pa.array(selected))
+        return _gathered(self.table, self.order[selected])
+
+
+def canonical_table(dataset: Dataset) -> CanonicalTable:
     """The dataset with fixed types (numeric float64, row key string, label int8, categorical
     dictionary-encoded with one dictionary: the sorted categories that occur), columns sorted
-    by name and rows sorted by row key, or by every column without one.
+    by name and rows in row key order, or in the order of every column without one.
 
     Missing numerics are Arrow nulls (not NaN), so NaN bit patterns cannot reach the hash.
-    A row key must be unique: after the sort, a repeated key sits next to itself.
+    A row key must be unique: in key order, a repeated key sits next to itself.
     """
     names = sorted(str(c) for c in dataset.table.column_names)
     columns = {name: dataset.table.column(name) for name in names}
@@ -112,15 +138,19 @@ def canonical_table(dataset: Dataset) -> pa.Table:
     if dataset.row_key is None:
         # Arrow cannot sort by dictionary columns; their codes sort as their sorted categories.
         keys = pa.table({name: _codes(table.column(name)) for name in names})
-        return _gathered(table, pc.sort_indices(keys, [(name, "ascending") for name in names]), {})
+        order = pc.sort_indices(keys, [(name, "ascending") for name in names])
+        return CanonicalTable(table, order.to_numpy().astype(np.int64, copy=False))
     keys = table.column(dataset.row_key)
-    # Data exported by key (the usual case) is already in order: then no sort, no copy.
+    # Data exported by key (the usual case) is already in order: then no order to follow.
     if _strictly_increasing(keys):
-        return table
+        return CanonicalTable(table, None)
+    # One chunk, kept in the table: the digest and the split files take keys from it at random.
     combined = keys.combine_chunks()
-    order = _key_order(combined)
-    ordered_keys = _ordered_keys(combined, order)
-    del combined  # a copy of the key column: not kept beside the gathered table
+    table = table.set_column(
+        table.schema.get_field_index(dataset.row_key), dataset.row_key, combined
+    )
+    order = _key_order(combined).to_numpy().astype(np.int64, copy=False)
+    ordered_keys = _taken_strings(combined, order, _fixed_width_rows(combined))
     repeated = pc.equal(ordered_keys.slice(1), ordered_keys.slice(0, len(ordered_keys) - 1))
     if pc.any(repeated).as_py():
         values = pc.filter(ordered_keys.slice(1), repeated)
@@ -129,7 +159,7 @@ def canonical_table(dataset: Dataset) -> pa.Table:
             f"data {dataset.source}: row key {dataset.row_key!r} is not unique: "
             f"{len(values)} repeated ({shown})"
         )
-    return _gathered(table, order, {dataset.row_key: ordered_keys})
+    return CanonicalTable(table, order)
 
 
 def _key_order(keys: pa.Array) -> pa.Array:
@@ -189,81 +219,104 @@ def _fixed_width_rows(keys: pa.Array) -> npt.NDArray[np.uint8] | None:
     return np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])].reshape(-1, width)
 
 
-def _ordered_keys(keys: pa.Array, order: pa.Array) -> pa.Array:
-    """The keys in `order`. Same-width keys are gathered as fixed-size rows by numpy
-    (~35% less CPU than Arrow's string take, which copies value by value)."""
-    rows = _fixed_width_rows(keys)
-    if rows is None:
-        return keys.take(order)
-    data = np.take(rows, order.to_numpy(), axis=0)
-    width = "<i8" if pa.types.is_large_string(keys.type) else "<i4"
-    offsets = np.arange(len(rows) + 1, dtype=width) * rows.shape[1]
+def _taken_strings(
+    strings: pa.Array, rows: npt.NDArray[np.int64], fixed: npt.NDArray[np.uint8] | None
+) -> pa.Array:
+    """The strings at `rows`. Same-width strings (`fixed`: `_fixed_width_rows` of them) are
+    gathered as fixed-size rows by numpy (~35% less CPU than Arrow's string take, which
+    copies value by value)."""
+    if fixed is None:
+        return strings.take(rows)
+    data = np.take(fixed, rows, axis=0)
+    width = "<i8" if pa.types.is_large_string(strings.type) else "<i4"
+    offsets = np.arange(len(rows) + 1, dtype=width) * fixed.shape[1]
     buffers = [None, pa.py_buffer(offsets), pa.py_buffer(data)]
-    return pa.Array.from_buffers(keys.type, len(rows), buffers, null_count=0)
+    return pa.Array.from_buffers(strings.type, len(rows), buffers, null_count=0)
 
 
-def _gathered(table: pa.Table, order: pa.Array, done: dict[str, pa.Array]) -> pa.Table:
-    """The table's rows in `order`, one column per thread (numpy's take and Arrow's kernels
-    release the GIL); the columns in `done` as given. A dictionary column must have one
-    dictionary, as `_sorted_categories` leaves it.
+def _gathered(table: pa.Table, rows: npt.NDArray[np.int64]) -> pa.Table:
+    """The table's `rows`, in that order, one column per thread (numpy releases the GIL).
+    A dictionary column must have one dictionary, as `_sorted_categories` leaves it.
 
-    Fixed-width columns (numbers, category codes, the label) are gathered by numpy rather
-    than Arrow's take, which measured ~3x slower on a column with nulls (it moves the
-    validity bitmap bit by bit: 0.46 s against 0.16 s for 12M float64) and first copies a
-    chunked column into one fresh array. Fresh memory is what costs most here (its page
-    faults took more system time than the gathers took user time), so each thread copies a
-    column's chunks into one scratch array it reuses for every column, and takes from that.
-    Validity is gathered as one byte per row and packed again.
+    Fixed-width columns (numbers, category codes, the label) are gathered by numpy from a
+    contiguous copy (`_Scratch`) rather than by Arrow's take, which measured ~3x slower on a
+    column with nulls (it moves the validity bitmap bit by bit: 0.46 s against 0.16 s for 12M
+    float64) and slower still on a chunked column. Validity is gathered as one byte per row
+    and packed again.
     """
-    rows = order.to_numpy().astype(np.int64, copy=False)
-    if not len(rows):
-        return table
-    scratch = threading.local()
+    scratch = _Scratch()
 
-    def take(name: str) -> pa.Array | pa.ChunkedArray:
-        if name in done:
-            return done[name]
-        column = table.column(name)
-        dictionary = pa.types.is_dictionary(column.type)
-        kind = column.type.index_type if dictionary else column.type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-            return column.take(order)
-        chunks = [chunk.indices if dictionary else chunk for chunk in column.chunks]
-        dtype = np.dtype(kind.to_pandas_dtype())
-        if getattr(scratch, "values", None) is None:
-            scratch.values = np.empty(len(rows) * 8, np.uint8)  # the widest type: float64
-        source = scratch.values[: len(rows) * dtype.itemsize].view(dtype)
-        start = 0
-        for chunk in chunks:
-            source[start : start + len(chunk)] = _values(chunk)
-            start += len(chunk)
+    def take(column: pa.ChunkedArray) -> pa.Array:
+        if _is_string(column.type):
+            whole = _one_chunk(column)
+            return _taken_strings(whole, rows, _fixed_width_rows(whole))
+        codes = _codes(column)
+        dtype = np.dtype(codes.type.to_pandas_dtype())
         # Into Arrow's allocator (numpy's asks the kernel for huge pages, and their faults
         # measured dearer here); mode="clip" lets numpy write `out` directly, unbuffered.
         values = pa.allocate_buffer(len(rows) * dtype.itemsize)
+        source = _contiguous_values(codes, scratch)
         np.take(source, rows, out=np.frombuffer(values, dtype), mode="clip")
-        bitmap, missing = _gathered_validity(chunks, rows) if column.null_count else (None, 0)
-        taken = pa.Array.from_buffers(kind, len(rows), [bitmap, values], null_count=missing)
-        if dictionary:
+        bitmap, missing = None, 0
+        if codes.null_count:
+            present = np.take(_contiguous_validity(codes, scratch), rows)
+            bitmap = pa.py_buffer(np.packbits(present, bitorder="little"))
+            missing = len(rows) - int(present.sum())
+        taken = pa.Array.from_buffers(codes.type, len(rows), [bitmap, values], null_count=missing)
+        if pa.types.is_dictionary(column.type):
             return pa.DictionaryArray.from_arrays(taken, column.chunk(0).dictionary)
         return taken
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        columns = list(pool.map(take, table.column_names))
+        columns = list(pool.map(take, table.columns))
     return pa.Table.from_arrays(columns, schema=table.schema)
 
 
-def _gathered_validity(
-    chunks: list[pa.Array], rows: npt.NDArray[np.int64]
-) -> tuple[pa.Buffer, int]:
-    """The validity bitmap of the chunks' rows taken in `rows` order, and its null count."""
-    present = np.concatenate(
-        [
-            _validity(chunk) if chunk.null_count else np.ones(len(chunk), np.bool_)
-            for chunk in chunks
-        ]
-    )
-    taken = np.take(present, rows)
-    return pa.py_buffer(np.packbits(taken, bitorder="little")), len(rows) - int(taken.sum())
+class _Scratch(threading.local):
+    """Arrays each thread reuses from column to column. Fresh memory is what cost most when
+    rows were gathered into a sorted copy of the table: its page faults took more system
+    time than the gathers took user time."""
+
+    def array(self, name: str, length: int, dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        size = length * dtype.itemsize
+        held: npt.NDArray[np.uint8] | None = self.__dict__.get(name)
+        if held is None or len(held) < size:
+            held = self.__dict__[name] = np.empty(size, np.uint8)
+        return held[:size].view(dtype)
+
+
+def _contiguous_values(
+    column: pa.ChunkedArray, scratch: _Scratch, fill: int | None = None
+) -> npt.NDArray[Any]:
+    """A fixed-width column's values in one array numpy can index at random, with `fill`
+    where missing unless None (Arrow's take on a chunked column measured ~19 ms per 64K
+    rows taken from 12M)."""
+    source, start = scratch.array("values", len(column), np.dtype(column.type.to_pandas_dtype())), 0
+    for chunk in column.chunks:
+        part, present = source[start : start + len(chunk)], _validity(chunk)
+        part[:] = _values(chunk)
+        if fill is not None and present is not None:
+            part[~present] = fill
+        start += len(chunk)
+    return source
+
+
+def _contiguous_validity(column: pa.ChunkedArray, scratch: _Scratch) -> npt.NDArray[np.bool_]:
+    """One bool per row of the column, True where present, in one array."""
+    source, start = scratch.array("present", len(column), np.dtype(np.bool_)), 0
+    for chunk in column.chunks:
+        present = _validity(chunk)
+        source[start : start + len(chunk)] = True if present is None else present
+        start += len(chunk)
+    return source
+
+
+def _one_chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _is_string(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
 
 
 def _sorted_categories(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -314,7 +367,7 @@ def _strictly_increasing(keys: pa.ChunkedArray) -> bool:
     return bool(pc.all(pc.less(keys.slice(0, len(keys) - 1), keys.slice(1))).as_py())
 
 
-def data_digest(table: pa.Table) -> str:
+def data_digest(canonical: CanonicalTable) -> str:
     """BLAKE3 of the canonical table (as `canonical_table` returns it) in an encoding defined
     here, not borrowed.
 
@@ -328,10 +381,12 @@ def data_digest(table: pa.Table) -> str:
     columns give the number of categories (int64), the categories as strings, then one
     int32 code per row: the category's position, -1 where missing.
     Columns are hashed in parallel, one per thread: numpy and BLAKE3 release the GIL.
+    Rows not in canonical order are read through the order, a window at a time (`_Windows`).
     BLAKE3, not SHA-256: measured here at ~4.7 GB/s on one core against ~1.8 GB/s for
     hashlib's SHA-256 (benchmarks/hash_throughput.py prints both), and it reads numpy and
     Arrow buffers without copying them.
     """
+    table = canonical.table
     header = {
         "format": CANONICAL_FORMAT,
         "hash": HASH,
@@ -339,8 +394,11 @@ def data_digest(table: pa.Table) -> str:
         "columns": [[field.name, _kind(field.type)] for field in table.schema],
     }
     digest = blake3.blake3(json.dumps(header, sort_keys=True).encode() + b"\n")
+    windows = _Windows(canonical.order)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for column_digest in pool.map(_column_digest, table.columns):
+        for column_digest in pool.map(
+            lambda column: _column_digest(column, windows), table.columns
+        ):
             digest.update(column_digest)
     return str(digest.hexdigest())
 
@@ -353,39 +411,81 @@ def _kind(kind: pa.DataType) -> str:
     return str(kind)
 
 
-def _column_digest(column: pa.ChunkedArray) -> bytes:
+def _column_digest(column: pa.ChunkedArray, windows: "_Windows") -> bytes:
     digest = blake3.blake3()
     if pa.types.is_dictionary(column.type):
         categories = column.chunk(0).dictionary if column.num_chunks else pa.array([], pa.string())
         if any(not chunk.dictionary.equals(categories) for chunk in column.chunks):
             raise ValueError("a categorical column must have one dictionary (canonical_table)")
         digest.update(_raw(np.array([len(categories)], dtype="<i8")))
-        _update_strings(digest, pa.chunked_array([categories]))
-        for piece in _slices(column):
-            codes = _values(piece.indices).astype("<i4", copy=True)
-            present = _validity(piece)
-            if present is not None:
-                codes[~present] = -1
-            digest.update(_raw(codes))
-    elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        _update_strings(digest, column)
+        _update_strings(digest, pa.chunked_array([categories]), _Windows(None))
+        for codes in windows.filled(_codes(column), -1):
+            digest.update(_raw(codes.astype("<i4", copy=False)))
+    elif _is_string(column.type):
+        _update_strings(digest, column, windows)
     else:
         digest.update(_raw(np.array([column.null_count], dtype="<i8")))
-        for piece in _slices(column) if column.null_count else ():
-            present = _validity(piece)
-            digest.update(_raw(np.ones(len(piece), np.uint8) if present is None else present))
-        for piece in _slices(column):
-            values = _values(piece)
+        for present in windows.present(column) if column.null_count else ():
+            digest.update(_raw(present))
+        for values in windows.filled(column, 0):
             little = values.astype(values.dtype.newbyteorder("<"), copy=False)
-            present = _validity(piece)
             if little.dtype.kind == "f":
-                little = little + 0.0  # a copy, with -0.0 as 0.0
-            elif present is not None:
-                little = little.copy()
-            if present is not None:
-                little[~present] = 0
+                np.add(little, 0.0, out=little)  # -0.0 as 0.0
             digest.update(_raw(little))
     return digest.digest()
+
+
+class _Windows:
+    """A column's rows in canonical order, SLICE_ROWS at a time, as `data_digest` hashes them:
+    zero-copy slices when the rows are in order, else each window's rows gathered by numpy
+    from a contiguous copy of the column into a small buffer reused for every window."""
+
+    def __init__(self, order: npt.NDArray[np.int64] | None) -> None:
+        self.order = order
+        self._scratch = _Scratch()
+
+    def present(self, column: pa.ChunkedArray) -> Iterator[npt.NDArray[Any]]:
+        """One byte per row: 1 present, 0 missing."""
+        if self.order is None:
+            for piece in _slices(column):
+                present = _validity(piece)
+                yield np.ones(len(piece), np.uint8) if present is None else present
+            return
+        yield from self._gathered(_contiguous_validity(column, self._scratch))
+
+    def filled(self, column: pa.ChunkedArray, fill: int) -> Iterator[npt.NDArray[Any]]:
+        """A fixed-width column's values, `fill` where missing; each window is the caller's
+        to change until it asks for the next."""
+        if self.order is None:
+            for piece in _slices(column):
+                values, present = _values(piece).copy(), _validity(piece)
+                if present is not None:
+                    values[~present] = fill
+                yield values
+            return
+        yield from self._gathered(_contiguous_values(column, self._scratch, fill))
+
+    def strings(self, column: pa.ChunkedArray) -> Iterator[pa.Array]:
+        """A string column's values, "" where missing (Arrow lets a null slot span bytes)."""
+        if self.order is None:
+            pieces: Iterator[pa.Array] = _slices(column)
+        else:
+            whole = _one_chunk(column)
+            fixed = _fixed_width_rows(whole)
+            pieces = (_taken_strings(whole, rows, fixed) for rows in self._windows())
+        for piece in pieces:
+            yield pc.fill_null(piece, "") if piece.null_count else piece
+
+    def _gathered(self, source: npt.NDArray[Any]) -> Iterator[npt.NDArray[Any]]:
+        window = self._scratch.array("window", SLICE_ROWS, source.dtype)
+        for rows in self._windows():
+            # mode="clip" lets numpy write `out` directly, unbuffered (the rows are in range).
+            yield np.take(source, rows, out=window[: len(rows)], mode="clip")
+
+    def _windows(self) -> Iterator[npt.NDArray[np.int64]]:
+        order = self.order if self.order is not None else np.empty(0, np.int64)
+        for start in range(0, len(order), SLICE_ROWS):
+            yield order[start : start + SLICE_ROWS]
 
 
 def _slices(column: pa.ChunkedArray) -> Iterator[pa.Array]:
@@ -395,13 +495,11 @@ def _slices(column: pa.ChunkedArray) -> Iterator[pa.Array]:
             yield chunk.slice(start, SLICE_ROWS)
 
 
-def _update_strings(digest: "blake3.blake3", column: pa.ChunkedArray) -> None:
-    # Arrow lets a null slot span bytes: a slice with nulls is hashed filled with "".
-    pieces = [pc.fill_null(p, "") if p.null_count else p for p in _slices(column)]
-    for piece in pieces:
+def _update_strings(digest: "blake3.blake3", column: pa.ChunkedArray, windows: _Windows) -> None:
+    for piece in windows.strings(column):
         offsets, _ = _string_span(piece)
         digest.update(_raw(np.diff(offsets).astype("<i8")))
-    for piece in pieces:
+    for piece in windows.strings(column):
         offsets, data = _string_span(piece)
         if data is not None:
             digest.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
@@ -449,14 +547,16 @@ def dataset_digest(data: str, shards: int) -> str:
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
 
-def assign(table: pa.Table, row_key: str | None, shards: int) -> Assignment:
-    """Split and shard of each row from the first 8 bytes of SHA-256 of its key.
+def assign(canonical: CanonicalTable, row_key: str | None, shards: int) -> Assignment:
+    """Split and shard of each canonical row from the first 8 bytes of SHA-256 of its key.
 
     The key is the row key, or the row's content (its values as text, joined) when there is
     none, so a row keeps its split when other rows come and go: 80% train, 10% valid, 10%
     test by `h % 100`; the shard is `(h // 100) % shards`, independent of the split.
     """
-    hashes = _key_hashes(table, row_key)
+    hashes = _key_hashes(canonical.table, row_key)
+    if canonical.order is not None:
+        hashes = hashes[canonical.order]
     bucket = hashes % 100
     split = np.where(
         bucket < _TRAIN_PERCENT,
@@ -484,8 +584,8 @@ def _key_hashes(table: pa.Table, row_key: str | None) -> npt.NDArray[np.uint64]:
 
 
 def split_masks(assignment: Assignment, shards: int) -> dict[str, npt.NDArray[np.bool_]]:
-    """Each file of the layout (path relative to the dataset) and which rows it holds; none
-    is empty. Masks, not tables: the files are cut and written one at a time."""
+    """Each file of the layout (path relative to the dataset) and which canonical rows it
+    holds; none is empty. Masks, not tables: the files are cut and written one at a time."""
     files: dict[str, npt.NDArray[np.bool_]] = {}
     for split in Split:
         in_split = assignment.split == split.value
@@ -534,20 +634,21 @@ def build_manifest(
 def upload_dataset(
     store: ArtifactStore,
     manifest: DatasetManifest,
-    table: pa.Table,
+    canonical: CanonicalTable,
     files: dict[str, npt.NDArray[np.bool_]],
 ) -> None:
     """Split files first, the manifest last: readers treat a manifest as "complete".
 
-    Each file is cut from `table`, written, uploaded and freed before the next: only one
-    file's rows (as strings, the split files' form) exist beside the table at a time.
+    Each file is cut from the table (its rows in canonical order), written, uploaded and
+    freed before the next: only one file's rows (as strings, the split files' form) exist
+    beside the table at a time.
     """
     prefix = dataset_key(manifest.digest)
     with tempfile.TemporaryDirectory(prefix="mlpipe-dataset-") as tmp:
         for name, rows in files.items():
             path = Path(tmp) / name
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(decode_categories(table.filter(pa.array(rows))), path)
+            pq.write_table(decode_categories(canonical.rows(rows)), path)
             store.upload_file(path, f"{prefix}/{name}")
     store.put_json(
         f"{prefix}/{DatasetFile.MANIFEST.value}",
@@ -571,8 +672,8 @@ def run_provenance(
         raise BadInput(f"--shards must be at least 1, got {shards}")
     report_progress(progress_file, 0, 3)
     dataset = load_dataset(data_uri, spec, store)
-    table = canonical_table(dataset)
-    data = data_digest(table)
+    canonical = canonical_table(dataset)
+    data = data_digest(canonical)
     address = dataset_digest(data, shards)
     prefix = dataset_key(address)
     report_progress(progress_file, 1, 3)
@@ -580,10 +681,10 @@ def run_provenance(
     if reused:
         manifest = read_manifest(store, store.uri(prefix))
     else:
-        assignment = assign(table, dataset.row_key, shards)
+        assignment = assign(canonical, dataset.row_key, shards)
         files = split_masks(assignment, shards)
-        manifest = build_manifest(dataset, table, assignment, address, data, shards)
-        upload_dataset(store, manifest, table, files)
+        manifest = build_manifest(dataset, canonical.table, assignment, address, data, shards)
+        upload_dataset(store, manifest, canonical, files)
     report_progress(progress_file, 2, 3)
     record = ProvenanceRecord(
         dataset_digest=address,
@@ -591,7 +692,7 @@ def run_provenance(
         source_uri=data_uri,
         dataset_uri=store.uri(prefix),
         shards=shards,
-        rows=RowCounts(total=table.num_rows, **manifest.rows.model_dump()),
+        rows=RowCounts(total=canonical.num_rows, **manifest.rows.model_dump()),
         reused=reused,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from steps.core.errors import BadInput
@@ -137,3 +139,33 @@ def test_cli_bad_input_exits_2_and_writes_nothing_to_s3(
     assert "Traceback" not in result.stderr
     assert store.list("") == []
     assert not (tmp_path / "out" / Artifact.PROVENANCE.filename).exists()
+
+
+def test_a_shuffled_copy_gets_the_same_digest_and_byte_identical_files(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    """Rows out of key order are read through the key order, not sorted into a copy: the
+    digest and every split file must still be those of the key-ordered copy, to the byte."""
+    frame = generate(3000, seed=13)
+    frame.loc[[4, 900, 2999], "region"] = None
+    frame.loc[[7, 1500], "usage_gb"] = None
+    frame.to_parquet(tmp_path / "ordered.parquet", index=False)
+    shuffled = frame.sample(frac=1, random_state=4)
+    shuffled.to_parquet(tmp_path / "shuffled.parquet", index=False, row_group_size=700)
+    written = {}
+    for name in ["shuffled", "ordered"]:
+        record = run_provenance(str(tmp_path / f"{name}.parquet"), SPEC, 2, store, tmp_path / name)
+        assert not record.reused
+        keys = store.list("datasets/")
+        written[name] = (record.data_digest, {key: store.get_bytes(key) for key in keys})
+        for key in keys:
+            store.delete(key)
+    assert written["shuffled"] == written["ordered"]
+    files = written["ordered"][1]
+    assert len(files) == 6  # train and valid in 2 shards, test, the manifest
+    parts = {key: pq.read_table(pa.BufferReader(data)) for key, data in files.items()
+             if key.endswith(".parquet")}  # fmt: skip
+    assert sum(part.column("region").null_count for part in parts.values()) == 3
+    for part in parts.values():
+        ids = part.column("customer_id").to_pylist()
+        assert ids == sorted(ids), "each file's rows in key order"

@@ -106,7 +106,7 @@ def test_a_row_keeps_its_split_when_rows_are_added(tmp_path: Path) -> None:
     for name in ["small", "large"]:
         table = canonical_table(load_dataset(str(tmp_path / f"{name}.parquet"), spec, None))
         assignment = assign(table, "customer_id", 2)
-        keys = table.column("customer_id").to_pylist()
+        keys = table.rows(np.ones(table.num_rows, np.bool_)).column("customer_id").to_pylist()
         placed[name] = dict(
             zip(keys, zip(assignment.split, assignment.shard, strict=True), strict=True)
         )
@@ -132,20 +132,23 @@ def test_digest_is_pinned_and_independent_of_slicing(
     frame.loc[7, "usage_gb"] = -0.0
     frame.to_parquet(tmp_path / "g.parquet", index=False, row_group_size=30_000)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
-    # Out of key order, rows are sorted and gathered (numpy takes, nulls moved by the
-    # inverse permutation, chunks of uneven sizes): the same table, the same digest.
+    # Out of key order, each window of rows is gathered through the order (numpy takes from
+    # chunks of uneven sizes, nulls moved with their rows): the same rows, the same digest.
     shuffled = frame.sample(frac=1, random_state=6)
     shuffled.to_parquet(tmp_path / "s.parquet", index=False, row_group_size=23_000)
     ordered, gathered = (
         canonical_table(load_dataset(str(tmp_path / name), SPEC, None))
         for name in ["g.parquet", "s.parquet"]
     )
-    assert gathered.equals(ordered)
-    assert gathered.column("usage_gb").null_count == 2
+    everything = np.ones(ordered.num_rows, np.bool_)
+    assert ordered.order is None and gathered.order is not None
+    assert gathered.rows(everything).equals(ordered.rows(everything))
+    assert gathered.table.column("usage_gb").null_count == 2
     assert data_digest(gathered) == CANONICAL_V3_VECTOR
     # Slices that start mid-byte of the validity bitmap and span row groups unevenly.
     monkeypatch.setattr("steps.provenance.step.SLICE_ROWS", 997)
     assert digest_of(tmp_path / "g.parquet") == CANONICAL_V3_VECTOR
+    assert digest_of(tmp_path / "s.parquet") == CANONICAL_V3_VECTOR
 
 
 def test_assignment_is_sha256_of_each_key_whatever_the_slicing(
@@ -158,10 +161,11 @@ def test_assignment_is_sha256_of_each_key_whatever_the_slicing(
     unkeyed = SPEC.model_copy(update={"row_key": None, "exclude": ["customer_id"]})
     for spec in (SPEC, unkeyed):
         table = canonical_table(load_dataset(str(tmp_path / "d.parquet"), spec, None))
+        canonical = table.rows(np.ones(table.num_rows, np.bool_))
         if spec.row_key is not None:
-            keys = table.column(spec.row_key).to_pylist()
+            keys = canonical.column(spec.row_key).to_pylist()
         else:
-            rows = zip(*(c.cast(pa.string()).to_pylist() for c in table.columns), strict=True)
+            rows = zip(*(c.cast(pa.string()).to_pylist() for c in canonical.columns), strict=True)
             keys = ["\x1f".join("\x00" if v is None else v for v in row) for row in rows]
         numbers = [int.from_bytes(hashlib.sha256(k.encode()).digest()[:8]) for k in keys]
         assignment = assign(table, spec.row_key, 3)
